@@ -1,0 +1,103 @@
+/**
+ * The engine's public surface for commands: load a model, open a session, evaluate tokens.
+ * Implemented in src/model/ (loader, graph, architectures); used by src/cli/ and src/eval/.
+ */
+
+/** `--override-kv KEY=TYPE:VALUE` */
+export interface KvOverride {
+  key: string;
+  type: "int" | "float" | "bool" | "str";
+  value: number | boolean | string;
+}
+
+/** Expert-count override and dynamic routing (see README "Expert-count override"). */
+export interface MoeOptions {
+  /** --moe-n-expert N: routed experts per token (undefined = the model's expert_used_count) */
+  nExpert?: number;
+  /** --moe-mask: soft re-routes with top-N; hard keeps the first N of the model's top-k */
+  mask: "soft" | "hard";
+  /** --moe-n-expert-layers: per-layer counts, layer index -> N (overrides nExpert for those layers) */
+  layers?: Map<number, number>;
+  /** --moe-cum-p P: fewest top-ranked experts whose probabilities reach P of the top-k mass */
+  cumP?: number;
+  /** --moe-ser KMIN,T: keep top KMIN, then each further expert whose probability > T * top expert's */
+  ser?: { kmin: number; t: number };
+}
+
+export interface LoadOptions {
+  overrideKv?: KvOverride[];
+  moe?: MoeOptions;
+  /** worker threads for matmuls (default: number of cores) */
+  threads?: number;
+  /** called with (bytes read, total bytes) while tensor data loads */
+  onProgress?: (done: number, total: number) => void;
+}
+
+/** Per-layer routing statistics collected while a session runs (--moe-stats). */
+export interface MoeLayerStats {
+  layer: number;
+  /** tokens routed through this layer */
+  tokens: number;
+  /** mean routed experts computed per token */
+  meanExperts: number;
+  /** mean fraction of the router's top-k probability mass kept */
+  massKept: number;
+  /** per-expert count of tokens routed to it */
+  load: number[];
+  /** mean entropy (nats) of the router's distribution */
+  entropy: number;
+}
+
+/** Hyperparameters as llama.cpp reads them from GGUF metadata (after --override-kv). */
+export interface HParams {
+  arch: string;
+  nLayer: number;
+  nEmbd: number;
+  nVocab: number;
+  nCtxTrain: number;
+  nHead: number;
+  nHeadKv: number;
+  /** per-head key / value lengths */
+  nEmbdHeadK: number;
+  nEmbdHeadV: number;
+  /** dense FFN width (0 if none) */
+  nFf: number;
+  /** routed experts (0 for dense models) and experts used per token */
+  nExpert: number;
+  nExpertUsed: number;
+  /** routed expert FFN width */
+  nFfExp: number;
+  rmsEps: number;
+  ropeBase: number;
+  /** other architecture-specific values */
+  [extra: string]: unknown;
+}
+
+export interface Session {
+  /** tokens currently in the KV cache */
+  readonly nPast: number;
+  readonly nCtx: number;
+  /**
+   * Evaluates `tokens` at positions nPast.. and appends them to the KV cache.
+   * Returns raw logits: all rows [tokens.length x nVocab] when allLogits, else only the last row [nVocab].
+   */
+  eval(tokens: number[], opts?: { allLogits?: boolean }): Promise<Float32Array>;
+  /** keeps the first n cached tokens and drops the rest */
+  truncate(n: number): void;
+  /** routing statistics since the session started (or since resetStats) */
+  moeStats(): MoeLayerStats[];
+  resetStats(): void;
+}
+
+export interface Model {
+  readonly path: string;
+  readonly hparams: HParams;
+  /** the GGUF file's metadata (after --override-kv), for the tokenizer and chat template */
+  readonly metadata: Map<string, import("../gguf/types.ts").MetaEntry>;
+  /** file size in bytes and parameter count, for reports */
+  readonly fileSize: number;
+  readonly nParams: number;
+  createSession(opts?: { nCtx?: number }): Session;
+  /** releases worker threads */
+  dispose(): Promise<void>;
+}
