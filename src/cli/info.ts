@@ -1,6 +1,20 @@
+/**
+ * `tsmoe info -m FILE [--json]`: architecture, hyper-parameters, tensor counts by type, parameter count and
+ * file size of a GGUF model (header only: tensor data is not read).
+ */
 import type { Command } from "commander";
+import { loadGguf } from "../gguf/reader.ts";
+import { formatSummary, summarize } from "../gguf/summary.ts";
+
 export function register(program: Command): void {
-  program.command("info").description("print model information").requiredOption("-m, --model <file>").action(() => {
-    throw new Error("info: not written yet");
-  });
+  program
+    .command("info")
+    .description("print a GGUF model's architecture, hyper-parameters and tensor types")
+    .requiredOption("-m, --model <file>", "GGUF model file (first shard of a split model)")
+    .option("--json", "print one JSON object")
+    .action(async (opts: { model: string; json?: boolean }) => {
+      const file = await loadGguf(opts.model, { headerOnly: true });
+      const summary = summarize(file);
+      process.stdout.write(opts.json ? JSON.stringify(summary) + "\n" : formatSummary(summary) + "\n");
+    });
 }

@@ -5,6 +5,10 @@
 import { Command, CommanderError } from "commander";
 import { TsmoeError } from "../errors.ts";
 import { register as registerInfo } from "./info.ts";
+import { register as registerBench } from "./bench.ts";
+import { register as registerRun } from "./run.ts";
+import { register as registerPerplexity } from "./perplexity.ts";
+import { register as registerTokenize } from "./tokenize.ts";
 
 export function buildProgram(): Command {
   const program = new Command();
@@ -14,6 +18,10 @@ export function buildProgram(): Command {
     .showHelpAfterError(false)
     .exitOverride();
   registerInfo(program);
+  registerBench(program);
+  registerRun(program);
+  registerPerplexity(program);
+  registerTokenize(program);
   return program;
 }
 

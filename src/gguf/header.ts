@@ -12,6 +12,7 @@ import { closeSync, fstatSync, openSync, readSync } from "node:fs";
 import { GgufError } from "../errors.ts";
 import { typeName, typeTraits, type GGMLType } from "../tensor/types.ts";
 import { GgufValueType, type MetaEntry, type MetaScalar, type MetaValue } from "./types.ts";
+import { q } from "./quote.ts";
 
 export const GGUF_MAGIC = 0x46554747; // "GGUF" read as little-endian u32
 export const GGUF_DEFAULT_ALIGNMENT = 32;
@@ -85,40 +86,50 @@ class Cursor {
   }
 
   u8(what: string): number {
-    return this.buf[this.take(1, what)]!;
+    const at = this.take(1, what);
+    return this.buf[at]!;
   }
   i8(what: string): number {
-    return this.buf.readInt8(this.take(1, what));
+    const at = this.take(1, what);
+    return this.buf.readInt8(at);
   }
   u16(what: string): number {
-    return this.buf.readUInt16LE(this.take(2, what));
+    const at = this.take(2, what);
+    return this.buf.readUInt16LE(at);
   }
   i16(what: string): number {
-    return this.buf.readInt16LE(this.take(2, what));
+    const at = this.take(2, what);
+    return this.buf.readInt16LE(at);
   }
   u32(what: string): number {
-    return this.buf.readUInt32LE(this.take(4, what));
+    const at = this.take(4, what);
+    return this.buf.readUInt32LE(at);
   }
   i32(what: string): number {
-    return this.buf.readInt32LE(this.take(4, what));
+    const at = this.take(4, what);
+    return this.buf.readInt32LE(at);
   }
   f32(what: string): number {
-    return this.buf.readFloatLE(this.take(4, what));
+    const at = this.take(4, what);
+    return this.buf.readFloatLE(at);
   }
   f64(what: string): number {
-    return this.buf.readDoubleLE(this.take(8, what));
+    const at = this.take(8, what);
+    return this.buf.readDoubleLE(at);
   }
   u64(what: string): bigint {
-    return this.buf.readBigUInt64LE(this.take(8, what));
+    const at = this.take(8, what);
+    return this.buf.readBigUInt64LE(at);
   }
   i64(what: string): bigint {
-    return this.buf.readBigInt64LE(this.take(8, what));
+    const at = this.take(8, what);
+    return this.buf.readBigInt64LE(at);
   }
 
   /** A u64 count or size that must fit in a safe integer and be at most `max`. */
   count(what: string, max: number): number {
     const v = this.u64(what);
-    if (v > BigInt(max)) this.fail(`${what} ${v} is too large (at most ${max} possible here)`);
+    if (v > BigInt(max)) this.fail(`${what} ${v} at offset ${this.pos - 8} is too large (at most ${max} possible here: corrupt or truncated file)`);
     return Number(v);
   }
 
@@ -190,45 +201,45 @@ function isValueType(t: number): t is GgufValueType {
 
 function readKv(c: Cursor, index: number): MetaEntry {
   const key = c.str(`metadata key #${index}`);
-  const type = c.u32(`type of metadata '${key}'`);
-  if (!isValueType(type)) c.fail(`metadata '${key}' has unknown value type ${type}`);
-  if (type !== GgufValueType.ARRAY) return { key, type, value: readScalar(c, type, `metadata '${key}'`) };
-  const arrayType = c.u32(`element type of metadata '${key}'`);
-  if (!isValueType(arrayType)) c.fail(`metadata '${key}' has unknown array element type ${arrayType}`);
-  if (arrayType === GgufValueType.ARRAY) c.fail(`metadata '${key}' is a nested array (not supported by GGUF readers)`);
+  const type = c.u32(`type of metadata ${q(key)}`);
+  if (!isValueType(type)) c.fail(`metadata ${q(key)} has unknown value type ${type}`);
+  if (type !== GgufValueType.ARRAY) return { key, type, value: readScalar(c, type, `metadata ${q(key)}`) };
+  const arrayType = c.u32(`element type of metadata ${q(key)}`);
+  if (!isValueType(arrayType)) c.fail(`metadata ${q(key)} has unknown array element type ${arrayType}`);
+  if (arrayType === GgufValueType.ARRAY) c.fail(`metadata ${q(key)} is a nested array (not supported by GGUF readers)`);
   const n = c.count(
-    `length of array '${key}'`,
+    `length of array ${q(key)}`,
     Math.min(MAX_ARRAY_LENGTH, Math.floor((c.remaining - 8) / minValueBytes(arrayType))),
   );
   const value: MetaValue = new Array<MetaScalar>(n);
-  for (let i = 0; i < n; i++) value[i] = readScalar(c, arrayType, `element ${i} of '${key}'`);
+  for (let i = 0; i < n; i++) value[i] = readScalar(c, arrayType, `element ${i} of ${q(key)}`);
   return { key, type, arrayType, value };
 }
 
 function readTensorInfo(c: Cursor, index: number): Omit<TensorInfo, "offset"> & { offset: bigint } {
   const name = c.str(`name of tensor #${index}`);
   if (Buffer.byteLength(name) > MAX_TENSOR_NAME) c.fail(`tensor #${index} name is longer than ${MAX_TENSOR_NAME} bytes`);
-  const nDims = c.u32(`dimension count of tensor '${name}'`);
-  if (nDims > MAX_DIMS) c.fail(`tensor '${name}' has ${nDims} dimensions (at most ${MAX_DIMS})`);
+  const nDims = c.u32(`dimension count of tensor ${q(name)}`);
+  if (nDims > MAX_DIMS) c.fail(`tensor ${q(name)} has ${nDims} dimensions (at most ${MAX_DIMS})`);
   const shape: number[] = [];
   let nElements = 1;
   for (let d = 0; d < nDims; d++) {
-    const ne = c.i64(`dimension ${d} of tensor '${name}'`);
-    if (ne < 0n) c.fail(`tensor '${name}' has negative dimension ${d} (${ne})`);
-    if (ne > BigInt(Number.MAX_SAFE_INTEGER)) c.fail(`tensor '${name}' dimension ${d} (${ne}) is too large`);
+    const ne = c.i64(`dimension ${d} of tensor ${q(name)}`);
+    if (ne < 0n) c.fail(`tensor ${q(name)} has negative dimension ${d} (${ne})`);
+    if (ne > BigInt(Number.MAX_SAFE_INTEGER)) c.fail(`tensor ${q(name)} dimension ${d} (${ne}) is too large`);
     shape.push(Number(ne));
     nElements *= Number(ne);
-    if (nElements > Number.MAX_SAFE_INTEGER) c.fail(`tensor '${name}' element count overflows (shape ${shape.join("x")}...)`);
+    if (nElements > Number.MAX_SAFE_INTEGER) c.fail(`tensor ${q(name)} element count overflows (shape ${shape.join("x")}...)`);
   }
-  const type = c.u32(`type of tensor '${name}'`);
+  const type = c.u32(`type of tensor ${q(name)}`);
   const traits = typeTraits(type);
-  if (!traits) c.fail(`tensor '${name}' has unknown type id ${type}`);
+  if (!traits) c.fail(`tensor ${q(name)} has unknown type id ${type}`);
   const ne0 = nDims > 0 ? shape[0]! : 1;
   if (ne0 % traits.blockSize !== 0)
-    c.fail(`tensor '${name}' row length ${ne0} is not a multiple of ${typeName(type)}'s block size ${traits.blockSize}`);
+    c.fail(`tensor ${q(name)} row length ${ne0} is not a multiple of ${typeName(type)}'s block size ${traits.blockSize}`);
   const nBytes = (nElements / traits.blockSize) * traits.typeSize;
-  if (nBytes > c.fileSize) c.fail(`tensor '${name}' (${shape.join("x")} ${traits.name}) needs ${nBytes} bytes, more than the file holds`);
-  const offset = c.u64(`data offset of tensor '${name}'`);
+  if (nBytes > c.fileSize) c.fail(`tensor ${q(name)} (${shape.join("x")} ${traits.name}) needs ${nBytes} bytes but the whole file has ${c.fileSize} (truncated or corrupt)`);
+  const offset = c.u64(`data offset of tensor ${q(name)}`);
   return { name, type: type as GGMLType, shape, nElements, nBytes, offset };
 }
 
@@ -238,7 +249,9 @@ export function readGgufHeader(file: string): GgufHeader {
   try {
     fd = openSync(file, "r");
   } catch (e) {
-    throw new GgufError(file, `cannot open: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+    const code = (e as NodeJS.ErrnoException).code ?? "";
+    const why: Record<string, string> = { ENOENT: "no such file", EACCES: "permission denied", EISDIR: "is a directory" };
+    throw new GgufError(file, `cannot open: ${why[code] ?? (code || (e as Error).message)}`);
   }
   try {
     const st = fstatSync(fd);
@@ -266,7 +279,7 @@ function parseHeader(c: Cursor): GgufHeader {
   const metadata = new Map<string, MetaEntry>();
   for (let i = 0; i < nKv; i++) {
     const kv = readKv(c, i);
-    if (metadata.has(kv.key)) c.fail(`duplicate metadata key '${kv.key}'`);
+    if (metadata.has(kv.key)) c.fail(`duplicate metadata key ${q(kv.key)}`);
     metadata.set(kv.key, kv);
   }
 
@@ -283,16 +296,16 @@ function parseHeader(c: Cursor): GgufHeader {
   const names = new Set<string>();
   for (let i = 0; i < nTensors; i++) {
     const t = readTensorInfo(c, i);
-    if (names.has(t.name)) c.fail(`duplicate tensor name '${t.name}'`);
+    if (names.has(t.name)) c.fail(`duplicate tensor name ${q(t.name)}`);
     names.add(t.name);
     raw.push(t);
   }
   const dataOffset = Math.ceil(c.pos / alignment) * alignment;
 
   const tensors: TensorInfo[] = raw.map((t) => {
-    if (t.offset % BigInt(alignment) !== 0n) c.fail(`tensor '${t.name}' data offset ${t.offset} is not a multiple of the alignment ${alignment}`);
+    if (t.offset % BigInt(alignment) !== 0n) c.fail(`tensor ${q(t.name)} data offset ${t.offset} is not a multiple of the alignment ${alignment}`);
     if (t.offset > BigInt(c.fileSize) || dataOffset + Number(t.offset) + t.nBytes > c.fileSize)
-      c.fail(`tensor '${t.name}' data (offset ${t.offset}, ${t.nBytes} bytes) extends past the end of the file (truncated?)`);
+      c.fail(`tensor ${q(t.name)} data (offset ${t.offset}, ${t.nBytes} bytes) extends past the end of the file (truncated?)`);
     return { ...t, offset: Number(t.offset) };
   });
   const byOffset = [...tensors].sort((a, b) => a.offset - b.offset);
@@ -300,7 +313,7 @@ function parseHeader(c: Cursor): GgufHeader {
     const prev = byOffset[i - 1]!;
     const cur = byOffset[i]!;
     if (prev.offset + prev.nBytes > cur.offset && prev.nBytes > 0 && cur.nBytes > 0)
-      c.fail(`tensors '${prev.name}' and '${cur.name}' overlap`);
+      c.fail(`tensors ${q(prev.name)} and ${q(cur.name)} overlap`);
   }
   return { version, alignment, metadata, tensors, dataOffset, fileSize: c.fileSize };
 }

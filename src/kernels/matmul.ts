@@ -1,9 +1,17 @@
 /**
- * Matrix products with GGUF weights. INITIAL VERSION: F32 weights only; the tensor-types work replaces
- * this with quantized kernels behind the same signatures.
+ * Matrix products with GGUF weights, computed the way llama.cpp's CPU backend does: the activations are
+ * converted once to the weight type's vec_dot_type (`quantizeActivations`), then each output row is an
+ * integer-exact block dot product (`matmulRange`). The two steps are separate so that a worker pool can
+ * quantize once and split the output rows between threads.
  */
-import { GGMLType, typeName } from "../tensor/types.ts";
+import { GGMLType, rowBytes, typeName } from "../tensor/types.ts";
+import { dequantizeRow } from "../tensor/dequantize.ts";
 import { TsmoeError } from "../errors.ts";
+import { quantizeActivations, type Activations } from "./activations.ts";
+import { matmulFloatRange } from "./dot-float.ts";
+import { matmulQuantRange } from "./dot-quant.ts";
+
+export { quantizeActivations, vecDotType, type Activations } from "./activations.ts";
 
 /** A 2-D weight: ne1 rows of ne0 values, rows contiguous (a 3-D expert tensor gives one Weight per expert). */
 export interface Weight {
@@ -13,18 +21,48 @@ export interface Weight {
   data: Uint8Array;
 }
 
+function isFloat(type: GGMLType): boolean {
+  return type === GGMLType.F32 || type === GGMLType.F16 || type === GGMLType.BF16;
+}
+
+/**
+ * out[t * outStride + r] = dot(row r of w, activation row t) for rowStart <= r < rowEnd and every token t
+ * of `act` (prepared by quantizeActivations for w.type).
+ */
+export function matmulRange(
+  w: Weight,
+  act: Activations,
+  out: Float32Array,
+  outStride: number,
+  rowStart: number,
+  rowEnd: number,
+): void {
+  if (act.wtype !== w.type || act.ne0 !== w.ne0) {
+    throw new TsmoeError(
+      `matmul: activations prepared for ${typeName(act.wtype)} rows of ${act.ne0}, weight is ${typeName(w.type)} with rows of ${w.ne0}`,
+    );
+  }
+  if (rowStart < 0 || rowEnd > w.ne1 || rowStart > rowEnd) throw new TsmoeError(`matmul: rows [${rowStart}, ${rowEnd}) outside [0, ${w.ne1})`);
+  if (w.data.byteLength < w.ne1 * rowBytes(w.type, w.ne0)) {
+    throw new TsmoeError(`matmul: ${typeName(w.type)} weight [${w.ne0} x ${w.ne1}] needs ${w.ne1 * rowBytes(w.type, w.ne0)} bytes, has ${w.data.byteLength}`);
+  }
+  if (act.nTokens > 0 && out.length < (act.nTokens - 1) * outStride + rowEnd) throw new TsmoeError(`matmul: output buffer too small`);
+  if (isFloat(w.type)) matmulFloatRange(w, act, out, outStride, rowStart, rowEnd);
+  else matmulQuantRange(w, act, out, outStride, rowStart, rowEnd);
+}
+
 /** out[t * w.ne1 + r] = sum_i w[r][i] * x[t * w.ne0 + i] for t < nTokens, r < w.ne1 */
 export function matmul(w: Weight, x: Float32Array, nTokens: number, out: Float32Array): void {
-  if (w.type !== GGMLType.F32) throw new TsmoeError(`matmul: weight type ${typeName(w.type)} not supported yet`);
-  const W = new Float32Array(w.data.buffer, w.data.byteOffset, w.ne0 * w.ne1);
-  const K = w.ne0;
-  for (let t = 0; t < nTokens; t++) {
-    const xo = t * K;
-    for (let r = 0; r < w.ne1; r++) {
-      const wo = r * K;
-      let s = 0;
-      for (let i = 0; i < K; i++) s += W[wo + i] * x[xo + i];
-      out[t * w.ne1 + r] = s;
-    }
+  const act = quantizeActivations(w.type, x, nTokens, w.ne0);
+  matmulRange(w, act, out, w.ne1, 0, w.ne1);
+}
+
+/** Dequantizes the rows rowIds of w into out (row i at out[i * w.ne0]): e.g. a token embedding lookup. */
+export function getRowsF32(w: Weight, rowIds: ArrayLike<number>, out: Float32Array): void {
+  const rb = rowBytes(w.type, w.ne0);
+  for (let i = 0; i < rowIds.length; i++) {
+    const id = rowIds[i]!;
+    if (!(id >= 0 && id < w.ne1 && Number.isInteger(id))) throw new TsmoeError(`row ${id} out of range [0, ${w.ne1})`);
+    dequantizeRow(w.type, w.data, id * rb, out, i * w.ne0, w.ne0);
   }
 }

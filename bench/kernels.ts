@@ -1,0 +1,106 @@
+/**
+ * Matmul kernel speed per weight type: a 2048 x 2048 matrix times one token (decode, matvec) and times a
+ * 64-token batch (prompt processing), single thread. Prints GFLOP/s (2 * rows * cols * tokens / time)
+ * and weight bandwidth for the matvec. Times are CPU time of this process, so a busy machine disturbs them less.
+ *
+ *   npx tsx bench/kernels.ts [--types Q4_K,Q8_0] [--size 2048] [--batch 64] [--seconds 1]
+ */
+import { GGMLType, rowBytes, typeByName, typeName } from "../src/tensor/types.ts";
+import { quantize } from "../src/tensor/quantize.ts";
+import { randn, uniformRng } from "../src/tensor/random.ts";
+import { f32ToF16Bits } from "../src/tensor/f16.ts";
+import { blockCodec } from "../src/tensor/decode.ts";
+import { matmulRange, quantizeActivations, type Weight } from "../src/kernels/matmul.ts";
+
+const DEFAULT_TYPES = ["F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ4_NL", "IQ4_XS", "MXFP4"];
+
+function arg(name: string, def: string): string {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 && process.argv[i + 1] ? process.argv[i + 1]! : def;
+}
+
+/** Weights for types without a quantizer: random blocks whose f16 scale fields are set to small values. */
+function randomWeightBytes(type: GGMLType, ne0: number, ne1: number): Uint8Array {
+  const c = blockCodec(type)!;
+  const u = uniformRng(42);
+  const out = new Uint8Array(rowBytes(type, ne0) * ne1);
+  for (let i = 0; i < out.length; i++) out[i] = Math.floor(u() * 256);
+  const h = f32ToF16Bits(0.01);
+  const fields: Partial<Record<GGMLType, number[]>> = {
+    [GGMLType.Q2_K]: [80, 82], [GGMLType.Q3_K]: [108], [GGMLType.IQ4_NL]: [0], [GGMLType.IQ4_XS]: [0],
+  };
+  for (let b = 0; b < out.length / c.typeSize; b++) {
+    if (type === GGMLType.MXFP4) out[b * c.typeSize] = 120;
+    for (const f of fields[type] ?? []) {
+      out[b * c.typeSize + f] = h & 0xff;
+      out[b * c.typeSize + f + 1] = h >> 8;
+    }
+  }
+  return out;
+}
+
+function makeWeight(type: GGMLType, n: number): Weight {
+  let data: Uint8Array;
+  try {
+    data = quantize(type, randn(n * n, 1, 1 / Math.sqrt(n)), n, n);
+  } catch {
+    data = randomWeightBytes(type, n, n);
+  }
+  return { type, ne0: n, ne1: n, data };
+}
+
+/** CPU seconds used by this process so far (unlike wall time, not inflated by other processes on a busy machine). */
+function cpuSeconds(): number {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1e6;
+}
+
+/** CPU seconds per call of f, measured over at least `budget` seconds (after one warm-up call). */
+function timeIt(f: () => void, budget: number): number {
+  f();
+  let calls = 0;
+  const t0 = cpuSeconds();
+  let t = t0;
+  while (t - t0 < budget || calls < 2) {
+    f();
+    calls++;
+    t = cpuSeconds();
+  }
+  return (t - t0) / calls;
+}
+
+const n = Number(arg("size", "2048"));
+const batch = Number(arg("batch", "64"));
+const budget = Number(arg("seconds", "1"));
+const types = arg("types", DEFAULT_TYPES.join(",")).split(",").map((s) => {
+  const t = typeByName(s.trim());
+  if (t === undefined) throw new Error(`unknown type ${s}`);
+  return t;
+});
+
+console.log(`matmul ${n} x ${n}, single thread, node ${process.version} (CPU time)`);
+console.log(`type    | matvec ms | matvec GFLOP/s | weights GB/s | batch ${batch}: ms | GFLOP/s | act. quant ms`);
+console.log(`--------|-----------|----------------|--------------|-------------|---------|--------------`);
+for (const type of types) {
+  const w = makeWeight(type, n);
+  const x1 = randn(n, 2);
+  const xb = randn(n * batch, 3);
+  const out = new Float32Array(n * batch);
+  const act1 = quantizeActivations(type, x1, 1, n);
+  const actB = quantizeActivations(type, xb, batch, n);
+  const tVec = timeIt(() => matmulRange(w, act1, out, n, 0, n), budget);
+  const tBatch = timeIt(() => matmulRange(w, actB, out, n, 0, n), budget);
+  const tQuant = timeIt(() => quantizeActivations(type, xb, batch, n, actB), budget / 4);
+  const flops = 2 * n * n;
+  console.log(
+    [
+      typeName(type).padEnd(7),
+      (tVec * 1e3).toFixed(2).padStart(9),
+      (flops / tVec / 1e9).toFixed(2).padStart(14),
+      (w.data.length / tVec / 1e9).toFixed(2).padStart(12),
+      (tBatch * 1e3).toFixed(1).padStart(11),
+      ((flops * batch) / tBatch / 1e9).toFixed(2).padStart(7),
+      (tQuant * 1e3).toFixed(2).padStart(12),
+    ].join(" | "),
+  );
+}

@@ -1,0 +1,114 @@
+/**
+ * Decode speed against the routed-expert count: `npx tsx bench/moe-speedup.ts [--tokens 16] [--rounds 3] [--type Q8_0]`.
+ *
+ * Generates (once, cached in the OS temp dir) an OLMoE-shaped and a Qwen3-MoE-shaped random model with
+ * the real models' width ratios scaled down to n_embd 512 and 4 layers (OLMoE: 64 experts top-8,
+ * n_ff_exp = n_embd/2, full multi-head attention; Qwen3-30B-A3B: 128 experts top-8,
+ * n_ff_exp = 0.375 n_embd, 2x wider queries, 4x narrower K/V), then measures decode tokens/s (one token
+ * per eval after an 8-token prompt) at N = k, k/2, k/4, k/8 with the soft and the hard mask, and prints
+ * the speed-up at k/2 (target >= 1.6x), in wall-clock tokens/s and in process CPU time per token (the
+ * latter is what to read when other processes share the cores). Not a test: numbers depend on the machine.
+ */
+import { existsSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { writeRandomModel, type RandomModelOptions } from "../src/gguf/random-model.ts";
+import { loadModel } from "../src/model/load.ts";
+import type { MoeOptions } from "../src/model/api.ts";
+import { GGMLType } from "../src/tensor/types.ts";
+
+function arg(name: string, fallback: string): string {
+  const i = process.argv.indexOf(name);
+  return i >= 0 && process.argv[i + 1] !== undefined ? process.argv[i + 1]! : fallback;
+}
+
+const DECODE_TOKENS = Number(arg("--tokens", "16"));
+const ROUNDS = Number(arg("--rounds", "3"));
+const TYPE_NAME = arg("--type", "Q8_0");
+const WEIGHT_TYPE = (GGMLType as unknown as Record<string, GGMLType>)[TYPE_NAME];
+if (WEIGHT_TYPE === undefined) throw new Error(`unknown weight type ${TYPE_NAME}`);
+
+const SHAPES: { label: string; opts: RandomModelOptions }[] = [
+  {
+    label: "OLMoE-shaped (64 experts, top-8)",
+    opts: { arch: "olmoe", nLayer: 4, nEmbd: 512, nHead: 8, nHeadKv: 8, headDim: 64, nExpert: 64, nExpertUsed: 8, nFfExp: 256, nVocab: 512, nCtx: 256 },
+  },
+  {
+    label: "Qwen3-MoE-shaped (128 experts, top-8)",
+    opts: { arch: "qwen3moe", nLayer: 4, nEmbd: 512, nHead: 16, nHeadKv: 2, headDim: 64, nExpert: 128, nExpertUsed: 8, nFfExp: 192, nFf: 512, nVocab: 512, nCtx: 256 },
+  },
+];
+
+async function modelFile(opts: RandomModelOptions): Promise<string> {
+  const path = join(tmpdir(), `tsmoe-bench-${opts.arch}-${opts.nExpert}x${opts.nFfExp}-${opts.nEmbd}-${opts.nLayer}-${TYPE_NAME}.gguf`);
+  if (!existsSync(path)) await writeRandomModel(path, { ...opts, seed: 7, weightType: WEIGHT_TYPE });
+  return path;
+}
+
+interface Speed {
+  /** decode tokens per second of wall time */
+  tps: number;
+  /** process CPU milliseconds per decoded token (all threads; robust when other work shares the cores) */
+  cpuMs: number;
+  meanExperts: number;
+}
+
+/** Decode speed with the given routing options (one run). */
+async function decodeSpeed(path: string, moe: MoeOptions | undefined): Promise<Speed> {
+  const model = await loadModel(path, { moe });
+  try {
+    const s = model.createSession({ nCtx: 64 });
+    await s.eval([1, 17, 33, 49, 65, 81, 97, 113]);
+    s.resetStats();
+    const c0 = process.cpuUsage();
+    const t0 = performance.now();
+    for (let i = 0; i < DECODE_TOKENS; i++) await s.eval([3 + ((i * 37) % 500)]);
+    const wall = performance.now() - t0;
+    const cpu = process.cpuUsage(c0);
+    const st = s.moeStats();
+    const meanExperts = st.reduce((a, l) => a + l.meanExperts, 0) / Math.max(1, st.length);
+    return { tps: DECODE_TOKENS / (wall / 1000), cpuMs: (cpu.user + cpu.system) / 1000 / DECODE_TOKENS, meanExperts };
+  } finally {
+    await model.dispose();
+  }
+}
+
+/** Best of ROUNDS runs per configuration, the configurations interleaved so that load changes hit all alike. */
+async function measureAll(path: string, configs: (MoeOptions | undefined)[]): Promise<Speed[]> {
+  const best: Speed[] = configs.map(() => ({ tps: 0, cpuMs: Infinity, meanExperts: 0 }));
+  for (let round = 0; round < ROUNDS; round++) {
+    for (let i = 0; i < configs.length; i++) {
+      const r = await decodeSpeed(path, configs[i]);
+      best[i] = { tps: Math.max(best[i]!.tps, r.tps), cpuMs: Math.min(best[i]!.cpuMs, r.cpuMs), meanExperts: r.meanExperts };
+    }
+  }
+  return best;
+}
+
+async function main(): Promise<void> {
+  console.log(`moe-speedup: decode speed, ${DECODE_TOKENS} tokens after an 8-token prompt, ${TYPE_NAME} weights, best of ${ROUNDS} interleaved runs`);
+  const summary: string[] = [];
+  for (const { label, opts } of SHAPES) {
+    const path = await modelFile(opts);
+    const k = opts.nExpertUsed!;
+    const configs: { mask: string; n: number; moe: MoeOptions | undefined }[] = [{ mask: "model", n: k, moe: undefined }];
+    for (const mask of ["soft", "hard"] as const) for (const n of [k, k / 2, k / 4, k / 8]) configs.push({ mask, n, moe: { mask, nExpert: n } });
+    console.log(`\n${label}: ${path}`);
+    const speeds = await measureAll(path, configs.map((c) => c.moe));
+    const base = speeds[0]!;
+    console.log("mask   N  experts/token  tokens/s  speed-up  CPU ms/token  speed-up (CPU)");
+    configs.forEach((c, i) => {
+      const r = speeds[i]!;
+      const up = r.tps / base.tps;
+      const upCpu = base.cpuMs / r.cpuMs;
+      console.log(
+        `${c.mask.padEnd(5)} ${String(c.n).padStart(2)}  ${r.meanExperts.toFixed(2).padStart(13)}  ${r.tps.toFixed(1).padStart(8)}  ${up.toFixed(2).padStart(7)}x  ${r.cpuMs.toFixed(1).padStart(12)}  ${upCpu.toFixed(2).padStart(13)}x`,
+      );
+      if (c.n === k / 2) summary.push(`${label}, ${c.mask} mask: ${up.toFixed(2)}x tokens/s, ${upCpu.toFixed(2)}x CPU time per token`);
+    });
+  }
+  console.log("\nspeed-up at N = k/2 over the unmodified model (target >= 1.6x):");
+  for (const line of summary) console.log(`  ${line}`);
+}
+
+await main();

@@ -1,0 +1,285 @@
+/**
+ * tsmoe against llama.cpp (node-llama-cpp) on the same GGUF files, same thread count:
+ *   npx tsx bench/vs-llamacpp.ts [--threads 2] [--layers 2] [--reps 2] [--models olmoe,qwen3moe]
+ *                                [--types Q8_0,Q4_K_M] [--write]
+ *
+ * Models: seeded random weights with the real models' shapes, cut to a few layers (cached in the OS temp
+ * dir): OLMoE-1B-7B (n_embd 2048, 16 heads of 128, 64 experts of 1024, top-8) and Qwen3-30B-A3B (n_embd
+ * 2048, 32 query / 4 KV heads of 128, 128 experts of 768, top-8). The vocabulary is cut to 16384 so the
+ * output layer keeps roughly its real share of a token's work (the real vocabularies with 2 layers would
+ * make the benchmark mostly an output-matrix benchmark). Types: Q8_0 everywhere, or Q4_K_M-like (Q4_K, with
+ * Q6_K for output, attn_v and ffn_down in llama-quantize's "more bits" layers).
+ *
+ * Per model: prompt processing of 64 tokens (pp64, fresh session) and decode of 32 tokens after it (tg32,
+ * one token per eval, greedy), tsmoe and llama.cpp alternating `reps` times (best run kept); then tsmoe
+ * with 1 thread for the thread scaling; peak RSS of the tsmoe run. Each model is measured in a child
+ * process so peak RSS is tsmoe's own. Prints a table; --write also writes bench/RESULTS.md.
+ */
+import { spawnSync } from "node:child_process";
+import { existsSync, readFileSync, renameSync, statSync, writeFileSync } from "node:fs";
+import { cpus, tmpdir, totalmem } from "node:os";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { modelMetadata, modelTensors, resolveShape, encodeTensor, tensorTypeFor, tensorValues, type RandomModelOptions } from "../src/gguf/random-model.ts";
+import { writeGguf, type TensorToWrite } from "../src/gguf/writer.ts";
+import { GgufValueType } from "../src/gguf/types.ts";
+import { loadModel } from "../src/model/load.ts";
+import { createPoolBackend } from "../src/pool/backend.ts";
+import { GGMLType } from "../src/tensor/types.ts";
+import type { Token } from "node-llama-cpp";
+
+/** node-llama-cpp's token ids are a branded number type */
+const asTokens = (t: number[]): Token[] => t as Token[];
+
+const HERE = dirname(fileURLToPath(import.meta.url));
+
+function arg(name: string, fallback: string): string {
+  const i = process.argv.indexOf(name);
+  return i >= 0 && process.argv[i + 1] !== undefined ? process.argv[i + 1]! : fallback;
+}
+
+const PP_TOKENS = 64;
+const TG_TOKENS = 32;
+const N_VOCAB = 16384;
+
+const SHAPES: Record<string, { label: string; opts: RandomModelOptions }> = {
+  olmoe: {
+    label: "OLMoE-1B-7B",
+    opts: { arch: "olmoe", nEmbd: 2048, nHead: 16, nHeadKv: 16, headDim: 128, nExpert: 64, nExpertUsed: 8, nFfExp: 1024, nVocab: N_VOCAB, nCtx: 4096, ropeBase: 10000, rmsEps: 1e-5 },
+  },
+  qwen3moe: {
+    label: "Qwen3-30B-A3B",
+    opts: { arch: "qwen3moe", nEmbd: 2048, nHead: 32, nHeadKv: 4, headDim: 128, nExpert: 128, nExpertUsed: 8, nFfExp: 768, nFf: 6144, nVocab: N_VOCAB, nCtx: 4096, ropeBase: 1e6, rmsEps: 1e-6 },
+  },
+};
+
+/** llama-quantize's use_more_bits: the layers where Q4_K_M gives attn_v and ffn_down Q6_K */
+function useMoreBits(layer: number, nLayer: number): boolean {
+  return layer < nLayer / 8 || layer >= (7 * nLayer) / 8 || (layer - Math.floor(nLayer / 8)) % 3 === 2;
+}
+
+function q4kmType(name: string, nLayer: number): GGMLType {
+  if (name === "output.weight") return GGMLType.Q6_K;
+  const m = /^blk\.(\d+)\.(attn_v|ffn_down_exps|ffn_down)\.weight$/.exec(name);
+  return m && useMoreBits(Number(m[1]), nLayer) ? GGMLType.Q6_K : GGMLType.Q4_K;
+}
+
+const FILE_TYPE_Q4_K_M = 15;
+
+/** Writes the random model (Q8_0 or Q4_K_M-like) to `path`. */
+async function generate(path: string, arch: string, typeName: string, nLayer: number): Promise<void> {
+  const opts: RandomModelOptions = { ...SHAPES[arch]!.opts, nLayer, seed: 7, name: `bench-${arch}-${typeName}` };
+  const q4km = typeName === "Q4_K_M";
+  opts.weightType = q4km ? GGMLType.Q4_K : GGMLType.Q8_0;
+  const s = resolveShape(opts);
+  const metadata = modelMetadata(opts, s).map((e) =>
+    q4km && e.key === "general.file_type" ? { key: e.key, type: GgufValueType.UINT32, value: FILE_TYPE_Q4_K_M } : e,
+  );
+  const tensors: TensorToWrite[] = [];
+  for (const spec of modelTensors(opts.arch, s)) {
+    const wanted = q4km ? q4kmType(spec.name, nLayer) : GGMLType.Q8_0;
+    const type = tensorTypeFor(spec, wanted);
+    tensors.push({ name: spec.name, type, shape: spec.shape, data: await encodeTensor(type, tensorValues(7, spec), spec.shape[0]!) });
+  }
+  writeGguf(path + ".part", metadata, tensors);
+  renameSync(path + ".part", path);
+}
+
+function modelPath(arch: string, typeName: string, nLayer: number): string {
+  return join(tmpdir(), `tsmoe-vs-llamacpp-${arch}-${nLayer}L-v${N_VOCAB}-${typeName}.gguf`);
+}
+
+function promptTokens(): number[] {
+  const t: number[] = [];
+  for (let i = 0; i < PP_TOKENS; i++) t.push(100 + ((i * 7919) % (N_VOCAB - 200)));
+  return t;
+}
+
+function argmax(v: Float32Array): number {
+  let best = 0;
+  for (let i = 1; i < v.length; i++) if (v[i]! > v[best]!) best = i;
+  return best;
+}
+
+interface Speed {
+  pp: number;
+  tg: number;
+}
+
+/** pp64 and tg32 tokens/s of one run, through `pp(tokens)` and `tg(first, n)` */
+async function timeRun(pp: (t: number[]) => Promise<number>, tg: (first: number, n: number) => Promise<void>): Promise<Speed> {
+  const prompt = promptTokens();
+  const t0 = performance.now();
+  const next = await pp(prompt);
+  const t1 = performance.now();
+  await tg(next, TG_TOKENS);
+  const t2 = performance.now();
+  return { pp: (PP_TOKENS * 1000) / (t1 - t0), tg: (TG_TOKENS * 1000) / (t2 - t1) };
+}
+
+type TsmoeModel = Awaited<ReturnType<typeof loadModel>>;
+
+async function runTsmoe(model: TsmoeModel): Promise<Speed> {
+  const s = model.createSession({ nCtx: 256 });
+  return timeRun(
+    async (p) => argmax(await s.eval(p)),
+    async (first, n) => {
+      let tok = first;
+      for (let i = 0; i < n; i++) tok = argmax(await s.eval([tok]));
+    },
+  );
+}
+
+const best = (runs: Speed[]): Speed => ({ pp: Math.max(...runs.map((r) => r.pp)), tg: Math.max(...runs.map((r) => r.tg)) });
+
+interface ChildResult {
+  tsmoe: Speed;
+  llama: Speed;
+  tsmoe1: Speed;
+  llama1: Speed;
+  tsmoeRssMB: number;
+  fileMB: number;
+}
+
+/** Child process: measures one model file, prints a JSON ChildResult line. */
+async function measure(path: string, threads: number, reps: number): Promise<void> {
+  const { getLlama, LlamaLogLevel } = await import("node-llama-cpp");
+  const fileMB = statSync(path).size / 2 ** 20;
+
+  const model = await loadModel(path, { threads });
+  const tsmoeRuns: Speed[] = [];
+  const llamaRuns: Speed[] = [];
+  tsmoeRuns.push(await runTsmoe(model)); // also warms the JIT
+  const tsmoeRssMB = process.resourceUsage().maxRSS / 1024;
+
+  const llama = await getLlama({ gpu: false, build: "never", maxThreads: 0, logLevel: LlamaLogLevel.error });
+  const lm = await llama.loadModel({ modelPath: path });
+  const ctx = await lm.createContext({ contextSize: 256, threads, batchSize: PP_TOKENS, sequences: 1 });
+  const seq = ctx.getSequence();
+  const runLlama = async (): Promise<Speed> => {
+    await seq.clearHistory();
+    return timeRun(
+      async (p) => {
+        const res = await seq.controlledEvaluate([...asTokens(p.slice(0, -1)), [asTokens(p.slice(-1))[0]!, { generateNext: { token: true, options: { temperature: 0 } } }]]);
+        return res.at(-1)!.next.token!;
+      },
+      async (first, n) => {
+        let count = 0;
+        for await (const _tok of seq.evaluate(asTokens([first]), { temperature: 0 })) if (++count >= n) break;
+      },
+    );
+  };
+  llamaRuns.push(await runLlama());
+  for (let r = 1; r < reps; r++) {
+    tsmoeRuns.push(await runTsmoe(model));
+    llamaRuns.push(await runLlama());
+  }
+  await model.dispose();
+  await ctx.dispose();
+
+  const model1 = await loadModel(path, { threads: 1 });
+  const tsmoe1 = await runTsmoe(model1);
+  await model1.dispose();
+  const ctx1 = await lm.createContext({ contextSize: 256, threads: 1, batchSize: PP_TOKENS, sequences: 1 });
+  const seq1 = ctx1.getSequence();
+  const t1 = performance.now();
+  await seq1.evaluateWithoutGeneratingNewTokens(asTokens(promptTokens()));
+  const t2 = performance.now();
+  let count = 0;
+  for await (const _tok of seq1.evaluate(asTokens([promptTokens()[0]!]), { temperature: 0 })) if (++count >= TG_TOKENS) break;
+  const t3 = performance.now();
+  const llama1 = { pp: (PP_TOKENS * 1000) / (t2 - t1), tg: (TG_TOKENS * 1000) / (t3 - t2) };
+  await ctx1.dispose();
+  await lm.dispose();
+
+  const result: ChildResult = { tsmoe: best(tsmoeRuns), llama: best(llamaRuns), tsmoe1, llama1, tsmoeRssMB, fileMB };
+  console.log("RESULT " + JSON.stringify(result));
+}
+
+/** Microseconds per matmul dispatch: a 64x64 F32 product forced through 2 threads vs run on 1. */
+async function dispatchOverhead(): Promise<{ oneUs: number; twoUs: number }> {
+  const data = new Uint8Array(new SharedArrayBuffer(64 * 64 * 4));
+  const w = { type: GGMLType.F32, ne0: 64, ne1: 64, data };
+  const x = new Float32Array(64).fill(1);
+  const time = async (n: number): Promise<number> => {
+    const b = await createPoolBackend(n, { minParallelMacs: 0 });
+    const out = b.allocF32(64);
+    for (let i = 0; i < 2000; i++) b.matmul(w, x, 1, out);
+    const t0 = performance.now();
+    const N = 20000;
+    for (let i = 0; i < N; i++) b.matmul(w, x, 1, out);
+    const us = ((performance.now() - t0) * 1000) / N;
+    await b.dispose();
+    return us;
+  };
+  return { oneUs: await time(1), twoUs: await time(2) };
+}
+
+function child(args: string[]): string {
+  const r = spawnSync(process.execPath, ["--import", "tsx", fileURLToPath(import.meta.url), ...args], {
+    encoding: "utf8",
+    stdio: ["ignore", "pipe", "inherit"],
+    maxBuffer: 64 * 2 ** 20,
+  });
+  if (r.status !== 0) throw new Error(`child ${args.join(" ")} failed with status ${r.status}`);
+  return r.stdout;
+}
+
+async function main(): Promise<void> {
+  if (process.argv.includes("--generate")) {
+    const [path, arch, type, layers] = process.argv.slice(process.argv.indexOf("--generate") + 1);
+    await generate(path!, arch!, type!, Number(layers));
+    return;
+  }
+  if (process.argv.includes("--measure")) {
+    const [path, threads, reps] = process.argv.slice(process.argv.indexOf("--measure") + 1);
+    await measure(path!, Number(threads), Number(reps));
+    return;
+  }
+  const threads = Number(arg("--threads", "2"));
+  const nLayer = Number(arg("--layers", "2"));
+  const reps = Number(arg("--reps", "2"));
+  const archs = arg("--models", "olmoe,qwen3moe").split(",");
+  const types = arg("--types", "Q8_0,Q4_K_M").split(",");
+
+  const d = await dispatchOverhead();
+  const lines: string[] = [];
+  const say = (l: string): void => {
+    console.log(l);
+    lines.push(l);
+  };
+  say(`dispatch: 64x64 F32 matmul ${d.oneUs.toFixed(1)} µs on 1 thread, ${d.twoUs.toFixed(1)} µs through 2 threads (minParallelMacs 0)`);
+  say("");
+  say(`| model (${nLayer} layers) | type | file MB | tsmoe RSS MB | pp64 tsmoe | pp64 llama.cpp | pp ratio | tg32 tsmoe | tg32 llama.cpp | tg ratio | tsmoe tg 1 thread | tsmoe tg ${threads}t/1t | llama.cpp tg 1 thread |`);
+  say("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+  for (const arch of archs)
+    for (const type of types) {
+      const path = modelPath(arch, type, nLayer);
+      if (!existsSync(path)) {
+        console.error(`generating ${path}`);
+        child(["--generate", path, arch, type, String(nLayer)]);
+      }
+      const out = child(["--measure", path, String(threads), String(reps)]);
+      const line = out.split("\n").find((l) => l.startsWith("RESULT "));
+      if (!line) throw new Error(`no result for ${path}:\n${out}`);
+      const r = JSON.parse(line.slice(7)) as ChildResult;
+      const f = (v: number): string => v.toFixed(2);
+      say(
+        `| ${SHAPES[arch]!.label} | ${type} | ${r.fileMB.toFixed(0)} | ${r.tsmoeRssMB.toFixed(0)} | ${f(r.tsmoe.pp)} | ${f(r.llama.pp)} | ${f(r.tsmoe.pp / r.llama.pp)} | ${f(r.tsmoe.tg)} | ${f(r.llama.tg)} | ${f(r.tsmoe.tg / r.llama.tg)} | ${f(r.tsmoe1.tg)} | ${f(r.tsmoe.tg / r.tsmoe1.tg)} | ${f(r.llama1.tg)} |`,
+      );
+    }
+  say("");
+  say("pp64 / tg32 in tokens/s (best of the alternating runs); ratios are tsmoe / llama.cpp.");
+
+  if (process.argv.includes("--write")) {
+    const cpu = cpus()[0]?.model ?? "unknown CPU";
+    const machine = `${cpu}, ${cpus().length} cores visible, ${(totalmem() / 2 ** 30).toFixed(0)} GiB RAM, Node ${process.version}, ${new Date().toISOString().slice(0, 16)}Z`;
+    const head = existsSync(join(HERE, "RESULTS.md")) ? readFileSync(join(HERE, "RESULTS.md"), "utf8").split("\n<!-- results -->")[0]! : "# Benchmark results\n";
+    writeFileSync(
+      join(HERE, "RESULTS.md"),
+      `${head}\n<!-- results -->\n## tsmoe vs llama.cpp (bench/vs-llamacpp.ts, ${threads} threads, ${reps} alternating runs)\n\nMachine: ${machine}\n\n${lines.join("\n")}\n`,
+    );
+  }
+}
+
+await main();

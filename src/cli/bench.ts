@@ -1,0 +1,176 @@
+/**
+ * `tsmoe bench`: llama-bench for tsmoe. Every comma list makes a grid axis (threads × expert settings ×
+ * tests); each cell is measured `-r` times after an uncounted warm-up and reported as mean ± sd tokens/s,
+ * as a markdown table (default), CSV or JSON.
+ */
+import { availableParallelism } from "node:os";
+import { basename } from "node:path";
+import { Command, Option } from "commander";
+import { UsageError } from "../errors.ts";
+import {
+  countSettings,
+  dynamicSettings,
+  modelSetting,
+  parseCumPList,
+  parseIntArg,
+  parseIntList,
+  parseMaskList,
+  parseSerList,
+  type ExpertSetting,
+} from "../eval/grid.ts";
+import { formatParams, formatSize, modelDescription } from "../eval/model-desc.ts";
+import { measure, testName, type SpeedSample, type SpeedTest } from "../eval/speed.ts";
+import { csvTable, jsonRows, markdownTable, type Column, type OutputFormat } from "../eval/table.ts";
+import { bosToken } from "../eval/text.ts";
+import { meanExperts, parseKvOverride } from "./moe-options.ts";
+import { DEFAULT_MODEL, openModel } from "./progress.ts";
+
+export interface BenchRow {
+  modelFile: string;
+  modelDesc: string;
+  size: number;
+  params: number;
+  threads: number;
+  setting: ExpertSetting;
+  /** the model's experts per token (k) */
+  modelK: number;
+  test: SpeedTest;
+  speed: SpeedSample;
+  /** measured mean routed experts per token (NaN for dense models) */
+  meanExperts: number;
+}
+
+function expertsText(r: BenchRow): string {
+  if (r.setting.mode === "model") return String(r.modelK);
+  if (r.setting.nExpert !== undefined) return String(r.setting.nExpert);
+  return r.setting.label;
+}
+
+export const BENCH_COLUMNS: Column<BenchRow>[] = [
+  { title: "model", key: "model_type", text: (r) => r.modelDesc, value: (r) => r.modelDesc },
+  { title: "size", key: "model_size", text: (r) => formatSize(r.size), value: (r) => r.size, align: "right" },
+  { title: "params", key: "model_n_params", text: (r) => formatParams(r.params), value: (r) => r.params, align: "right" },
+  { title: "backend", key: "backend", text: () => "CPU", value: () => "CPU" },
+  { title: "threads", key: "n_threads", text: (r) => String(r.threads), value: (r) => r.threads, align: "right" },
+  { title: "experts", key: "n_expert", text: expertsText, value: (r) => r.setting.nExpert ?? (r.setting.mode === "model" ? r.modelK : null), align: "right" },
+  { title: "mask", key: "moe_mask", text: (r) => (r.setting.mode === "soft" || r.setting.mode === "hard" ? r.setting.mode : "-"), value: (r) => r.setting.mode },
+  { title: "test", key: "test", text: (r) => testName(r.test), value: (r) => testName(r.test), align: "right" },
+  { title: "t/s", key: "avg_ts", text: (r) => `${r.speed.mean.toFixed(2)} ± ${r.speed.sd.toFixed(2)}`, value: (r) => round(r.speed.mean), align: "right" },
+];
+
+const EXTRA_JSON: Column<BenchRow>[] = [
+  { title: "", key: "model_filename", text: () => "", value: (r) => r.modelFile },
+  { title: "", key: "moe_setting", text: () => "", value: (r) => r.setting.label },
+  { title: "", key: "n_prompt", text: () => "", value: (r) => (r.test.kind === "pp" ? r.test.n : 0) },
+  { title: "", key: "n_gen", text: () => "", value: (r) => (r.test.kind === "tg" ? r.test.n : 0) },
+  { title: "", key: "stddev_ts", text: () => "", value: (r) => round(r.speed.sd) },
+  { title: "", key: "mean_experts", text: () => "", value: (r) => (Number.isFinite(r.meanExperts) ? round(r.meanExperts) : null) },
+];
+
+function round(v: number): number {
+  return Math.round(v * 1e4) / 1e4;
+}
+
+export function formatBench(rows: BenchRow[], format: OutputFormat): string {
+  const cols = [...BENCH_COLUMNS, ...EXTRA_JSON];
+  if (format === "csv") return csvTable(cols, rows);
+  if (format === "json")
+    return JSON.stringify(
+      jsonRows(cols, rows).map((o, i) => ({ ...o, samples_ts: rows[i].speed.samples.map(round) })),
+      null,
+      2,
+    ) + "\n";
+  return markdownTable(BENCH_COLUMNS, rows);
+}
+
+interface BenchCliOptions {
+  model: string;
+  nPrompt: string;
+  nGen: string;
+  repetitions: string;
+  threads: string;
+  batchSize: string;
+  moeNExpert?: string;
+  moeMask: string;
+  moeCumP?: string;
+  moeSer?: string;
+  overrideKv?: string[];
+  output: string;
+}
+
+function collect(value: string, previous: string[] | undefined): string[] {
+  return [...(previous ?? []), value];
+}
+
+export function register(program: Command): void {
+  program
+    .command("bench")
+    .description("measure prompt (pp) and generation (tg) speed over a grid of settings, like llama-bench")
+    .option("-m, --model <file>", "GGUF model", DEFAULT_MODEL)
+    .option("-p, --n-prompt <list>", "prompt lengths to test (comma list; 0 skips)", "512")
+    .option("-n, --n-gen <list>", "generation lengths to test (comma list; 0 skips)", "128")
+    .option("-r, --repetitions <n>", "repetitions of each test (after one uncounted warm-up)", "5")
+    .option("-t, --threads <list>", "thread counts (comma list)", String(availableParallelism()))
+    .option("-b, --batch-size <n>", "tokens per evaluation call for prompts", "2048")
+    .option("--moe-n-expert <list>", "routed experts per token (comma list, e.g. 8,4,2,1; default: the model's)")
+    .option("--moe-mask <list>", "soft, hard or soft,hard (with --moe-n-expert)", "soft")
+    .option("--moe-cum-p <list>", "extra rows with dynamic top-p routing (comma list of P in (0,1])")
+    .option("--moe-ser <list>", "extra rows with smart expert reduction (KMIN,T items separated by /, e.g. 2,0.2/4,0.4)")
+    .option("--override-kv <KEY=TYPE:VALUE>", "override GGUF metadata (int, float, bool, str); repeatable", collect)
+    .addOption(new Option("-o, --output <format>", "output format").choices(["md", "csv", "json"]).default("md"))
+    .action(async (o: BenchCliOptions) => {
+      const nPrompt = parseIntList("--n-prompt", o.nPrompt, 0);
+      const nGen = parseIntList("--n-gen", o.nGen, 0);
+      const reps = parseIntArg("--repetitions", o.repetitions, 1);
+      const threads = parseIntList("--threads", o.threads, 1);
+      const nBatch = parseIntArg("--batch-size", o.batchSize, 1);
+      const masks = parseMaskList("--moe-mask", o.moeMask);
+      const settings: ExpertSetting[] = o.moeNExpert
+        ? countSettings(parseIntList("--moe-n-expert", o.moeNExpert, 1), masks)
+        : [modelSetting()];
+      settings.push(
+        ...dynamicSettings(
+          o.moeCumP ? parseCumPList("--moe-cum-p", o.moeCumP) : [],
+          o.moeSer ? parseSerList("--moe-ser", o.moeSer) : [],
+        ),
+      );
+      const overrideKv = (o.overrideKv ?? []).map(parseKvOverride);
+      const tests: SpeedTest[] = [
+        ...nPrompt.filter((n) => n > 0).map((n): SpeedTest => ({ kind: "pp", n })),
+        ...nGen.filter((n) => n > 0).map((n): SpeedTest => ({ kind: "tg", n })),
+      ];
+      if (tests.length === 0) throw new UsageError("nothing to measure: all of --n-prompt and --n-gen are 0");
+
+      const rows: BenchRow[] = [];
+      const total = threads.length * settings.length * tests.length;
+      for (const t of threads) {
+        for (const setting of settings) {
+          const { model } = await openModel(o.model, { moe: setting.moe, overrideKv, threads: t });
+          try {
+            const nCtx = Math.max(...tests.map((x) => (x.kind === "pp" ? x.n : x.n + 1)));
+            const session = model.createSession({ nCtx });
+            for (const test of tests) {
+              process.stderr.write(`bench: ${rows.length + 1}/${total}: threads ${t}, ${setting.label}, ${testName(test)}\n`);
+              session.resetStats();
+              const speed = await measure(session, test, { reps, nVocab: model.hparams.nVocab, nBatch, bos: bosToken(model) });
+              rows.push({
+                modelFile: basename(o.model),
+                modelDesc: modelDescription(model),
+                size: model.fileSize,
+                params: model.nParams,
+                threads: t,
+                setting,
+                modelK: model.hparams.nExpertUsed,
+                test,
+                speed,
+                meanExperts: meanExperts(session.moeStats()),
+              });
+            }
+          } finally {
+            await model.dispose();
+          }
+        }
+      }
+      process.stdout.write(formatBench(rows, o.output as OutputFormat));
+    });
+}

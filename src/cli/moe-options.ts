@@ -1,0 +1,244 @@
+/**
+ * The MoE command-line options shared by run / eval / perplexity / bench / tradeoff:
+ *
+ *   --moe-n-expert N            routed experts per token (soft: 1..n_expert, hard: 1..k)
+ *   --moe-mask soft|hard        soft re-routes with top-N, hard keeps the first N of the model's top-k
+ *   --moe-n-expert-layers SPEC  per-layer counts, e.g. `0-3:8,4-47:4` (layers not named keep the default)
+ *   --moe-cum-p P               top-p routing among the top-k, P in (0, 1]
+ *   --moe-ser KMIN,T            smart expert reduction: keep KMIN, then experts above T x the top one
+ *   --moe-stats                 print per-layer routing statistics after the run
+ *   --override-kv KEY=TYPE:VALUE  GGUF metadata override like llama.cpp (int, float, bool, str; repeatable)
+ *
+ * `addMoeOptions(cmd)` declares them; `moeOptionsFrom(cmd.opts())` turns the parsed values into
+ * MoeOptions + KvOverride[] (syntax errors are UsageErrors); `validateMoeOptions(moe, hparams)` checks the
+ * values against the model once its header is read. `formatMoeStats` / `formatMeanExperts` print the
+ * statistics. Routing semantics: src/model/moe.ts.
+ */
+import type { Command } from "commander";
+import { UsageError } from "../errors.ts";
+import type { HParams, KvOverride, MoeLayerStats, MoeOptions } from "../model/api.ts";
+
+/** The values commander collects for the MoE options (as strings, parsed by moeOptionsFrom). */
+export interface MoeCliValues {
+  moeNExpert?: string;
+  moeMask?: string;
+  moeNExpertLayers?: string;
+  moeCumP?: string;
+  moeSer?: string;
+  moeStats?: boolean;
+  overrideKv?: string[];
+}
+
+/** What the options amount to: routing options (undefined = none given), metadata overrides, --moe-stats. */
+export interface ParsedMoeOptions {
+  moe: MoeOptions | undefined;
+  overrideKv: KvOverride[];
+  stats: boolean;
+}
+
+function collect(value: string, previous: string[] | undefined): string[] {
+  return [...(previous ?? []), value];
+}
+
+/** Declares the MoE options on a command. */
+export function addMoeOptions(cmd: Command): Command {
+  return cmd
+    .option("--moe-n-expert <N>", "routed experts per token (default: the model's expert_used_count)")
+    .option("--moe-mask <mode>", "soft: route with top-N; hard: keep the first N of the model's top-k", "soft")
+    .option("--moe-n-expert-layers <spec>", "per-layer expert counts, e.g. 0-3:8,4-47:4")
+    .option("--moe-cum-p <P>", "dynamic routing: fewest top experts reaching P of the top-k mass, P in (0,1]")
+    .option("--moe-ser <KMIN,T>", "dynamic routing: keep KMIN experts, then those above T x the top one")
+    .option("--moe-stats", "print per-layer routing statistics after the run")
+    .option("--override-kv <KEY=TYPE:VALUE>", "override GGUF metadata (int, float, bool, str); repeatable", collect);
+}
+
+/** A whole decimal integer, else a UsageError naming the option. */
+function parseIntStrict(text: string, what: string): number {
+  const t = text.trim();
+  if (!/^[+-]?\d+$/.test(t)) throw new UsageError(`${what}: expected an integer, got '${text}'`);
+  return Number(t);
+}
+
+function parseNumberStrict(text: string, what: string): number {
+  const t = text.trim();
+  const v = Number(t);
+  if (t === "" || !Number.isFinite(v)) throw new UsageError(`${what}: expected a number, got '${text}'`);
+  return v;
+}
+
+/** `A-B:N` / `A:N` items separated by commas → layer -> N. Checks syntax and N >= 1, not the layer range. */
+export function parseLayerSpec(spec: string): Map<number, number> {
+  const layers = new Map<number, number>();
+  const items = spec.split(",").map((s) => s.trim());
+  for (const item of items) {
+    const m = /^(\d+)(?:\s*-\s*(\d+))?\s*:\s*(\d+)$/.exec(item);
+    if (!m) throw new UsageError(`--moe-n-expert-layers: malformed item '${item}' in '${spec}' (expected FIRST-LAST:N or LAYER:N, e.g. 0-3:8,4-47:4)`);
+    const first = Number(m[1]);
+    const last = m[2] === undefined ? first : Number(m[2]);
+    const n = Number(m[3]);
+    if (last < first) throw new UsageError(`--moe-n-expert-layers: range ${first}-${last} is backwards`);
+    if (n < 1) throw new UsageError(`--moe-n-expert-layers: expert count must be at least 1 (got ${n} for layers ${item.split(":")[0]})`);
+    for (let l = first; l <= last; l++) {
+      if (layers.has(l)) throw new UsageError(`--moe-n-expert-layers: layer ${l} is named twice in '${spec}'`);
+      layers.set(l, n);
+    }
+  }
+  return layers;
+}
+
+/** `KMIN,T` */
+export function parseSer(text: string): { kmin: number; t: number } {
+  const parts = text.split(",");
+  if (parts.length !== 2) throw new UsageError(`--moe-ser: expected KMIN,T (e.g. 2,0.3), got '${text}'`);
+  const kmin = parseIntStrict(parts[0], "--moe-ser KMIN");
+  const t = parseNumberStrict(parts[1], "--moe-ser T");
+  if (kmin < 1) throw new UsageError(`--moe-ser: KMIN must be at least 1, got ${kmin}`);
+  if (t < 0 || t > 1) throw new UsageError(`--moe-ser: T must be in [0, 1], got ${t}`);
+  return { kmin, t };
+}
+
+/** llama.cpp's `--override-kv KEY=TYPE:VALUE` (TYPE int, float, bool or str), strictly checked. */
+export function parseKvOverride(text: string): KvOverride {
+  const eq = text.indexOf("=");
+  if (eq <= 0) throw new UsageError(`--override-kv: malformed '${text}' (expected KEY=TYPE:VALUE, e.g. qwen3moe.expert_used_count=int:4)`);
+  const key = text.slice(0, eq);
+  if (key.length >= 128) throw new UsageError(`--override-kv: key longer than 127 characters in '${text}'`);
+  const rest = text.slice(eq + 1);
+  const colon = rest.indexOf(":");
+  const type = colon < 0 ? rest : rest.slice(0, colon);
+  const raw = colon < 0 ? undefined : rest.slice(colon + 1);
+  if (raw === undefined || !["int", "float", "bool", "str"].includes(type)) {
+    throw new UsageError(`--override-kv: invalid type in '${text}' (expected int:, float:, bool: or str: before the value)`);
+  }
+  const what = `--override-kv ${key}`;
+  switch (type) {
+    case "int": {
+      const v = parseIntStrict(raw, what);
+      if (!Number.isSafeInteger(v)) throw new UsageError(`${what}: integer out of range: ${raw}`);
+      return { key, type, value: v };
+    }
+    case "float":
+      return { key, type, value: parseNumberStrict(raw, what) };
+    case "bool":
+      if (raw !== "true" && raw !== "false") throw new UsageError(`${what}: invalid boolean '${raw}' (expected true or false)`);
+      return { key, type, value: raw === "true" };
+    default:
+      if (raw.length > 127) throw new UsageError(`${what}: string value longer than 127 characters`);
+      return { key, type: "str", value: raw };
+  }
+}
+
+/** Parses the collected option values (syntax and value ranges that need no model). */
+export function moeOptionsFrom(values: MoeCliValues): ParsedMoeOptions {
+  const mask = values.moeMask ?? "soft";
+  if (mask !== "soft" && mask !== "hard") throw new UsageError(`--moe-mask: expected soft or hard, got '${mask}'`);
+  const moe: MoeOptions = { mask };
+  let any = false;
+  if (values.moeNExpert !== undefined) {
+    moe.nExpert = parseIntStrict(values.moeNExpert, "--moe-n-expert");
+    if (moe.nExpert < 1) throw new UsageError(`--moe-n-expert: must be at least 1, got ${moe.nExpert}`);
+    any = true;
+  }
+  if (values.moeNExpertLayers !== undefined) {
+    moe.layers = parseLayerSpec(values.moeNExpertLayers);
+    any = true;
+  }
+  if (values.moeCumP !== undefined) {
+    const p = parseNumberStrict(values.moeCumP, "--moe-cum-p");
+    if (!(p > 0 && p <= 1)) throw new UsageError(`--moe-cum-p: P must be in (0, 1], got ${p}`);
+    moe.cumP = p;
+    any = true;
+  }
+  if (values.moeSer !== undefined) {
+    moe.ser = parseSer(values.moeSer);
+    any = true;
+  }
+  if (values.moeMask !== undefined && values.moeMask !== "soft") any = true;
+  return {
+    moe: any ? moe : undefined,
+    overrideKv: (values.overrideKv ?? []).map(parseKvOverride),
+    stats: values.moeStats === true,
+  };
+}
+
+/** Describes where an expert count came from, for error messages. */
+function countSource(moe: MoeOptions, layer: number | undefined): string {
+  return layer === undefined ? `--moe-n-expert ${moe.nExpert}` : `--moe-n-expert-layers: layer ${layer} count ${moe.layers!.get(layer)}`;
+}
+
+/**
+ * Checks the options against the model's hyperparameters (after --override-kv). Returns the options to
+ * load the model with: undefined when none were given, or (with a warning) when the model is dense.
+ * `stats` is whether --moe-stats was given (also warned about on a dense model).
+ */
+export function validateMoeOptions(
+  moe: MoeOptions | undefined,
+  hp: Pick<HParams, "nExpert" | "nExpertUsed" | "nLayer" | "arch">,
+  opts: { stats?: boolean; warn?: (message: string) => void } = {},
+): MoeOptions | undefined {
+  const warn = opts.warn ?? ((m: string) => process.stderr.write(`warning: ${m}\n`));
+  if (hp.nExpert === 0) {
+    if (moe !== undefined || opts.stats) warn(`the model (${hp.arch}) is dense (no experts): the MoE options are ignored`);
+    return undefined;
+  }
+  if (moe === undefined) return undefined;
+  const n = hp.nExpert;
+  const k = hp.nExpertUsed;
+  const check = (count: number, layer: number | undefined) => {
+    const src = countSource(moe, layer);
+    if (count < 1) throw new UsageError(`${src}: must be at least 1`);
+    if (count > n) throw new UsageError(`${src}: the model has only ${n} experts`);
+    if (moe.mask === "hard" && count > k) throw new UsageError(`${src}: the hard mask keeps at most the model's ${k} experts per token (use --moe-mask soft for more)`);
+  };
+  if (moe.nExpert !== undefined) check(moe.nExpert, undefined);
+  for (const [layer, count] of moe.layers ?? []) {
+    if (layer < 0 || layer >= hp.nLayer) throw new UsageError(`--moe-n-expert-layers: layer ${layer} out of range (the model has layers 0-${hp.nLayer - 1})`);
+    check(count, layer);
+  }
+  if (moe.cumP !== undefined && !(moe.cumP > 0 && moe.cumP <= 1)) throw new UsageError(`--moe-cum-p: P must be in (0, 1], got ${moe.cumP}`);
+  if (moe.ser !== undefined) {
+    if (!(moe.ser.kmin >= 1)) throw new UsageError(`--moe-ser: KMIN must be at least 1, got ${moe.ser.kmin}`);
+    if (!(moe.ser.t >= 0 && moe.ser.t <= 1)) throw new UsageError(`--moe-ser: T must be in [0, 1], got ${moe.ser.t}`);
+  }
+  return moe;
+}
+
+/** Mean routed experts per token over all MoE layers, weighted by tokens (NaN when nothing was routed). */
+export function meanExperts(stats: MoeLayerStats[]): number {
+  let tokens = 0;
+  let experts = 0;
+  for (const s of stats) {
+    tokens += s.tokens;
+    experts += s.meanExperts * s.tokens;
+  }
+  return tokens ? experts / tokens : NaN;
+}
+
+/** "mean experts per token: 3.42 (of k = 8, 64 experts)" */
+export function formatMeanExperts(stats: MoeLayerStats[], hp?: Pick<HParams, "nExpert" | "nExpertUsed">): string {
+  const m = meanExperts(stats);
+  const text = Number.isNaN(m) ? "n/a" : m.toFixed(2);
+  return `mean experts per token: ${text}` + (hp ? ` (model: ${hp.nExpertUsed} of ${hp.nExpert})` : "");
+}
+
+/**
+ * Per-layer table for --moe-stats: layer, tokens, mean experts, router mass kept, busiest and idlest
+ * expert (id and share of the routed slots), routing entropy (nats).
+ */
+export function formatMoeStats(stats: MoeLayerStats[]): string {
+  const header = ["layer", "tokens", "experts", "mass kept", "busiest", "idlest", "entropy"];
+  const rows = stats.map((s) => {
+    const total = s.load.reduce((a, b) => a + b, 0);
+    let hi = 0;
+    let lo = 0;
+    s.load.forEach((v, e) => {
+      if (v > s.load[hi]) hi = e;
+      if (v < s.load[lo]) lo = e;
+    });
+    const share = (e: number) => (total ? `#${e} ${((100 * s.load[e]) / total).toFixed(1)}%` : "-");
+    return [String(s.layer), String(s.tokens), s.meanExperts.toFixed(2), `${(100 * s.massKept).toFixed(1)}%`, share(hi), share(lo), s.entropy.toFixed(3)];
+  });
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
+  const line = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join("  ");
+  return [line(header), ...rows.map(line), formatMeanExperts(stats)].join("\n");
+}

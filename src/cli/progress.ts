@@ -1,0 +1,88 @@
+/**
+ * Loading a model for a command: a hand-written progress bar on stderr (hidden for the first second, so fast
+ * loads print nothing, and drawn only on a terminal, so logs and pipes stay clean), the embedded default
+ * model's path, and `openModel` (load + progress + MoE option checks).
+ */
+import { existsSync } from "node:fs";
+import { dirname, resolve as resolvePath } from "node:path";
+import { fileURLToPath } from "node:url";
+import { TsmoeError } from "../errors.ts";
+import type { KvOverride, Model, MoeOptions } from "../model/api.ts";
+import { loadModel } from "../model/load.ts";
+import { validateMoeOptions } from "./moe-options.ts";
+
+export interface Progress {
+  /** (bytes done, bytes total): pass as LoadOptions.onProgress */
+  update: (done: number, total: number) => void;
+  /** clears the bar */
+  finish: () => void;
+}
+
+export function loadProgress(label: string, opts: { delayMs?: number; stream?: NodeJS.WriteStream } = {}): Progress {
+  const stream = opts.stream ?? process.stderr;
+  const delay = opts.delayMs ?? 1000;
+  const start = performance.now();
+  let shown = false;
+  let lastDraw = 0;
+  const enabled = Boolean(stream.isTTY);
+  return {
+    update(done, total) {
+      if (!enabled) return;
+      const now = performance.now();
+      if (now - start < delay || (now - lastDraw < 50 && done < total)) return;
+      lastDraw = now;
+      shown = true;
+      stream.write(`\r${renderBar(label, done, total, stream.columns ?? 80)}`);
+    },
+    finish() {
+      if (shown) stream.write(`\r${" ".repeat(Math.max(0, (stream.columns ?? 80) - 1))}\r`);
+      shown = false;
+    },
+  };
+}
+
+/** `label [#####.....]  42% 12.3/29.1 MiB`, fitted to `columns` */
+export function renderBar(label: string, done: number, total: number, columns = 80): string {
+  const frac = total > 0 ? Math.min(1, Math.max(0, done / total)) : 0;
+  const mib = (b: number) => (b / 1048576).toFixed(1);
+  const tail = ` ${String(Math.round(frac * 100)).padStart(3)}% ${mib(done)}/${mib(total)} MiB`;
+  const width = Math.max(10, Math.min(40, columns - label.length - tail.length - 4));
+  const filled = Math.round(frac * width);
+  return `${label} [${"#".repeat(filled)}${".".repeat(width - filled)}]${tail}`;
+}
+
+/** The embedded model that commands use without -m (resolved against the package root). */
+export const DEFAULT_MODEL = resolvePath(dirname(fileURLToPath(import.meta.url)), "..", "..", "models", "tiny-moe-32x8-q8_0.gguf");
+
+export interface OpenModelOptions {
+  moe?: MoeOptions;
+  overrideKv?: KvOverride[];
+  threads?: number;
+  /** --moe-stats was given (warned about on a dense model) */
+  stats?: boolean;
+}
+
+/**
+ * Loads a model for a command: checks the file exists, shows the progress bar while loading, then checks
+ * the MoE options against the model (a UsageError for bad values; ignored with a warning on a dense model).
+ * Returns the model and the load time in milliseconds.
+ */
+export async function openModel(path: string, opts: OpenModelOptions = {}): Promise<{ model: Model; loadMs: number }> {
+  if (!existsSync(path))
+    throw new TsmoeError(path === DEFAULT_MODEL ? `the embedded model ${path} is missing: pass a model with -m` : `model file not found: ${path}`);
+  const t0 = performance.now();
+  const bar = loadProgress("loading model");
+  let model: Model;
+  try {
+    model = await loadModel(path, { moe: opts.moe, overrideKv: opts.overrideKv, threads: opts.threads, onProgress: bar.update });
+  } finally {
+    bar.finish();
+  }
+  try {
+    validateMoeOptions(opts.moe, model.hparams, { stats: opts.stats });
+  } catch (e) {
+    await model.dispose();
+    throw e;
+  }
+  return { model, loadMs: performance.now() - t0 };
+}

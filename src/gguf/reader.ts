@@ -1,0 +1,98 @@
+/**
+ * Loads a GGUF model (all shards of a split model) into memory: header via ./header.ts, tensor data read with
+ * plain `fs.readSync` straight into one SharedArrayBuffer per tensor, so worker threads can share the weights
+ * without copying and the file is never held in one big JS buffer.
+ */
+import { closeSync, openSync, readSync } from "node:fs";
+import { basename } from "node:path";
+import { GgufError } from "../errors.ts";
+import { readGgufHeader, type GgufHeader } from "./header.ts";
+import type { GgufFile, TensorEntry } from "./types.ts";
+import { splitShardPaths } from "./split.ts";
+import { q } from "./quote.ts";
+
+export interface LoadGgufOptions {
+  /** parse headers only: every tensor gets `data = new Uint8Array(0)` */
+  headerOnly?: boolean;
+  /** called with (bytes read, total bytes of tensor data) while tensor data loads */
+  onProgress?: (done: number, total: number) => void;
+}
+
+/** readSync moves at most ~2 GiB per call */
+const READ_CHUNK = 1 << 30;
+
+export async function loadGguf(path: string, opts: LoadGgufOptions = {}): Promise<GgufFile> {
+  const first = readGgufHeader(path);
+  const shards: { path: string; header: GgufHeader }[] = [{ path, header: first }];
+  for (const p of splitShardPaths(path, first).slice(1)) shards.push({ path: p, header: readGgufHeader(p) });
+  checkShards(path, shards);
+
+  const tensors = new Map<string, TensorEntry>();
+  const empty = new Uint8Array(0);
+  let total = 0;
+  for (const s of shards)
+    for (const t of s.header.tensors) {
+      if (tensors.has(t.name)) throw new GgufError(s.path, `tensor ${q(t.name)} also appears in an earlier shard`);
+      tensors.set(t.name, { name: t.name, type: t.type, shape: t.shape, nElements: t.nElements, nBytes: t.nBytes, data: empty });
+      total += t.nBytes;
+    }
+
+  if (!opts.headerOnly) {
+    let done = 0;
+    opts.onProgress?.(0, total);
+    for (const s of shards) {
+      const fd = openSync(s.path, "r");
+      try {
+        for (const t of s.header.tensors) {
+          tensors.get(t.name)!.data = readTensorData(fd, s.path, t.name, s.header.dataOffset + t.offset, t.nBytes);
+          done += t.nBytes;
+          opts.onProgress?.(done, total);
+        }
+      } finally {
+        closeSync(fd);
+      }
+    }
+  }
+
+  return {
+    path,
+    version: first.version,
+    alignment: first.alignment,
+    fileSize: shards.reduce((a, s) => a + s.header.fileSize, 0),
+    metadata: first.metadata,
+    tensors,
+  };
+}
+
+function readTensorData(fd: number, file: string, name: string, position: number, nBytes: number): Uint8Array {
+  let sab: SharedArrayBuffer;
+  try {
+    sab = new SharedArrayBuffer(nBytes);
+  } catch {
+    throw new GgufError(file, `cannot allocate ${nBytes} bytes for tensor ${q(name)}`);
+  }
+  const data = new Uint8Array(sab);
+  let got = 0;
+  while (got < nBytes) {
+    const r = readSync(fd, data, got, Math.min(READ_CHUNK, nBytes - got), position + got);
+    if (r <= 0) throw new GgufError(file, `unexpected end of file reading tensor ${q(name)} (file shrank?)`);
+    got += r;
+  }
+  return data;
+}
+
+/** Every shard must say which part it is; the first one's split.tensors.count must match the total. */
+function checkShards(path: string, shards: { path: string; header: GgufHeader }[]): void {
+  if (shards.length === 1) return;
+  let nTensors = 0;
+  shards.forEach((s, i) => {
+    const no = s.header.metadata.get("split.no")?.value;
+    if (no !== i) throw new GgufError(s.path, `split.no is ${String(no)}, expected ${i} (shard ${i + 1} of ${shards.length})`);
+    const count = s.header.metadata.get("split.count")?.value;
+    if (count !== shards.length) throw new GgufError(s.path, `split.count is ${String(count)}, expected ${shards.length}`);
+    nTensors += s.header.tensors.length;
+  });
+  const declared = shards[0]!.header.metadata.get("split.tensors.count")?.value;
+  if (declared !== undefined && declared !== nTensors)
+    throw new GgufError(path, `split.tensors.count is ${String(declared)} but the ${shards.length} shards of ${basename(path)} hold ${nTensors} tensors`);
+}

@@ -1,0 +1,124 @@
+/**
+ * Activations prepared for a matrix product, the llama.cpp way: each activation row is converted once to
+ * the weight type's `vec_dot_type` (F32: as is; F16/BF16: rounded to F16/BF16; Q4_0, Q5_0, Q8_0, IQ4_NL,
+ * MXFP4: Q8_0; Q4_1, Q5_1: Q8_1; Q2_K..Q6_K, IQ4_XS: Q8_K), then every weight row is dotted with it.
+ *
+ * `Activations` is a flat object of numbers and typed arrays (SharedArrayBuffer-backed when allocated
+ * here) so the worker pool can hand it to other threads without copying.
+ */
+import { GGMLType, typeName } from "../tensor/types.ts";
+import { blockCodec } from "../tensor/decode.ts";
+import { roundToBf16, roundToF16 } from "../tensor/f16.ts";
+import { quantizeQ8Blocks, quantizeQ8KBlocks } from "../tensor/quantize-act.ts";
+import { TsmoeError } from "../errors.ts";
+
+export interface Activations {
+  /** weight type these activations were prepared for */
+  wtype: GGMLType;
+  /** the format they are in: F32, F16, BF16, Q8_0, Q8_1 or Q8_K */
+  dotType: GGMLType;
+  nTokens: number;
+  /** values per token row */
+  ne0: number;
+  /** F32/F16/BF16: the (rounded) values, nTokens * ne0; empty otherwise */
+  f: Float32Array;
+  /** Q8_*: the quants, nTokens * ne0; empty otherwise */
+  qs: Int8Array;
+  /** Q8_*: one scale per block (32 values for Q8_0/Q8_1, 256 for Q8_K), token-major */
+  d: Float32Array;
+  /** Q8_1: the block sums s = d * sum(q) (as f16 values), per block */
+  s: Float32Array;
+  /** Q8_K: sums of the quants over groups of 16, nTokens * ne0 / 16 */
+  bsums: Int32Array;
+}
+
+/** The activation format llama.cpp's CPU backend multiplies weights of type wtype with. */
+export function vecDotType(wtype: GGMLType): GGMLType {
+  switch (wtype) {
+    case GGMLType.F32:
+    case GGMLType.F16:
+    case GGMLType.BF16:
+      return wtype;
+  }
+  const c = blockCodec(wtype);
+  if (!c) throw new TsmoeError(`matmul: weight type ${typeName(wtype)} is not supported`);
+  return c.family === "q8_0" ? GGMLType.Q8_0 : c.family === "q8_1" ? GGMLType.Q8_1 : GGMLType.Q8_K;
+}
+
+function sharedF32(n: number): Float32Array {
+  return new Float32Array(new SharedArrayBuffer(Math.max(n, 1) * 4), 0, n);
+}
+
+/** A view of `n` elements over `prev`'s buffer when it is big enough, else a new shared array. */
+function reuseF32(prev: Float32Array | undefined, n: number): Float32Array {
+  if (prev && prev.buffer instanceof SharedArrayBuffer && prev.buffer.byteLength - prev.byteOffset >= n * 4) {
+    return new Float32Array(prev.buffer, prev.byteOffset, n);
+  }
+  return sharedF32(n);
+}
+
+function reuseI8(prev: Int8Array | undefined, n: number): Int8Array {
+  if (prev && prev.buffer instanceof SharedArrayBuffer && prev.buffer.byteLength - prev.byteOffset >= n) {
+    return new Int8Array(prev.buffer, prev.byteOffset, n);
+  }
+  return new Int8Array(new SharedArrayBuffer(Math.max(n, 1)), 0, n);
+}
+
+function reuseI32(prev: Int32Array | undefined, n: number): Int32Array {
+  if (prev && prev.buffer instanceof SharedArrayBuffer && prev.buffer.byteLength - prev.byteOffset >= n * 4) {
+    return new Int32Array(prev.buffer, prev.byteOffset, n);
+  }
+  return new Int32Array(new SharedArrayBuffer(Math.max(n, 1) * 4), 0, n);
+}
+
+const EMPTY_F32 = new Float32Array(0);
+const EMPTY_I8 = new Int8Array(0);
+const EMPTY_I32 = new Int32Array(0);
+
+/**
+ * Converts nTokens rows of ne0 floats (x, token-major) to wtype's vec_dot_type. `reuse`: activations from
+ * an earlier call whose buffers may be reused (they are overwritten).
+ */
+export function quantizeActivations(
+  wtype: GGMLType,
+  x: Float32Array,
+  nTokens: number,
+  ne0: number,
+  reuse?: Activations,
+): Activations {
+  const dotType = vecDotType(wtype);
+  const n = nTokens * ne0;
+  if (x.length < n) throw new TsmoeError(`matmul: ${x.length} input values for ${nTokens} tokens of ${ne0}`);
+  // only buffers this module allocated for the same format are reused (F32 activations are the caller's x)
+  const prev = reuse && reuse.dotType === dotType && dotType !== GGMLType.F32 ? reuse : undefined;
+  const act: Activations = { wtype, dotType, nTokens, ne0, f: EMPTY_F32, qs: EMPTY_I8, d: EMPTY_F32, s: EMPTY_F32, bsums: EMPTY_I32 };
+  switch (dotType) {
+    case GGMLType.F32:
+      act.f = x.subarray(0, n);
+      return act;
+    case GGMLType.F16:
+    case GGMLType.BF16: {
+      const f = reuseF32(prev?.f, n);
+      const round = dotType === GGMLType.F16 ? roundToF16 : roundToBf16;
+      for (let i = 0; i < n; i++) f[i] = round(x[i]!);
+      act.f = f;
+      return act;
+    }
+  }
+  const blockSize = dotType === GGMLType.Q8_K ? 256 : 32;
+  if (ne0 % blockSize !== 0) {
+    throw new TsmoeError(`matmul: row length ${ne0} is not a multiple of ${typeName(wtype)}'s block size`);
+  }
+  const nb = ne0 / blockSize;
+  act.qs = reuseI8(prev?.qs, n);
+  act.d = reuseF32(prev?.d, nTokens * nb);
+  if (dotType === GGMLType.Q8_K) {
+    act.bsums = reuseI32(prev?.bsums, n / 16);
+    for (let t = 0; t < nTokens; t++) quantizeQ8KBlocks(x, t * ne0, ne0, act.qs, t * ne0, act.d, t * nb, act.bsums);
+  } else {
+    if (dotType === GGMLType.Q8_1) act.s = reuseF32(prev?.s, nTokens * nb);
+    const s = dotType === GGMLType.Q8_1 ? act.s : undefined;
+    for (let t = 0; t < nTokens; t++) quantizeQ8Blocks(x, t * ne0, ne0, act.qs, t * ne0, act.d, t * nb, s);
+  }
+  return act;
+}

@@ -1,0 +1,106 @@
+/**
+ * Self-attention over a KV cache (llama.cpp's build_attn with a unified KV cache, flash attention off):
+ * the batch's K and V rows are appended to the cache, then every query head attends causally to all
+ * cached positions up to its own, with grouped-query attention (query head h reads KV head
+ * h / (nHead / nHeadKv)). Scores are q.k * scale, softmaxed in float32 like ggml_soft_max_ext.
+ *
+ * Cache layout per layer: one row per position, K rows of nHeadKv * headDimK values, V rows of
+ * nHeadKv * headDimV values. `f16` rounds what is stored to half precision (llama.cpp's default F16 cache).
+ */
+import { roundToF16 } from "../tensor/f16.ts";
+import { softmaxInPlace } from "./ops.ts";
+
+export interface AttentionShape {
+  nHead: number;
+  nHeadKv: number;
+  headDimK: number;
+  headDimV: number;
+  /** multiplier of q.k (1/sqrt(headDimK) unless the model says otherwise) */
+  scale: number;
+}
+
+export class KvCache {
+  readonly k: Float32Array[] = [];
+  readonly v: Float32Array[] = [];
+  readonly kRow: number;
+  readonly vRow: number;
+
+  constructor(
+    readonly nLayer: number,
+    readonly nCtx: number,
+    shape: AttentionShape,
+    readonly f16 = false,
+  ) {
+    this.kRow = shape.nHeadKv * shape.headDimK;
+    this.vRow = shape.nHeadKv * shape.headDimV;
+    for (let il = 0; il < nLayer; il++) {
+      this.k.push(new Float32Array(nCtx * this.kRow));
+      this.v.push(new Float32Array(nCtx * this.vRow));
+    }
+  }
+
+  /** Stores nTokens rows of K and V for layer il at positions pos0.. */
+  store(il: number, pos0: number, nTokens: number, k: Float32Array, v: Float32Array): void {
+    const kc = this.k[il];
+    const vc = this.v[il];
+    const kn = nTokens * this.kRow;
+    const vn = nTokens * this.vRow;
+    if (this.f16) {
+      const ko = pos0 * this.kRow;
+      const vo = pos0 * this.vRow;
+      for (let i = 0; i < kn; i++) kc[ko + i] = roundToF16(k[i]);
+      for (let i = 0; i < vn; i++) vc[vo + i] = roundToF16(v[i]);
+    } else {
+      kc.set(k.subarray(0, kn), pos0 * this.kRow);
+      vc.set(v.subarray(0, vn), pos0 * this.vRow);
+    }
+  }
+}
+
+/**
+ * out[t, h, :] = sum_j softmax_j(scale * q[t,h] . K[j,g]) V[j,g] over cached positions j <= pos0 + t,
+ * for the nTokens queries of a batch starting at position pos0 (their K/V already stored).
+ * `scores` must hold at least pos0 + nTokens floats.
+ */
+export function attend(
+  cache: KvCache,
+  il: number,
+  shape: AttentionShape,
+  q: Float32Array,
+  nTokens: number,
+  pos0: number,
+  out: Float32Array,
+  scores: Float32Array,
+): void {
+  const { nHead, nHeadKv, headDimK: dk, headDimV: dv, scale } = shape;
+  const group = nHead / nHeadKv;
+  const K = cache.k[il];
+  const V = cache.v[il];
+  const kRow = cache.kRow;
+  const vRow = cache.vRow;
+  const qRow = nHead * dk;
+  const oRow = nHead * dv;
+  for (let t = 0; t < nTokens; t++) {
+    const nKeys = pos0 + t + 1;
+    for (let h = 0; h < nHead; h++) {
+      const g = Math.floor(h / group);
+      const qo = t * qRow + h * dk;
+      const ko = g * dk;
+      for (let j = 0; j < nKeys; j++) {
+        const kj = j * kRow + ko;
+        let s = 0;
+        for (let d = 0; d < dk; d++) s += q[qo + d] * K[kj + d];
+        scores[j] = Math.fround(s) * scale;
+      }
+      softmaxInPlace(scores, nKeys);
+      const oo = t * oRow + h * dv;
+      out.fill(0, oo, oo + dv);
+      const vo = g * dv;
+      for (let j = 0; j < nKeys; j++) {
+        const p = scores[j];
+        const vj = j * vRow + vo;
+        for (let d = 0; d < dv; d++) out[oo + d] += p * V[vj + d];
+      }
+    }
+  }
+}

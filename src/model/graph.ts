@@ -1,0 +1,225 @@
+/**
+ * The forward pass of a decoder-only transformer, shared by every architecture (llama.cpp's
+ * llm_graph_context): token embedding, the architecture's layer graph for each layer, output norm and
+ * output projection. `LayerGraph` holds one batch's activation buffers and the builders the architecture
+ * files call (norm, qkv, rope, attention, dense FFN, MoE FFN, shared expert), so that an architecture's
+ * `layer` function reads like the corresponding src/models/<arch>.cpp of llama.cpp.
+ *
+ * Every weight product goes through the MatmulBackend; activation buffers are allocated from the backend
+ * once per session and grown only when a larger batch arrives.
+ */
+import type { MatmulBackend } from "../kernels/backend.ts";
+import { getRowsF32, type Weight } from "../kernels/matmul.ts";
+import { attend, KvCache, type AttentionShape } from "./attention.ts";
+import { buildMoeFfn, denseFfn, sharedExpertFfn, type FfnBuffers } from "./ffn.ts";
+import type { ModelHParams } from "./hparams.ts";
+import type { Router } from "./moe.ts";
+import type { RouterConfig } from "./moe-types.ts";
+import { addInPlace, addRowBias, rmsNorm, rope, ropeParams, ropeTable, type RopeParams } from "./ops.ts";
+import type { LayerWeights, ModelWeights } from "./weights.ts";
+
+/** What an architecture file provides (see src/model/archs/). */
+export interface Arch {
+  /** general.architecture value */
+  name: string;
+  ropeType: "norm" | "neox";
+  /** reads the architecture's own hyperparameters into hp (llama.cpp load_arch_hparams) */
+  hparams(r: import("./hparams.ts").MetaReader, hp: ModelHParams): void;
+  /** finds the architecture's tensors (load_arch_tensors) */
+  tensors(t: import("./weights.ts").TensorSource, hp: ModelHParams): ModelWeights;
+  /** how MoE layers route (undefined for dense architectures) */
+  router?(hp: ModelHParams): RouterConfig;
+  /** one transformer layer: reads and updates the residual stream g.x */
+  layer(g: LayerGraph, w: LayerWeights, il: number): void;
+}
+
+/** Activation buffers of one batch of up to `cap` tokens. */
+class Buffers implements FfnBuffers {
+  x: Float32Array;
+  cur: Float32Array;
+  tmp: Float32Array;
+  q: Float32Array;
+  k: Float32Array;
+  v: Float32Array;
+  attn: Float32Array;
+  gate: Float32Array;
+  up: Float32Array;
+  rope: Float32Array;
+  routerLogits: Float32Array;
+  xe: Float32Array;
+  ge: Float32Array;
+  ue: Float32Array;
+  ye: Float32Array;
+  shexpGate: Float32Array;
+  /** per (token, slot) expert outputs, grown on demand */
+  slots: Float32Array;
+  scores: Float32Array;
+
+  constructor(
+    backend: MatmulBackend,
+    readonly cap: number,
+    hp: ModelHParams,
+    nCtx: number,
+  ) {
+    const a = (n: number) => backend.allocF32(Math.max(1, n));
+    const ffnWidth = Math.max(hp.nFf, hp.nFfShexp, hp.nFfExp);
+    this.x = a(cap * hp.nEmbd);
+    this.cur = a(cap * hp.nEmbd);
+    this.tmp = a(cap * hp.nEmbd);
+    this.q = a(cap * hp.nHead * hp.nEmbdHeadK);
+    this.k = a(cap * hp.nHeadKv * hp.nEmbdHeadK);
+    this.v = a(cap * hp.nHeadKv * hp.nEmbdHeadV);
+    this.attn = a(cap * hp.nHead * hp.nEmbdHeadV);
+    this.gate = a(cap * ffnWidth);
+    this.up = a(cap * ffnWidth);
+    this.rope = new Float32Array(cap * hp.nRot);
+    this.routerLogits = a(cap * hp.nExpert);
+    this.xe = a(hp.nExpert ? cap * hp.nEmbd : 0);
+    this.ge = a(hp.nExpert ? cap * hp.nFfExp : 0);
+    this.ue = a(hp.nExpert ? cap * hp.nFfExp : 0);
+    this.ye = a(hp.nExpert ? cap * hp.nEmbd : 0);
+    this.shexpGate = a(cap);
+    this.slots = new Float32Array(0);
+    this.scores = new Float32Array(nCtx);
+  }
+}
+
+/** The builders an architecture's layer graph calls, over one batch. */
+export class LayerGraph {
+  /** tokens in the current batch */
+  n = 0;
+  /** position of the batch's first token */
+  pos0 = 0;
+  b!: Buffers;
+  private table!: Float32Array;
+  readonly attnShape: AttentionShape;
+  readonly ropeP: RopeParams;
+
+  constructor(
+    readonly hp: ModelHParams,
+    readonly backend: MatmulBackend,
+    readonly cache: KvCache,
+    readonly router: Router | undefined,
+    readonly routerCfg: RouterConfig | undefined,
+    ropeFreqs?: Float32Array,
+  ) {
+    const scale = hp.attentionScale !== 0 ? hp.attentionScale : Math.fround(1 / Math.sqrt(hp.nEmbdHeadK));
+    this.attnShape = { nHead: hp.nHead, nHeadKv: hp.nHeadKv, headDimK: hp.nEmbdHeadK, headDimV: hp.nEmbdHeadV, scale };
+    this.ropeP = ropeParams(hp, ropeFreqs);
+  }
+
+  /** Prepares for a batch of n tokens at positions pos0..pos0+n-1. */
+  begin(n: number, pos0: number): void {
+    if (!this.b || this.b.cap < n) this.b = new Buffers(this.backend, n, this.hp, this.cache.nCtx);
+    this.n = n;
+    this.pos0 = pos0;
+    this.table = this.b.rope;
+    const positions = new Int32Array(n);
+    for (let t = 0; t < n; t++) positions[t] = pos0 + t;
+    ropeTable(this.ropeP, positions, n, this.table);
+  }
+
+  /** the residual stream [n x nEmbd] */
+  get x(): Float32Array {
+    return this.b.x;
+  }
+  /** scratch rows [n x nEmbd] */
+  get cur(): Float32Array {
+    return this.b.cur;
+  }
+  get tmp(): Float32Array {
+    return this.b.tmp;
+  }
+  get q(): Float32Array {
+    return this.b.q;
+  }
+  get k(): Float32Array {
+    return this.b.k;
+  }
+  get v(): Float32Array {
+    return this.b.v;
+  }
+
+  /** dst = RMSNorm(src) * w over rows of nEmbd */
+  norm(src: Float32Array, w: Float32Array, dst: Float32Array): void {
+    rmsNorm(src, dst, this.n, this.hp.nEmbd, this.hp.rmsEps, w);
+  }
+
+  /** RMSNorm of each row of `width` values in buf (width = head dim for per-head q/k norm). */
+  normRows(buf: Float32Array, w: Float32Array, width: number, rowsPerToken: number): void {
+    rmsNorm(buf, buf, this.n * rowsPerToken, width, this.hp.rmsEps, w);
+  }
+
+  /** out = x W^T (+ bias) for the batch */
+  project(w: Weight, x: Float32Array, out: Float32Array, bias?: Float32Array): void {
+    this.backend.matmul(w, x, this.n, out);
+    if (bias) addRowBias(out, bias, this.n, w.ne1);
+  }
+
+  /** q, k, v projections of x (with the optional biases) into g.q, g.k, g.v */
+  qkv(L: LayerWeights, x: Float32Array): void {
+    this.project(L.wq, x, this.b.q, L.bq);
+    this.project(L.wk, x, this.b.k, L.bk);
+    this.project(L.wv, x, this.b.v, L.bv);
+  }
+
+  /** RoPE on nHeads heads of head dim per token, in place */
+  rope(buf: Float32Array, nHeads: number): void {
+    rope(this.ropeP, this.table, buf, this.n, nHeads, this.hp.nEmbdHeadK);
+  }
+
+  /** Appends g.k / g.v to layer il's cache, attends with g.q, projects with wo (+bo) into out. */
+  attention(L: LayerWeights, il: number, out: Float32Array): void {
+    this.cache.store(il, this.pos0, this.n, this.b.k, this.b.v);
+    attend(this.cache, il, this.attnShape, this.b.q, this.n, this.pos0, this.b.attn, this.b.scores);
+    this.project(L.wo, this.b.attn, out, L.bo);
+  }
+
+  /** a += b over the batch's rows of nEmbd */
+  add(a: Float32Array, b: Float32Array): void {
+    addInPlace(a, b, this.n * this.hp.nEmbd);
+  }
+
+  /** dense SwiGLU FFN: out = down(silu(gate x) * up x) */
+  ffn(L: LayerWeights, x: Float32Array, out: Float32Array): void {
+    denseFfn(this, { gate: L.ffnGate!, up: L.ffnUp!, down: L.ffnDown! }, x, out);
+  }
+
+  /** routed experts: out = sum_k w_k expert_k(x) */
+  moeFfn(L: LayerWeights, x: Float32Array, out: Float32Array, il: number): void {
+    buildMoeFfn(this, L.moe!, this.routerCfg!, this.router!, x, out, il);
+  }
+
+  /** out += sigmoid(gateInp . x) * sharedExpert(x) */
+  sharedExpert(L: LayerWeights, x: Float32Array, out: Float32Array): void {
+    sharedExpertFfn(this, L.shexp!, x, out);
+  }
+}
+
+/**
+ * Runs one batch through the model: embeddings, layers, output norm, and the output projection for the
+ * last row (logitsAll false) or every row. Returns a view of the backend's logits buffer.
+ */
+export function forwardBatch(
+  arch: Arch,
+  w: ModelWeights,
+  g: LayerGraph,
+  tokens: ArrayLike<number>,
+  pos0: number,
+  allLogits: boolean,
+  logits: Float32Array,
+): Float32Array {
+  const n = tokens.length;
+  const hp = g.hp;
+  g.begin(n, pos0);
+  getRowsF32(w.tokEmbd, tokens, g.x); // token embeddings
+  for (let il = 0; il < hp.nLayer; il++) arch.layer(g, w.layers[il], il);
+
+  const first = allLogits ? 0 : n - 1;
+  const rows = n - first;
+  const xs = g.x.subarray(first * hp.nEmbd, n * hp.nEmbd);
+  rmsNorm(xs, g.cur, rows, hp.nEmbd, hp.rmsEps, w.outputNorm);
+  g.backend.matmul(w.output, g.cur, rows, logits);
+  if (w.outputBias) addRowBias(logits, w.outputBias, rows, hp.nVocab);
+  return logits.subarray(0, rows * hp.nVocab);
+}

@@ -1,0 +1,159 @@
+/**
+ * Loading a GGUF model and running it: `loadModel(path, opts)` reads the file, applies --override-kv,
+ * reads the hyperparameters and tensors of its architecture (src/model/archs/), and returns a Model whose
+ * sessions evaluate tokens through the shared forward pass (src/model/graph.ts) with a KV cache.
+ */
+import { TsmoeError } from "../errors.ts";
+import { loadGguf } from "../gguf/reader.ts";
+import { metaArch } from "../gguf/meta.ts";
+import type { GgufFile } from "../gguf/types.ts";
+import type { MatmulBackend } from "../kernels/backend.ts";
+import { createPoolBackend, defaultThreadCount } from "../pool/backend.ts";
+import type { LoadOptions, Model, MoeLayerStats, MoeOptions, Session } from "./api.ts";
+import { getArch } from "./archs/index.ts";
+import { KvCache } from "./attention.ts";
+import { forwardBatch, LayerGraph, type Arch } from "./graph.ts";
+import { applyKvOverrides, MetaReader, readCommonHParams, type ModelHParams } from "./hparams.ts";
+import { createRouter } from "./moe.ts";
+import type { RouterConfig } from "./moe-types.ts";
+import { TensorSource, type ModelWeights } from "./weights.ts";
+
+/** Tokens evaluated per forward pass (llama.cpp's n_ubatch); longer evals are split. */
+export const MAX_BATCH = 512;
+/** Context size of a session when none is asked for (capped by the model's training context). */
+export const DEFAULT_CTX = 4096;
+
+export interface SessionOptions {
+  nCtx?: number;
+  /** store the KV cache rounded to F16 (llama.cpp's default cache type); default F32 */
+  kvF16?: boolean;
+}
+
+/** The parts of a loaded model the forward pass needs (also usable without a GGUF file, e.g. in tests). */
+export interface LoadedModel {
+  arch: Arch;
+  hparams: ModelHParams;
+  weights: ModelWeights;
+  routerConfig?: RouterConfig;
+}
+
+/** Reads hyperparameters and weights from a parsed GGUF file (after --override-kv). */
+export function buildModel(file: GgufFile): LoadedModel {
+  const archName = metaArch(file);
+  const arch = getArch(archName);
+  const hp = readCommonHParams(file, archName, arch.ropeType);
+  const tok = file.tensors.get("token_embd.weight");
+  if (!tok) throw new TsmoeError(`${file.path}: missing tensor 'token_embd.weight'`);
+  hp.nVocab = tok.shape[1] ?? 1;
+  arch.hparams(new MetaReader(file, archName), hp);
+  const weights = arch.tensors(new TensorSource(file), hp);
+  const routerConfig = hp.nExpert > 0 ? arch.router?.(hp) : undefined;
+  if (hp.nExpert > 0 && !routerConfig) throw new TsmoeError(`${archName}: mixture-of-experts models of this architecture are not supported`);
+  return { arch, hparams: hp, weights, routerConfig };
+}
+
+class ModelSession implements Session {
+  private pos = 0;
+  private readonly graph: LayerGraph;
+  private readonly router;
+  private logitsBuf: Float32Array;
+
+  constructor(
+    private readonly m: LoadedModel,
+    private readonly backend: MatmulBackend,
+    moe: MoeOptions | undefined,
+    readonly nCtx: number,
+    kvF16: boolean,
+  ) {
+    const hp = m.hparams;
+    this.router = m.routerConfig ? createRouter(moe, hp.nLayer) : undefined;
+    const shape = { nHead: hp.nHead, nHeadKv: hp.nHeadKv, headDimK: hp.nEmbdHeadK, headDimV: hp.nEmbdHeadV, scale: 1 };
+    const cache = new KvCache(hp.nLayer, nCtx, shape, kvF16);
+    this.graph = new LayerGraph(hp, backend, cache, this.router, m.routerConfig, m.weights.ropeFreqs);
+    this.logitsBuf = backend.allocF32(hp.nVocab);
+  }
+
+  get nPast(): number {
+    return this.pos;
+  }
+
+  async eval(tokens: number[], opts: { allLogits?: boolean } = {}): Promise<Float32Array> {
+    const hp = this.m.hparams;
+    if (tokens.length === 0) throw new TsmoeError("eval: no tokens to evaluate");
+    if (this.pos + tokens.length > this.nCtx)
+      throw new TsmoeError(`context is full: ${this.pos} + ${tokens.length} tokens exceed the context size ${this.nCtx}`);
+    for (const t of tokens)
+      if (!Number.isInteger(t) || t < 0 || t >= hp.nVocab) throw new TsmoeError(`token id ${t} is outside the vocabulary (0..${hp.nVocab - 1})`);
+    const all = opts.allLogits ?? false;
+    const result = new Float32Array((all ? tokens.length : 1) * hp.nVocab);
+    for (let s = 0; s < tokens.length; s += MAX_BATCH) {
+      const batch = tokens.slice(s, s + MAX_BATCH);
+      const isLast = s + batch.length === tokens.length;
+      const rows = all ? batch.length : 1;
+      if (this.logitsBuf.length < rows * hp.nVocab) this.logitsBuf = this.backend.allocF32(rows * hp.nVocab);
+      const logits = forwardBatch(this.m.arch, this.m.weights, this.graph, batch, this.pos, all, this.logitsBuf);
+      this.pos += batch.length;
+      if (all) result.set(logits, s * hp.nVocab);
+      else if (isLast) result.set(logits);
+    }
+    return result;
+  }
+
+  truncate(n: number): void {
+    if (!Number.isInteger(n) || n < 0) throw new TsmoeError(`truncate: invalid length ${n}`);
+    this.pos = Math.min(this.pos, n);
+  }
+
+  moeStats(): MoeLayerStats[] {
+    return this.router?.stats() ?? [];
+  }
+
+  resetStats(): void {
+    this.router?.resetStats();
+  }
+}
+
+class LoadedGgufModel implements Model {
+  constructor(
+    readonly path: string,
+    private readonly file: GgufFile,
+    private readonly m: LoadedModel,
+    private readonly backend: MatmulBackend,
+    private readonly moe: MoeOptions | undefined,
+  ) {}
+
+  get hparams(): ModelHParams {
+    return this.m.hparams;
+  }
+  get metadata() {
+    return this.file.metadata;
+  }
+  get fileSize(): number {
+    return this.file.fileSize;
+  }
+  get nParams(): number {
+    let n = 0;
+    for (const t of this.file.tensors.values()) n += t.nElements;
+    return n;
+  }
+
+  createSession(opts: SessionOptions = {}): Session {
+    const nCtx = opts.nCtx ?? Math.min(this.m.hparams.nCtxTrain || DEFAULT_CTX, DEFAULT_CTX);
+    if (!Number.isInteger(nCtx) || nCtx <= 0) throw new TsmoeError(`invalid context size ${nCtx}`);
+    return new ModelSession(this.m, this.backend, this.moe, nCtx, opts.kvF16 ?? false);
+  }
+
+  async dispose(): Promise<void> {
+    await this.backend.dispose();
+  }
+}
+
+export async function loadModel(path: string, opts: LoadOptions = {}): Promise<Model> {
+  // check the architecture from the header before reading the tensor data
+  getArch(metaArch(await loadGguf(path, { headerOnly: true })));
+  const raw = await loadGguf(path, { onProgress: opts.onProgress });
+  const file = applyKvOverrides(raw, opts.overrideKv);
+  const m = buildModel(file);
+  const backend = await createPoolBackend(opts.threads ?? defaultThreadCount());
+  return new LoadedGgufModel(path, file, m, backend, opts.moe);
+}

@@ -1,0 +1,171 @@
+/**
+ * Element-wise and row-wise tensor operations of the forward pass on row-major Float32Arrays, computed in
+ * float32 the way ggml's CPU backend computes them (RMSNorm with a double sum, RoPE with a float theta
+ * recurrence, SiLU as x / (1 + e^-x)). Writing each intermediate into a Float32Array rounds it to float32.
+ */
+import type { ModelHParams } from "./hparams.ts";
+
+const f32 = Math.fround;
+
+/**
+ * RMS normalisation of nRows rows of length n: dst = src / sqrt(mean(src^2) + eps) [* w].
+ * src and dst may be the same array. Offsets let callers normalise rows inside a larger buffer.
+ */
+export function rmsNorm(
+  src: Float32Array,
+  dst: Float32Array,
+  nRows: number,
+  n: number,
+  eps: number,
+  w?: Float32Array,
+  stride = n,
+): void {
+  for (let r = 0; r < nRows; r++) {
+    const o = r * stride;
+    let sum = 0;
+    for (let i = 0; i < n; i++) {
+      const v = src[o + i];
+      sum += f32(v * v);
+    }
+    const mean = f32(sum / n);
+    const scale = f32(1 / f32(Math.sqrt(f32(mean + eps))));
+    if (w) {
+      for (let i = 0; i < n; i++) dst[o + i] = f32(src[o + i] * scale) * w[i];
+    } else {
+      for (let i = 0; i < n; i++) dst[o + i] = src[o + i] * scale;
+    }
+  }
+}
+
+/** a[i] += b[i] for i < n */
+export function addInPlace(a: Float32Array, b: Float32Array, n: number): void {
+  for (let i = 0; i < n; i++) a[i] += b[i];
+}
+
+/** Adds the bias vector b (length n) to each of nRows rows of x. */
+export function addRowBias(x: Float32Array, b: Float32Array, nRows: number, n: number): void {
+  for (let r = 0; r < nRows; r++) {
+    const o = r * n;
+    for (let i = 0; i < n; i++) x[o + i] += b[i];
+  }
+}
+
+/** SiLU in float32: x / (1 + e^-x). */
+export function silu(x: number): number {
+  return f32(x / f32(1 + f32(Math.exp(-x))));
+}
+
+export function sigmoid(x: number): number {
+  return f32(1 / f32(1 + f32(Math.exp(-x))));
+}
+
+/** SwiGLU: gate[i] = silu(gate[i]) * up[i] for i < n (in place in gate). */
+export function swiglu(gate: Float32Array, up: Float32Array, n: number): void {
+  for (let i = 0; i < n; i++) gate[i] = silu(gate[i]) * up[i];
+}
+
+/** The RoPE parameters of a model (ggml_rope_ext's arguments, as llama.cpp passes them). */
+export interface RopeParams {
+  nRot: number;
+  neox: boolean;
+  freqBase: number;
+  freqScale: number;
+  extFactor: number;
+  attnFactor: number;
+  /** YaRN correction dims [start, end] */
+  corrDims: [number, number];
+  /** per-pair frequency divisors (Llama 3 rope_freqs.weight), length nRot/2 */
+  freqFactors?: Float32Array;
+}
+
+export function ropeParams(hp: ModelHParams, freqFactors?: Float32Array): RopeParams {
+  const nRot = hp.nRot;
+  const corrDim = (beta: number) =>
+    (nRot * Math.log(hp.nCtxOrigYarn / (beta * 2 * Math.PI))) / (2 * Math.log(hp.ropeBase));
+  const start = Math.floor(f32(corrDim(hp.yarnBetaFast)));
+  const end = Math.ceil(f32(corrDim(hp.yarnBetaSlow)));
+  return {
+    nRot,
+    neox: hp.ropeType === "neox",
+    freqBase: hp.ropeBase,
+    freqScale: f32(hp.ropeFreqScale),
+    extFactor: hp.yarnExtFactor,
+    attnFactor: f32(hp.yarnAttnFactor),
+    corrDims: [Math.max(0, start), Math.min(nRot - 1, end)],
+    freqFactors,
+  };
+}
+
+/**
+ * cos/sin table for the given positions: table[(t * nRot/2 + i) * 2 + {0: cos, 1: sin}] for the i-th
+ * rotated pair of token t (ggml_rope_cache_init: theta = pos * base^(-2i/nRot), float recurrence, divided
+ * by the optional frequency factors, YaRN ramp).
+ */
+export function ropeTable(p: RopeParams, positions: ArrayLike<number>, nTokens: number, table: Float32Array): void {
+  const half = p.nRot / 2;
+  const thetaScale = f32(Math.pow(p.freqBase, -2 / p.nRot));
+  let mscale = p.attnFactor;
+  if (p.extFactor !== 0) mscale = f32(mscale * f32(1 + f32(0.1 * Math.log(1 / p.freqScale))));
+  for (let t = 0; t < nTokens; t++) {
+    let theta = f32(positions[t]);
+    const o = t * half * 2;
+    for (let i = 0; i < half; i++) {
+      const thetaExtrap = p.freqFactors ? f32(theta / p.freqFactors[i]) : theta;
+      let th = f32(p.freqScale * thetaExtrap);
+      if (p.extFactor !== 0) {
+        const y = (i - p.corrDims[0]) / Math.max(0.001, p.corrDims[1] - p.corrDims[0]);
+        const ramp = f32(f32(1 - Math.min(1, Math.max(0, y))) * p.extFactor);
+        th = f32(f32(th * f32(1 - ramp)) + f32(thetaExtrap * ramp));
+      }
+      table[o + 2 * i] = f32(Math.cos(th)) * mscale;
+      table[o + 2 * i + 1] = f32(Math.sin(th)) * mscale;
+      theta = f32(theta * thetaScale);
+    }
+  }
+}
+
+/**
+ * Rotates the first nRot values of each head in place: x holds nTokens rows of nHeads heads of headDim.
+ * NORM rotates adjacent pairs (2i, 2i+1); NEOX rotates (i, i + nRot/2).
+ */
+export function rope(
+  p: RopeParams,
+  table: Float32Array,
+  x: Float32Array,
+  nTokens: number,
+  nHeads: number,
+  headDim: number,
+): void {
+  const half = p.nRot / 2;
+  const step = p.neox ? 1 : 2;
+  const off = p.neox ? half : 1;
+  for (let t = 0; t < nTokens; t++) {
+    const to = t * half * 2;
+    for (let h = 0; h < nHeads; h++) {
+      const base = (t * nHeads + h) * headDim;
+      for (let i = 0; i < half; i++) {
+        const c = table[to + 2 * i];
+        const s = table[to + 2 * i + 1];
+        const a = base + i * step;
+        const x0 = x[a];
+        const x1 = x[a + off];
+        x[a] = f32(x0 * c) - f32(x1 * s);
+        x[a + off] = f32(x0 * s) + f32(x1 * c);
+      }
+    }
+  }
+}
+
+/** In-place softmax of v[0..n) (float exps, double sum, as ggml_vec_soft_max_f32). Returns nothing. */
+export function softmaxInPlace(v: Float32Array, n: number): void {
+  let max = -Infinity;
+  for (let i = 0; i < n; i++) if (v[i] > max) max = v[i];
+  let sum = 0;
+  for (let i = 0; i < n; i++) {
+    const e = f32(Math.exp(v[i] - max));
+    v[i] = e;
+    sum += e;
+  }
+  const inv = f32(1 / sum);
+  for (let i = 0; i < n; i++) v[i] *= inv;
+}

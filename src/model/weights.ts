@@ -1,0 +1,128 @@
+/**
+ * Weight lookup for the architecture loaders (llama.cpp's create_tensor): finds a tensor by name, checks
+ * its shape and type, and hands it out as a matmul Weight, per-expert Weights of a 3-D expert tensor, or
+ * a float32 vector (norms, biases). Also the per-layer weight record every architecture fills
+ * (the fields of llama.cpp's llama_layer that the supported architectures use).
+ */
+import { TsmoeError } from "../errors.ts";
+import type { GgufFile, TensorEntry } from "../gguf/types.ts";
+import type { Weight } from "../kernels/matmul.ts";
+import { assertSupported, dequantizeRow } from "../tensor/dequantize.ts";
+import { GGMLType } from "../tensor/types.ts";
+
+/** Routed experts of one MoE layer: router, and per-expert gate / up / down projections. */
+export interface MoeWeights {
+  /** router (ffn_gate_inp): nExpert rows of nEmbd */
+  gateInp: Weight;
+  gate: Weight[];
+  up: Weight[];
+  down: Weight[];
+}
+
+/** Shared expert (Qwen2-MoE): a dense SwiGLU FFN whose output is scaled by sigmoid(gateInp . x). */
+export interface SharedExpertWeights {
+  gate: Weight;
+  up: Weight;
+  down: Weight;
+  /** optional scalar gate (one row of nEmbd) */
+  gateInp?: Weight;
+}
+
+export interface LayerWeights {
+  attnNorm: Float32Array;
+  wq: Weight;
+  wk: Weight;
+  wv: Weight;
+  bq?: Float32Array;
+  bk?: Float32Array;
+  bv?: Float32Array;
+  wo: Weight;
+  bo?: Float32Array;
+  /** q/k RMSNorm weights: per head (length head dim) or over the whole projection */
+  qNorm?: Float32Array;
+  kNorm?: Float32Array;
+  ffnNorm: Float32Array;
+  /** dense FFN */
+  ffnGate?: Weight;
+  ffnUp?: Weight;
+  ffnDown?: Weight;
+  moe?: MoeWeights;
+  shexp?: SharedExpertWeights;
+}
+
+export interface ModelWeights {
+  tokEmbd: Weight;
+  outputNorm: Float32Array;
+  /** output projection (token_embd when tied) and its optional bias */
+  output: Weight;
+  outputBias?: Float32Array;
+  /** RoPE frequency factors (Llama 3 rope_freqs.weight), shared by all layers */
+  ropeFreqs?: Float32Array;
+  layers: LayerWeights[];
+}
+
+function shapeStr(s: number[]): string {
+  return `[${s.join(", ")}]`;
+}
+
+/** Tensor access with llama.cpp's checks (required / optional, expected shape, supported type). */
+export class TensorSource {
+  readonly used = new Set<string>();
+  constructor(readonly file: GgufFile) {}
+
+  has(name: string): boolean {
+    return this.file.tensors.has(name);
+  }
+
+  /** The tensor `name` with shape `shape` (ggml order); undefined when optional and absent. */
+  entry(name: string, shape: number[], optional: true): TensorEntry | undefined;
+  entry(name: string, shape: number[], optional?: false): TensorEntry;
+  entry(name: string, shape: number[], optional = false): TensorEntry | undefined {
+    const t = this.file.tensors.get(name);
+    if (!t) {
+      if (optional) return undefined;
+      throw new TsmoeError(`${this.file.path}: missing tensor '${name}'`);
+    }
+    // trailing 1s are not stored (a [n, 1] tensor may be written as [n])
+    const got = t.shape.slice();
+    const want = shape.slice();
+    while (got.length > 1 && got[got.length - 1] === 1) got.pop();
+    while (want.length > 1 && want[want.length - 1] === 1) want.pop();
+    if (got.length !== want.length || got.some((v, i) => v !== want[i]))
+      throw new TsmoeError(`${this.file.path}: tensor '${name}' has shape ${shapeStr(t.shape)}, expected ${shapeStr(shape)}`);
+    assertSupported(name, t.type);
+    this.used.add(name);
+    return t;
+  }
+
+  /** A 2-D weight [ne0, ne1] for matmul. */
+  weight(name: string, ne0: number, ne1: number, optional: true): Weight | undefined;
+  weight(name: string, ne0: number, ne1: number, optional?: false): Weight;
+  weight(name: string, ne0: number, ne1: number, optional = false): Weight | undefined {
+    const t = optional ? this.entry(name, [ne0, ne1], true) : this.entry(name, [ne0, ne1]);
+    if (!t) return undefined;
+    return { type: t.type, ne0, ne1, data: t.data };
+  }
+
+  /** A 3-D expert tensor [ne0, ne1, nExpert] as one 2-D Weight per expert (views, no copy). */
+  experts(name: string, ne0: number, ne1: number, nExpert: number): Weight[] {
+    const t = this.entry(name, [ne0, ne1, nExpert]);
+    const per = t.nBytes / nExpert;
+    const out: Weight[] = [];
+    for (let e = 0; e < nExpert; e++) out.push({ type: t.type, ne0, ne1, data: t.data.subarray(e * per, (e + 1) * per) });
+    return out;
+  }
+
+  /** A 1-D tensor of n values as float32 (dequantized when stored in another type). */
+  vector(name: string, n: number, optional: true): Float32Array | undefined;
+  vector(name: string, n: number, optional?: false): Float32Array;
+  vector(name: string, n: number, optional = false): Float32Array | undefined {
+    const t = optional ? this.entry(name, [n], true) : this.entry(name, [n]);
+    if (!t) return undefined;
+    const out = new Float32Array(n);
+    if (t.type === GGMLType.F32 && (t.data.byteOffset & 3) === 0)
+      out.set(new Float32Array(t.data.buffer, t.data.byteOffset, n));
+    else dequantizeRow(t.type, t.data, 0, out, 0, n);
+    return out;
+  }
+}

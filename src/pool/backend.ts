@@ -1,0 +1,264 @@
+/**
+ * The worker-thread matmul backend. Piscina owns the workers' life cycle (spawn, errors, exit); each worker
+ * runs one never-ending task (./worker.ts). A matmul is dispatched through shared memory: the main thread
+ * quantizes the activations once, writes the job's descriptors into the control block, bumps the job
+ * generation (Atomics.notify), computes chunks of output rows itself, then waits (Atomics.wait) until every
+ * worker has checked out. Weights travel by reference: each SharedArrayBuffer is posted to the workers once.
+ * Rows are computed by the same kernel call whichever thread takes them, so results do not depend on the
+ * thread count. A worker that throws or exits fails the call with a TsmoeError carrying its message.
+ */
+import { MessageChannel, type MessagePort, type Worker } from "node:worker_threads";
+import { availableParallelism } from "node:os";
+import { Piscina } from "piscina";
+import { TsmoeError } from "../errors.ts";
+import type { MatmulBackend } from "../kernels/backend.ts";
+import { matmulRange, quantizeActivations, type Activations, type Weight } from "../kernels/matmul.ts";
+import { typeName, type GGMLType } from "../tensor/types.ts";
+import { runChunks } from "./job.ts";
+import {
+  createControl,
+  failureMessage,
+  FailKind,
+  recordFailure,
+  Slot,
+  type Control,
+  type ControlMessage,
+  type FaultAction,
+  type WorkerTask,
+} from "./protocol.ts";
+import { SharedEncoder } from "./shared-struct.ts";
+
+export interface PoolOptions {
+  /** products with fewer multiply-adds than this run on the calling thread alone */
+  minParallelMacs?: number;
+  /** a job during which no thread shows progress for this long fails (a worker died silently) */
+  stallTimeoutMs?: number;
+}
+
+/** below this many multiply-adds a dispatch (~15 µs) costs more than it saves */
+export const DEFAULT_MIN_PARALLEL_MACS = 1 << 16;
+const DEFAULT_STALL_TIMEOUT_MS = 60_000;
+/** chunk boundaries are multiples of this many rows, so kernels that group rows group them identically */
+const ROW_ALIGN = 16;
+/** chunks per thread: small enough to balance uneven threads, large enough to keep the counter cold */
+const CHUNKS_PER_THREAD = 4;
+const MAIN_SPIN_ITERATIONS = 20_000;
+const WAIT_SLICE_MS = 50;
+const START_TIMEOUT_MS = 60_000;
+
+/** The number of threads to use when none is given: one per core. */
+export function defaultThreadCount(): number {
+  return availableParallelism();
+}
+
+/**
+ * Starts a pool of nThreads - 1 workers (the calling thread is the nth) and resolves once they all run.
+ * nThreads = 1 starts no worker and computes everything on the calling thread with the same kernels.
+ */
+export async function createPoolBackend(nThreads: number, opts: PoolOptions = {}): Promise<PoolBackend> {
+  if (!Number.isInteger(nThreads) || nThreads < 1) throw new TsmoeError(`threads must be a positive integer, got ${nThreads}`);
+  const pool = new PoolBackend(nThreads, opts);
+  await pool.start();
+  return pool;
+}
+
+export class PoolBackend implements MatmulBackend {
+  readonly nThreads: number;
+  private readonly nWorkers: number;
+  private readonly minParallelMacs: number;
+  private readonly stallTimeoutMs: number;
+  private readonly ctl: Control = createControl();
+  private readonly encoder = new SharedEncoder((msg) => this.broadcast(msg));
+  private piscina?: Piscina;
+  private ports: MessagePort[] = [];
+  private tasks: Promise<unknown>[] = [];
+  private msgSeq = 0;
+  private stopping = false;
+  /** quantized-activation buffers, reused per weight type */
+  private readonly actScratch = new Map<GGMLType, Activations>();
+  private outScratch: Float32Array = new Float32Array(new SharedArrayBuffer(4));
+
+  constructor(nThreads: number, opts: PoolOptions) {
+    this.nThreads = nThreads;
+    this.nWorkers = nThreads - 1;
+    this.minParallelMacs = opts.minParallelMacs ?? DEFAULT_MIN_PARALLEL_MACS;
+    this.stallTimeoutMs = opts.stallTimeoutMs ?? DEFAULT_STALL_TIMEOUT_MS;
+  }
+
+  /** Spawns the workers and waits until each runs its loop (a blocked main thread could not start them). */
+  async start(): Promise<void> {
+    if (this.nWorkers === 0) return;
+    const piscina = new Piscina({
+      filename: new URL("./worker-entry.mjs", import.meta.url).href,
+      minThreads: this.nWorkers,
+      maxThreads: this.nWorkers,
+      idleTimeout: Number.POSITIVE_INFINITY,
+      concurrentTasksPerWorker: 1,
+    });
+    this.piscina = piscina;
+    piscina.on("error", (e: unknown) => this.failFromEventLoop(`worker thread failed: ${messageOf(e)}`));
+    let startError: string | undefined;
+    for (let index = 0; index < this.nWorkers; index++) {
+      const { port1, port2 } = new MessageChannel();
+      this.ports.push(port1);
+      const task: WorkerTask = { control: this.ctl.sab, index, port: port2 };
+      const done = piscina.run(task, { transferList: [port2] }).then(
+        () => {
+          if (!this.stopping) this.failFromEventLoop(`worker thread ${index} stopped`);
+        },
+        (e: unknown) => {
+          startError ??= messageOf(e);
+          if (!this.stopping) this.failFromEventLoop(`worker thread ${index} failed: ${messageOf(e)}`);
+        },
+      );
+      this.tasks.push(done);
+    }
+    const t0 = Date.now();
+    while (Atomics.load(this.ctl.i32, Slot.READY) < this.nWorkers) {
+      if (startError !== undefined || Date.now() - t0 > START_TIMEOUT_MS) {
+        await this.dispose();
+        throw new TsmoeError(`could not start worker threads: ${startError ?? "timed out"}`);
+      }
+      await new Promise((r) => setTimeout(r, 2));
+    }
+    for (const t of piscina.threads) this.watch(t);
+  }
+
+  /** out[t * w.ne1 + r] = dot(row r of w, row t of x) */
+  matmul(w: Weight, x: Float32Array, nTokens: number, out: Float32Array): void {
+    if (x.length < nTokens * w.ne0 || out.length < nTokens * w.ne1)
+      throw new TsmoeError(
+        `matmul: ${typeName(w.type)} weight [${w.ne0} x ${w.ne1}] with ${nTokens} tokens needs input ${nTokens * w.ne0} and output ${nTokens * w.ne1} values, got ${x.length} and ${out.length}`,
+      );
+    this.throwIfFailed();
+    const act = quantizeActivations(w.type, x, nTokens, w.ne0, this.actScratch.get(w.type));
+    this.actScratch.set(w.type, act);
+    if (this.nWorkers === 0 || w.ne0 * w.ne1 * nTokens < this.minParallelMacs || w.ne1 < 2 * ROW_ALIGN) {
+      matmulRange(w, act, out, w.ne1, 0, w.ne1);
+      return;
+    }
+    const target = out.buffer instanceof SharedArrayBuffer ? out : this.sharedOut(nTokens * w.ne1);
+    this.dispatch({ w, act, out: target });
+    if (target !== out) out.set(target.subarray(0, nTokens * w.ne1));
+  }
+
+  allocF32(n: number): Float32Array {
+    return new Float32Array(new SharedArrayBuffer(n * 4));
+  }
+
+  /** Stops the workers (they finish their loop) and closes the pool. Safe to call more than once. */
+  async dispose(): Promise<void> {
+    if (this.stopping) return;
+    this.stopping = true;
+    const i32 = this.ctl.i32;
+    Atomics.store(i32, Slot.STOP, 1);
+    Atomics.add(i32, Slot.GEN, 1);
+    Atomics.notify(i32, Slot.GEN);
+    Atomics.notify(i32, Slot.STOP);
+    const timeout = new Promise((r) => setTimeout(r, 2000).unref());
+    await Promise.race([Promise.all(this.tasks), timeout]);
+    for (const p of this.ports) p.close();
+    await this.piscina?.destroy();
+  }
+
+  /**
+   * Test hook: makes worker `worker` throw, exit, or stop responding at the start of the next parallel
+   * matmul, to check that the failure surfaces as an error instead of a hang.
+   */
+  injectFault(worker: number, action: FaultAction): void {
+    this.broadcast({ kind: "fault", worker, action });
+  }
+
+  /** The pool's worker threads (piscina's), for tests. */
+  get workerThreads(): readonly Worker[] {
+    return this.piscina?.threads ?? [];
+  }
+
+  private dispatch(job: { w: Weight; act: Activations; out: Float32Array }): void {
+    const { i32, desc } = this.ctl;
+    let at = this.encoder.encode(job.w, desc, 0, "stable");
+    at = this.encoder.encode(job.act, desc, at, "volatile");
+    this.encoder.encode({ v: job.out }, desc, at, "volatile");
+
+    const nRows = job.w.ne1;
+    const rowsPerChunk = Math.ceil(nRows / (this.nThreads * CHUNKS_PER_THREAD * ROW_ALIGN)) * ROW_ALIGN;
+    Atomics.store(i32, Slot.N_ROWS, nRows);
+    Atomics.store(i32, Slot.ROWS_PER_CHUNK, rowsPerChunk);
+    Atomics.store(i32, Slot.N_CHUNKS, Math.ceil(nRows / rowsPerChunk));
+    Atomics.store(i32, Slot.NEXT, 0);
+    Atomics.store(i32, Slot.DONE, 0);
+    Atomics.store(i32, Slot.CHECKED_OUT, 0);
+    Atomics.store(i32, Slot.MSG_SEQ, this.msgSeq);
+    Atomics.add(i32, Slot.GEN, 1);
+    Atomics.notify(i32, Slot.GEN);
+
+    let mainError: unknown;
+    try {
+      runChunks(i32, job);
+    } catch (e) {
+      mainError = e;
+    }
+    this.awaitCheckout();
+    if (mainError !== undefined) throw mainError;
+    this.throwIfFailed();
+  }
+
+  /** Waits until every worker has checked out of the current job, a failure is recorded, or progress stalls. */
+  private awaitCheckout(): void {
+    const i32 = this.ctl.i32;
+    let spins = 0;
+    let lastProgress = Atomics.load(i32, Slot.PROGRESS);
+    let lastChange = 0;
+    for (;;) {
+      const checkedOut = Atomics.load(i32, Slot.CHECKED_OUT);
+      if (checkedOut >= this.nWorkers || Atomics.load(i32, Slot.FAILED) !== FailKind.NONE) return;
+      if (spins < MAIN_SPIN_ITERATIONS) {
+        spins++;
+        continue;
+      }
+      if (lastChange === 0) lastChange = performance.now();
+      Atomics.wait(i32, Slot.CHECKED_OUT, checkedOut, WAIT_SLICE_MS);
+      const progress = Atomics.load(i32, Slot.PROGRESS);
+      const now = performance.now();
+      if (progress !== lastProgress) {
+        lastProgress = progress;
+        lastChange = now;
+      } else if (now - lastChange > this.stallTimeoutMs) {
+        recordFailure(this.ctl, FailKind.THREW, `worker threads stopped responding (no progress for ${Math.round((now - lastChange) / 1000)} s)`);
+        return;
+      }
+    }
+  }
+
+  private throwIfFailed(): void {
+    const i32 = this.ctl.i32;
+    if (Atomics.load(i32, Slot.FAILED) === FailKind.NONE) return;
+    while (Atomics.load(i32, Slot.FAILED) < 0); // a failure is being written
+    throw new TsmoeError(failureMessage(this.ctl));
+  }
+
+  /** Failures seen by the event loop (between matmuls) fail the next matmul. */
+  private failFromEventLoop(message: string): void {
+    recordFailure(this.ctl, FailKind.EXITED, message);
+  }
+
+  private watch(worker: Worker): void {
+    worker.on("exit", (code) => {
+      if (!this.stopping) this.failFromEventLoop(`worker thread exited with code ${code}`);
+    });
+  }
+
+  private broadcast(msg: ControlMessage): void {
+    for (const p of this.ports) p.postMessage(msg);
+    this.msgSeq++;
+  }
+
+  private sharedOut(n: number): Float32Array {
+    if (this.outScratch.length < n) this.outScratch = this.allocF32(n);
+    return this.outScratch;
+  }
+}
+
+function messageOf(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
+}

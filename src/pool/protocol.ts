@@ -1,0 +1,127 @@
+/**
+ * The shared-memory protocol between the pool's main thread and its workers: one control SharedArrayBuffer
+ * holding Int32 counters (synchronised with Atomics.wait/notify), the first failure's message, and the
+ * current job's descriptors (weight, activations, output) encoded as Float64 slots (see ./shared-struct.ts).
+ * Messages that carry buffers (sent once per buffer) go through a MessagePort per worker; see ControlMessage.
+ */
+
+/** Int32 slot indices of the control block */
+export const Slot = {
+  /** job generation: bumped by the main thread for every job (and for shutdown); workers wait on it */
+  GEN: 0,
+  /** next chunk index to take (Atomics.add) */
+  NEXT: 1,
+  /** chunks finished */
+  DONE: 2,
+  /** chunks in the current job */
+  N_CHUNKS: 3,
+  /** workers that have finished with the current job; the main thread waits on it */
+  CHECKED_OUT: 4,
+  /** 0, or FailKind of the first failure */
+  FAILED: 5,
+  /** 1 once the pool shuts down */
+  STOP: 6,
+  /** messages posted to every worker's port so far */
+  MSG_SEQ: 7,
+  ROWS_PER_CHUNK: 8,
+  N_ROWS: 9,
+  /** bumped on every check-in, chunk and check-out: the main thread's evidence that workers are alive */
+  PROGRESS: 10,
+  /** byte length of the failure message */
+  ERR_LEN: 11,
+  /** workers whose loop is running */
+  READY: 12,
+} as const;
+
+export const FailKind = {
+  NONE: 0,
+  /** a worker caught an exception */
+  THREW: 1,
+  /** a worker thread exited */
+  EXITED: 2,
+} as const;
+export type FailKind = (typeof FailKind)[keyof typeof FailKind];
+
+const N_SLOTS = 16;
+const ERR_BYTES = 4096;
+/** Float64 slots for the job's descriptors */
+export const DESC_SLOTS = 256;
+
+const ERR_OFFSET = N_SLOTS * 4;
+const DESC_OFFSET = ERR_OFFSET + ERR_BYTES;
+const CONTROL_BYTES = DESC_OFFSET + DESC_SLOTS * 8;
+
+/** Views of the control block, built the same way on both sides. */
+export interface Control {
+  sab: SharedArrayBuffer;
+  i32: Int32Array;
+  errBytes: Uint8Array;
+  desc: Float64Array;
+}
+
+export function createControl(): Control {
+  return controlViews(new SharedArrayBuffer(CONTROL_BYTES));
+}
+
+export function controlViews(sab: SharedArrayBuffer): Control {
+  return {
+    sab,
+    i32: new Int32Array(sab, 0, N_SLOTS),
+    errBytes: new Uint8Array(sab, ERR_OFFSET, ERR_BYTES),
+    desc: new Float64Array(sab, DESC_OFFSET, DESC_SLOTS),
+  };
+}
+
+/** Records the first failure (later ones are dropped) and wakes the main thread. */
+export function recordFailure(ctl: Control, kind: FailKind, message: string): void {
+  if (Atomics.compareExchange(ctl.i32, Slot.FAILED, FailKind.NONE, -1) !== FailKind.NONE) return;
+  const bytes = new TextEncoder().encode(message).subarray(0, ctl.errBytes.length);
+  // a cut may split a UTF-8 sequence; the decoder replaces it
+  ctl.errBytes.set(bytes);
+  Atomics.store(ctl.i32, Slot.ERR_LEN, bytes.length);
+  Atomics.store(ctl.i32, Slot.FAILED, kind);
+  Atomics.add(ctl.i32, Slot.PROGRESS, 1);
+  Atomics.notify(ctl.i32, Slot.CHECKED_OUT);
+}
+
+export function failureMessage(ctl: Control): string {
+  const n = Atomics.load(ctl.i32, Slot.ERR_LEN);
+  return new TextDecoder().decode(ctl.errBytes.slice(0, n));
+}
+
+/** What a worker's loop receives as its (never-ending) piscina task. */
+export interface WorkerTask {
+  control: SharedArrayBuffer;
+  /** this worker's index (0-based; the main thread is not counted) */
+  index: number;
+  port: import("node:worker_threads").MessagePort;
+}
+
+/** Test-only faults a worker can be told to produce at the start of its next job. */
+export type FaultAction = "throw" | "exit" | "hang";
+
+/** Messages on a worker's port; each bumps Slot.MSG_SEQ once and is read before the next job starts. */
+export type ControlMessage =
+  | { kind: "buffer"; id: number; buffer: SharedArrayBuffer }
+  | { kind: "drop"; id: number }
+  | { kind: "layout"; id: number; layout: FieldLayout[] }
+  | { kind: "fault"; worker: number; action: FaultAction };
+
+/** How one field of a flat object is encoded (see ./shared-struct.ts). */
+export type FieldLayout =
+  | { key: string; kind: "number" }
+  | { key: string; kind: "boolean" }
+  | { key: string; kind: "view"; ctor: ViewCtorName }
+  | { key: string; kind: "const"; value: string | null | undefined };
+
+export const VIEW_CTORS = {
+  Uint8Array,
+  Int8Array,
+  Uint16Array,
+  Int16Array,
+  Uint32Array,
+  Int32Array,
+  Float32Array,
+  Float64Array,
+} as const;
+export type ViewCtorName = keyof typeof VIEW_CTORS;

@@ -1,0 +1,145 @@
+/**
+ * Passing small flat objects (a Weight, quantized Activations, an output view) to workers without copying
+ * their data: typed-array fields over SharedArrayBuffers travel as (buffer id, byte offset, length), numbers
+ * as themselves, in Float64 slots of the control block. Each buffer and each object layout is posted to the
+ * workers once (ControlMessage "buffer" / "layout") and referred to by id afterwards; a buffer the main
+ * thread no longer references is dropped from the workers too.
+ */
+import { TsmoeError } from "../errors.ts";
+import { VIEW_CTORS, type ControlMessage, type FieldLayout, type ViewCtorName } from "./protocol.ts";
+
+/**
+ * What to do with a typed array that is not over a SharedArrayBuffer: "stable" data (weights) is copied
+ * into shared memory once per buffer; "volatile" data (activations) is copied on every call.
+ */
+export type CopyPolicy = "stable" | "volatile";
+
+type View = (typeof VIEW_CTORS)[ViewCtorName]["prototype"];
+
+function viewCtorName(v: unknown): ViewCtorName | undefined {
+  if (!ArrayBuffer.isView(v)) return undefined;
+  const name = v.constructor.name;
+  return name in VIEW_CTORS ? (name as ViewCtorName) : undefined;
+}
+
+/** Main-thread side: gives buffers and layouts ids and writes objects into slots. */
+export class SharedEncoder {
+  private readonly bufferIds = new WeakMap<SharedArrayBuffer, number>();
+  private nextBufferId = 1;
+  private readonly layoutIds = new Map<string, number>();
+  /** shared copies of non-shared buffers holding stable data */
+  private readonly stableCopies = new WeakMap<ArrayBufferLike, SharedArrayBuffer>();
+  /** per-field scratch for volatile non-shared data, keyed "layout:field" */
+  private readonly scratch = new Map<string, SharedArrayBuffer>();
+  private readonly released = new FinalizationRegistry<number>((id) => this.post({ kind: "drop", id }));
+
+  constructor(private readonly post: (msg: ControlMessage) => void) {}
+
+  /** Writes `obj` into `slots` from index `at` and returns the index after it. */
+  encode(obj: object, slots: Float64Array, at: number, policy: CopyPolicy): number {
+    const entries = Object.entries(obj);
+    const layoutId = this.layoutOf(entries);
+    slots[at++] = layoutId;
+    for (let f = 0; f < entries.length; f++) {
+      const v = entries[f][1];
+      if (typeof v === "number") slots[at++] = v;
+      else if (typeof v === "boolean") slots[at++] = v ? 1 : 0;
+      else if (ArrayBuffer.isView(v)) {
+        const shared = this.sharedView(v as View, policy, `${layoutId}:${f}`);
+        slots[at++] = this.bufferId(shared.buffer as SharedArrayBuffer);
+        slots[at++] = shared.byteOffset;
+        slots[at++] = shared.length;
+      }
+      if (at > slots.length) throw new TsmoeError("pool: job descriptor too large");
+    }
+    return at;
+  }
+
+  private layoutOf(entries: [string, unknown][]): number {
+    const layout: FieldLayout[] = entries.map(([key, v]) => {
+      if (typeof v === "number") return { key, kind: "number" };
+      if (typeof v === "boolean") return { key, kind: "boolean" };
+      const ctor = viewCtorName(v);
+      if (ctor) return { key, kind: "view", ctor };
+      if (typeof v === "string" || v === null || v === undefined) return { key, kind: "const", value: v };
+      throw new TsmoeError(`pool: cannot pass field '${key}' (${typeof v}) to worker threads`);
+    });
+    const sig = JSON.stringify(layout);
+    let id = this.layoutIds.get(sig);
+    if (id === undefined) {
+      id = this.layoutIds.size + 1;
+      this.layoutIds.set(sig, id);
+      this.post({ kind: "layout", id, layout });
+    }
+    return id;
+  }
+
+  private sharedView(v: View, policy: CopyPolicy, scratchKey: string): View {
+    if (v.buffer instanceof SharedArrayBuffer) return v;
+    const Ctor = v.constructor as new (b: ArrayBufferLike, off: number, len: number) => View;
+    if (policy === "stable") {
+      let copy = this.stableCopies.get(v.buffer);
+      if (!copy) {
+        copy = new SharedArrayBuffer(v.buffer.byteLength);
+        new Uint8Array(copy).set(new Uint8Array(v.buffer));
+        this.stableCopies.set(v.buffer, copy);
+      }
+      return new Ctor(copy, v.byteOffset, v.length);
+    }
+    let buf = this.scratch.get(scratchKey);
+    if (!buf || buf.byteLength < v.byteLength) {
+      buf = new SharedArrayBuffer(Math.max(v.byteLength, 2 * (buf?.byteLength ?? 0)));
+      this.scratch.set(scratchKey, buf);
+    }
+    const copy = new Ctor(buf, 0, v.length);
+    copy.set(v as never);
+    return copy;
+  }
+
+  private bufferId(buffer: SharedArrayBuffer): number {
+    let id = this.bufferIds.get(buffer);
+    if (id === undefined) {
+      id = this.nextBufferId++;
+      this.bufferIds.set(buffer, id);
+      this.released.register(buffer, id);
+      this.post({ kind: "buffer", id, buffer });
+    }
+    return id;
+  }
+}
+
+/** Worker side: keeps the buffers and layouts it was sent and rebuilds objects from slots. */
+export class SharedDecoder {
+  private readonly buffers = new Map<number, SharedArrayBuffer>();
+  private readonly layouts = new Map<number, FieldLayout[]>();
+
+  /** Applies a "buffer", "layout" or "drop" message; returns false for other kinds. */
+  apply(msg: ControlMessage): boolean {
+    if (msg.kind === "buffer") this.buffers.set(msg.id, msg.buffer);
+    else if (msg.kind === "drop") this.buffers.delete(msg.id);
+    else if (msg.kind === "layout") this.layouts.set(msg.id, msg.layout);
+    else return false;
+    return true;
+  }
+
+  /** Rebuilds the object written at `slots[at]`; returns it and the index after it. */
+  decode<T>(slots: Float64Array, at: number): { value: T; next: number } {
+    const layout = this.layouts.get(slots[at]);
+    if (!layout) throw new Error(`pool worker: unknown layout ${slots[at]}`);
+    at++;
+    const value: Record<string, unknown> = {};
+    for (const f of layout) {
+      if (f.kind === "number") value[f.key] = slots[at++];
+      else if (f.kind === "boolean") value[f.key] = slots[at++] !== 0;
+      else if (f.kind === "const") value[f.key] = f.value;
+      else {
+        const buffer = this.buffers.get(slots[at]);
+        if (!buffer) throw new Error(`pool worker: unknown buffer ${slots[at]}`);
+        const Ctor = VIEW_CTORS[f.ctor] as unknown as new (b: SharedArrayBuffer, off: number, len: number) => View;
+        value[f.key] = new Ctor(buffer, slots[at + 1], slots[at + 2]);
+        at += 3;
+      }
+    }
+    return { value: value as T, next: at };
+  }
+}

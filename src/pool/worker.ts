@@ -1,0 +1,88 @@
+/**
+ * A pool worker's whole life: one piscina task that loops until the pool stops. It sleeps on the control
+ * block's job generation (Atomics.wait, after a short spin), reads the buffers/layouts posted on its port,
+ * decodes the job and takes chunks of rows (./job.ts), then checks out. Exceptions and thread exit are
+ * recorded in the control block with their message so the main thread fails instead of waiting.
+ */
+import { receiveMessageOnPort } from "node:worker_threads";
+import { controlViews, FailKind, recordFailure, Slot, type Control, type ControlMessage, type FaultAction, type WorkerTask } from "./protocol.ts";
+import { SharedDecoder } from "./shared-struct.ts";
+import { runChunks, type Job } from "./job.ts";
+
+/** spins before sleeping: back-to-back matmuls (single-token decode) then skip the futex wake-up */
+const SPIN_ITERATIONS = 20_000;
+
+export default function runWorker(task: WorkerTask): string {
+  const ctl = controlViews(task.control);
+  const { i32 } = ctl;
+  const decoder = new SharedDecoder();
+  let fault: FaultAction | undefined;
+  let stopped = false;
+  let msgSeen = 0;
+
+  process.on("exit", (code) => {
+    if (!stopped) recordFailure(ctl, FailKind.EXITED, `worker thread ${task.index} exited with code ${code}`);
+  });
+
+  const readMessages = (): void => {
+    const target = Atomics.load(i32, Slot.MSG_SEQ);
+    while (msgSeen < target) {
+      const m = receiveMessageOnPort(task.port);
+      if (!m) continue; // posted, still in flight
+      msgSeen++;
+      const msg = m.message as ControlMessage;
+      if (!decoder.apply(msg) && msg.kind === "fault" && msg.worker === task.index) fault = msg.action;
+    }
+  };
+
+  let gen = Atomics.load(i32, Slot.GEN);
+  Atomics.add(i32, Slot.READY, 1);
+  for (;;) {
+    gen = waitForJob(i32, gen);
+    if (Atomics.load(i32, Slot.STOP)) {
+      stopped = true;
+      task.port.close();
+      return "stopped";
+    }
+    Atomics.add(i32, Slot.PROGRESS, 1);
+    try {
+      readMessages();
+      if (fault) injectFault(fault, ctl);
+      runChunks(i32, decodeJob(decoder, ctl));
+    } catch (e) {
+      recordFailure(ctl, FailKind.THREW, `worker thread ${task.index}: ${e instanceof Error ? e.message : String(e)}`);
+    }
+    Atomics.add(i32, Slot.PROGRESS, 1);
+    Atomics.add(i32, Slot.CHECKED_OUT, 1);
+    Atomics.notify(i32, Slot.CHECKED_OUT);
+  }
+}
+
+/** Returns the new generation once the main thread has bumped it past `gen`. */
+function waitForJob(i32: Int32Array, gen: number): number {
+  for (let i = 0; i < SPIN_ITERATIONS; i++) {
+    const g = Atomics.load(i32, Slot.GEN);
+    if (g !== gen) return g;
+  }
+  for (;;) {
+    Atomics.wait(i32, Slot.GEN, gen);
+    const g = Atomics.load(i32, Slot.GEN);
+    if (g !== gen) return g;
+  }
+}
+
+function decodeJob(decoder: SharedDecoder, ctl: Control): Job {
+  const w = decoder.decode<Job["w"]>(ctl.desc, 0);
+  const act = decoder.decode<Job["act"]>(ctl.desc, w.next);
+  const out = decoder.decode<{ v: Float32Array }>(ctl.desc, act.next);
+  return { w: w.value, act: act.value, out: out.value.v };
+}
+
+/** Test-only faults (see PoolBackend.injectFault). */
+function injectFault(action: FaultAction, ctl: Control): void {
+  if (action === "throw") throw new Error("injected fault");
+  if (action === "exit") process.exit(7);
+  // "hang": stop making progress without failing, until the pool stops
+  Atomics.wait(ctl.i32, Slot.STOP, 0);
+  throw new Error("stopped while hung");
+}

@@ -1,0 +1,129 @@
+/**
+ * Conformance of generated random models with llama.cpp (through node-llama-cpp): every architecture, F32 and a
+ * quantized type, plus non-default shape knobs, must load (llama.cpp checks every tensor's name and shape against
+ * the hyper-parameters it read), report the hyper-parameters we wrote (llama.cpp's own `print_info` log lines),
+ * and evaluate to a finite probability distribution over the whole vocabulary.
+ */
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { getLlama, LlamaLogLevel, type Llama } from "node-llama-cpp";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { modelTensors, resolveShape, writeRandomModel, type RandomModelOptions } from "../src/gguf/random-model.ts";
+import { GGMLType } from "../src/tensor/types.ts";
+
+const dir = mkdtempSync(join(tmpdir(), "tsmoe-llamacpp-"));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+let llama: Llama;
+let log: string[] = [];
+beforeAll(async () => {
+  llama = await getLlama({ gpu: false, build: "never", logLevel: LlamaLogLevel.debug, logger: (_level, msg) => void log.push(msg) });
+});
+
+/** `print_info: key = value` lines of llama.cpp's model loader. */
+function printInfo(lines: string[]): Map<string, string> {
+  const m = new Map<string, string>();
+  for (const chunk of lines)
+    for (const line of chunk.split("\n")) {
+      const r = /print_info: ([^=]+?)\s*=\s*(.*)$/.exec(line.trim());
+      if (r) m.set(r[1]!, r[2]!.trim());
+    }
+  return m;
+}
+
+const CASES: { label: string; opts: RandomModelOptions }[] = [
+  { label: "llama dense F32", opts: { arch: "llama", seed: 1 } },
+  { label: "llama dense Q4_K", opts: { arch: "llama", seed: 1, weightType: GGMLType.Q4_K } },
+  { label: "llama MoE (Mixtral) F32", opts: { arch: "llama", seed: 2, nExpert: 8, nExpertUsed: 2 } },
+  { label: "llama MoE (Mixtral) Q8_0", opts: { arch: "llama", seed: 2, nExpert: 8, nExpertUsed: 2, weightType: GGMLType.Q8_0 } },
+  { label: "qwen2 F32", opts: { arch: "qwen2", seed: 3 } },
+  { label: "qwen2 Q4_0", opts: { arch: "qwen2", seed: 3, weightType: GGMLType.Q4_0 } },
+  { label: "qwen3 F32", opts: { arch: "qwen3", seed: 4 } },
+  { label: "qwen3 Q6_K", opts: { arch: "qwen3", seed: 4, weightType: GGMLType.Q6_K } },
+  { label: "qwen2moe F32", opts: { arch: "qwen2moe", seed: 5 } },
+  { label: "qwen2moe Q4_K", opts: { arch: "qwen2moe", seed: 5, weightType: GGMLType.Q4_K } },
+  { label: "qwen3moe F32", opts: { arch: "qwen3moe", seed: 6 } },
+  { label: "qwen3moe Q4_K", opts: { arch: "qwen3moe", seed: 6, weightType: GGMLType.Q4_K } },
+  { label: "olmoe F32", opts: { arch: "olmoe", seed: 7 } },
+  { label: "olmoe Q5_K", opts: { arch: "olmoe", seed: 7, weightType: GGMLType.Q5_K } },
+  {
+    label: "qwen3moe custom knobs, tied output, Q8_0",
+    opts: {
+      arch: "qwen3moe", seed: 8, nLayer: 3, nEmbd: 128, nHead: 6, nHeadKv: 3, headDim: 32, nExpert: 6, nExpertUsed: 3,
+      nFfExp: 64, nFf: 96, nVocab: 400, nCtx: 512, tiedOutput: true, ropeBase: 20000, rmsEps: 1e-5, weightType: GGMLType.Q8_0,
+      chatTemplate: true,
+    },
+  },
+  {
+    label: "llama dense custom knobs, separate output, F16",
+    opts: { arch: "llama", seed: 9, nLayer: 3, nHead: 8, nHeadKv: 8, headDim: 32, nFf: 384, tiedOutput: false, weightType: GGMLType.F16 },
+  },
+  {
+    label: "qwen2moe custom knobs, BF16",
+    opts: { arch: "qwen2moe", seed: 10, nExpert: 4, nExpertUsed: 1, nFfExp: 64, nFfShexp: 96, nHead: 8, nHeadKv: 4, headDim: 32, weightType: GGMLType.BF16 },
+  },
+];
+
+describe("generated models load in llama.cpp with the hyper-parameters written", () => {
+  for (const { label, opts } of CASES) {
+    it(label, async () => {
+      const path = await writeRandomModel(join(dir, `${label.replace(/[^a-z0-9]+/gi, "_")}.gguf`), opts);
+      const s = resolveShape(opts);
+      log = [];
+      const model = await llama.loadModel({ modelPath: path });
+      try {
+        const info = printInfo(log);
+        const num = (k: string): number => {
+          expect(info.has(k), `llama.cpp print_info has ${k}`).toBe(true);
+          return Number(info.get(k));
+        };
+        expect(info.get("arch")).toBe(opts.arch);
+        expect(num("n_layer")).toBe(s.nLayer);
+        expect(num("n_embd")).toBe(s.nEmbd);
+        expect(num("n_ctx_train")).toBe(s.nCtx);
+        expect(num("n_head")).toBe(s.nHead);
+        expect(num("n_head_kv")).toBe(s.nHeadKv);
+        expect(num("n_embd_head_k")).toBe(s.headDim);
+        expect(num("n_embd_head_v")).toBe(s.headDim);
+        expect(num("n_rot")).toBe(s.headDim);
+        expect(num("n_expert")).toBe(s.nExpert);
+        expect(num("n_expert_used")).toBe(s.nExpertUsed);
+        expect(num("freq_base_train")).toBe(s.ropeBase);
+        expect(num("f_norm_rms_eps")).toBeCloseTo(s.rmsEps, 12);
+        expect(num("n_vocab")).toBe(s.nVocab);
+        expect(info.get("vocab type")).toBe("SPM");
+        if (opts.arch === "qwen2moe" || opts.arch === "qwen3moe") expect(num("n_ff_exp")).toBe(s.nFfExp);
+        if (opts.arch === "qwen2moe") expect(num("n_ff_shexp")).toBe(s.nFfShexp);
+        // llama and olmoe take the expert width from feed_forward_length
+        if (s.nExpert > 0 && (opts.arch === "llama" || opts.arch === "olmoe")) expect(num("n_ff")).toBe(s.nFfExp);
+        if (s.nExpert === 0) expect(num("n_ff")).toBe(s.nFf);
+
+        expect(model.trainContextSize).toBe(s.nCtx);
+        expect(model.embeddingVectorSize).toBe(s.nEmbd);
+        expect(model.tokens.bos).toBe(1);
+        expect(model.tokens.eos).toBe(2);
+        const nParams = modelTensors(opts.arch, s).reduce((a, t) => a + t.shape.reduce((x, y) => x * y, 1), 0);
+        expect(info.get("model params")).toMatch(/M$/);
+        expect(Number.parseFloat(info.get("model params")!)).toBeCloseTo(nParams / 1e6, 2);
+
+        const ctx = await model.createContext({ contextSize: 64 });
+        try {
+          const res = await ctx.getSequence().controlledEvaluate([1, 300, [350, { generateNext: { probabilities: true } }]]);
+          const probs = res.at(-1)!.next!.probabilities!;
+          expect(probs.size).toBe(s.nVocab);
+          let sum = 0;
+          for (const p of probs.values()) {
+            expect(Number.isFinite(p)).toBe(true);
+            sum += p;
+          }
+          expect(sum).toBeCloseTo(1, 3);
+        } finally {
+          await ctx.dispose();
+        }
+      } finally {
+        await model.dispose();
+      }
+    });
+  }
+});

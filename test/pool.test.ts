@@ -1,0 +1,181 @@
+/**
+ * The worker-thread matmul pool: same bits as the serial kernels for 1, 2 and 3 threads on every weight
+ * type, plain (non-shared) buffers accepted, and worker failures (throw, exit, silence, termination)
+ * surfacing as TsmoeErrors instead of hangs.
+ */
+import { afterAll, describe, expect, it } from "vitest";
+import { spawnSync } from "node:child_process";
+import { pathToFileURL } from "node:url";
+import { join } from "node:path";
+import { createPoolBackend, type PoolBackend } from "../src/pool/backend.ts";
+import { matmul, type Weight } from "../src/kernels/matmul.ts";
+import { quantize } from "../src/tensor/quantize.ts";
+import { randn } from "../src/tensor/random.ts";
+import { GGMLType, typeName } from "../src/tensor/types.ts";
+import { TsmoeError } from "../src/errors.ts";
+import { ROOT } from "./helpers.ts";
+
+const WEIGHT_TYPES = [
+  GGMLType.F32,
+  GGMLType.F16,
+  GGMLType.BF16,
+  GGMLType.Q8_0,
+  GGMLType.Q4_0,
+  GGMLType.Q4_1,
+  GGMLType.Q5_0,
+  GGMLType.Q5_1,
+  GGMLType.Q4_K,
+  GGMLType.Q5_K,
+  GGMLType.Q6_K,
+];
+
+/** A weight whose data sits in a SharedArrayBuffer, as the GGUF loader makes them. */
+function sharedWeight(type: GGMLType, ne0: number, ne1: number, seed: number): Weight {
+  const bytes = quantize(type, randn(ne0 * ne1, seed), ne1, ne0);
+  const data = new Uint8Array(new SharedArrayBuffer(bytes.length));
+  data.set(bytes);
+  return { type, ne0, ne1, data };
+}
+
+const pools: PoolBackend[] = [];
+async function pool(nThreads: number, opts: Parameters<typeof createPoolBackend>[1] = {}): Promise<PoolBackend> {
+  const p = await createPoolBackend(nThreads, opts);
+  pools.push(p);
+  return p;
+}
+afterAll(async () => {
+  await Promise.all(pools.map((p) => p.dispose()));
+});
+
+describe("pool results", () => {
+  // 100 rows: not a multiple of the chunk alignment; minParallelMacs 0 forces every product through the workers
+  const shapes = [
+    { ne0: 256, ne1: 100, nTokens: 1 },
+    { ne0: 512, ne1: 300, nTokens: 5 },
+  ];
+
+  it("are bit-identical to the serial kernel for 1, 2 and 3 threads on every weight type", async () => {
+    const backends = [await pool(1), await pool(2, { minParallelMacs: 0 }), await pool(3, { minParallelMacs: 0 })];
+    for (const type of WEIGHT_TYPES)
+      for (const [si, s] of shapes.entries()) {
+        const w = sharedWeight(type, s.ne0, s.ne1, 11 + si);
+        const x = randn(s.ne0 * s.nTokens, 5 + si);
+        const expected = new Float32Array(s.ne1 * s.nTokens);
+        matmul(w, x, s.nTokens, expected);
+        expect(expected.some((v) => v !== 0)).toBe(true);
+        for (const b of backends) {
+          const out = b.allocF32(s.ne1 * s.nTokens);
+          b.matmul(w, x, s.nTokens, out);
+          const bad = out.findIndex((v, i) => !Object.is(v, expected[i]));
+          expect(bad, `${typeName(type)} ${s.ne0}x${s.ne1}x${s.nTokens} with ${b.nThreads} threads differs at ${bad}`).toBe(-1);
+        }
+      }
+  });
+
+  it("match a float64 reference for F32 weights", async () => {
+    const b = await pool(2, { minParallelMacs: 0 });
+    const [ne0, ne1, nTokens] = [128, 70, 3];
+    const w = sharedWeight(GGMLType.F32, ne0, ne1, 3);
+    const wf = new Float32Array(w.data.buffer, w.data.byteOffset, ne0 * ne1);
+    const x = randn(ne0 * nTokens, 4);
+    const out = b.allocF32(ne1 * nTokens);
+    b.matmul(w, x, nTokens, out);
+    for (let t = 0; t < nTokens; t++)
+      for (let r = 0; r < ne1; r++) {
+        let s = 0;
+        for (let i = 0; i < ne0; i++) s += wf[r * ne0 + i] * x[t * ne0 + i];
+        expect(out[t * ne1 + r]).toBeCloseTo(s, 3);
+      }
+  });
+
+  it("accept weights and outputs that are not in shared memory", async () => {
+    const b = await pool(2, { minParallelMacs: 0 });
+    const w = sharedWeight(GGMLType.Q8_0, 256, 64, 8);
+    const plain: Weight = { ...w, data: w.data.slice() };
+    expect(plain.data.buffer instanceof SharedArrayBuffer).toBe(false);
+    const x = randn(256 * 2, 9);
+    const expected = new Float32Array(128);
+    matmul(w, x, 2, expected);
+    const out = new Float32Array(128);
+    b.matmul(plain, x, 2, out);
+    expect(Array.from(out)).toEqual(Array.from(expected));
+    b.matmul(plain, x, 2, out); // the weight's shared copy is reused
+    expect(Array.from(out)).toEqual(Array.from(expected));
+  });
+
+  it("reject inconsistent sizes and thread counts with a TsmoeError", async () => {
+    const b = await pool(2);
+    const w = sharedWeight(GGMLType.F32, 64, 64, 1);
+    expect(() => b.matmul(w, new Float32Array(63), 1, b.allocF32(64))).toThrow(TsmoeError);
+    expect(() => b.matmul(w, new Float32Array(64), 1, b.allocF32(10))).toThrow(/needs input 64 and output 64/);
+    await expect(createPoolBackend(0)).rejects.toThrow(TsmoeError);
+    await expect(createPoolBackend(1.5)).rejects.toThrow(/positive integer/);
+  });
+});
+
+describe("pool failures", () => {
+  const w = sharedWeight(GGMLType.Q8_0, 256, 128, 21);
+  const x = randn(256, 22);
+
+  async function failingPool(opts: Parameters<typeof createPoolBackend>[1] = {}): Promise<PoolBackend> {
+    const b = await pool(3, { minParallelMacs: 0, ...opts });
+    b.matmul(w, x, 1, b.allocF32(128)); // healthy first
+    return b;
+  }
+
+  it("a worker that throws fails the matmul with its message, and later ones too", async () => {
+    const b = await failingPool();
+    b.injectFault(1, "throw");
+    expect(() => b.matmul(w, x, 1, b.allocF32(128))).toThrow(new TsmoeError("worker thread 1: injected fault"));
+    expect(() => b.matmul(w, x, 1, b.allocF32(128))).toThrow(TsmoeError);
+    await b.dispose();
+  });
+
+  it("a worker that exits fails the matmul", async () => {
+    const b = await failingPool();
+    b.injectFault(0, "exit");
+    expect(() => b.matmul(w, x, 1, b.allocF32(128))).toThrow(new TsmoeError("worker thread 0 exited with code 7"));
+    await b.dispose();
+  });
+
+  it("a worker that stops responding fails the matmul after the stall timeout", async () => {
+    const b = await failingPool({ stallTimeoutMs: 300 });
+    b.injectFault(1, "hang");
+    const t0 = Date.now();
+    expect(() => b.matmul(w, x, 1, b.allocF32(128))).toThrow(/worker threads stopped responding/);
+    expect(Date.now() - t0).toBeLessThan(10_000);
+    await b.dispose();
+  });
+
+  it("a worker terminated between matmuls fails the next one", async () => {
+    const b = await failingPool();
+    await b.workerThreads[0].terminate();
+    await new Promise((r) => setTimeout(r, 50)); // the exit event is delivered on the event loop
+    expect(() => b.matmul(w, x, 1, b.allocF32(128))).toThrow(/worker thread .*(exited|failed|stopped)/);
+    await b.dispose();
+  });
+});
+
+describe("pool outside vitest", () => {
+  it("starts its TypeScript workers from a plain node process, as bin/tsmoe does", () => {
+    const backend = pathToFileURL(join(ROOT, "src", "pool", "backend.ts")).href;
+    const types = pathToFileURL(join(ROOT, "src", "tensor", "types.ts")).href;
+    const script = `
+      import { register } from "tsx/esm/api";
+      register();
+      const { createPoolBackend } = await import(${JSON.stringify(backend)});
+      const { GGMLType } = await import(${JSON.stringify(types)});
+      const p = await createPoolBackend(2, { minParallelMacs: 0 });
+      const data = new Uint8Array(new SharedArrayBuffer(64 * 32 * 4));
+      new Float32Array(data.buffer).fill(0.5);
+      const out = p.allocF32(32);
+      p.matmul({ type: GGMLType.F32, ne0: 64, ne1: 32, data }, new Float32Array(64).fill(2), 1, out);
+      console.log(out[0], out[31]);
+      await p.dispose();
+    `;
+    const r = spawnSync(process.execPath, ["--input-type=module", "-e", script], { cwd: ROOT, encoding: "utf8", timeout: 60_000 });
+    expect(r.stderr).toBe("");
+    expect(r.stdout.trim()).toBe("64 64");
+    expect(r.status).toBe(0);
+  });
+});

@@ -1,0 +1,111 @@
+/**
+ * Helpers for the tokenizer tests: loading a tokenizer from a GGUF file, llama.cpp's tokenizer test vectors
+ * (.inp/.out), copies of a vocabulary file with another `tokenizer.ggml.pre`, and seeded random test texts.
+ */
+import { readFileSync } from "node:fs";
+import { loadGguf } from "../src/gguf/reader.ts";
+import { writeGguf } from "../src/gguf/writer.ts";
+import { GgufValueType, type MetaEntry } from "../src/gguf/types.ts";
+import { Tokenizer } from "../src/tokenizer/tokenizer.ts";
+
+export async function loadTokenizer(path: string): Promise<Tokenizer> {
+  return Tokenizer.fromMetadata((await loadGguf(path, { headerOnly: true })).metadata);
+}
+
+export interface VocabCase {
+  text: string;
+  ids: number[];
+}
+
+/** llama.cpp's test-tokenizer-0 format: inputs separated by "\n__ggml_vocab_test__\n", one line of ids per input. */
+export function readVocabCases(gguf: string): VocabCase[] {
+  const inputs = readFileSync(gguf + ".inp", "utf8").split("\n__ggml_vocab_test__\n");
+  const outputs = readFileSync(gguf + ".out", "utf8").split("\n");
+  return inputs.map((text, i) => {
+    const line = (outputs[i] ?? "").trim();
+    return { text, ids: line === "" ? [] : line.split(" ").map(Number) };
+  });
+}
+
+/** Writes a copy of a tensor-less vocabulary GGUF with `tokenizer.ggml.pre` set to `pre`. */
+export async function writeWithPre(src: string, dst: string, pre: string): Promise<void> {
+  const meta = (await loadGguf(src, { headerOnly: true })).metadata;
+  const entries: MetaEntry[] = [];
+  let replaced = false;
+  for (const e of meta.values()) {
+    if (e.key === "tokenizer.ggml.pre") {
+      entries.push({ ...e, value: pre });
+      replaced = true;
+    } else entries.push(e);
+  }
+  if (!replaced) entries.push({ key: "tokenizer.ggml.pre", type: GgufValueType.STRING, value: pre });
+  writeGguf(dst, entries, []);
+}
+
+/** mulberry32: a small seeded PRNG in [0, 1). */
+export function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+const WORDS = ["the", "Hello", "world", "tokenizer", "don't", "I'm", "they're", "we've", "you'll", "she'd", "it's", "IT'S", "WE'RE",
+  "can't", "o'clock", "naïve", "café", "résumé", "Zürich", "straße", "ÆØÅ", "über", "MoE", "expert", "llama", "x", "A", "ab", "CamelCase", "snake_case"];
+const SCRIPTS = ["Привет мир", "Ελληνικά γράμματα", "你好，世界！", "日本語のテキスト、カタカナ", "안녕하세요 세계", "مرحبا بالعالم", "שלום עולם",
+  "नमस्ते दुनिया", "สวัสดีชาวโลก", "Tiếng Việt có dấu", "e\u0301 a\u0308 n\u0303", "Ｈｅｌｌｏ！ＡＢＣ１２３", "∑∫≈≠≤∞", "€£¥₹₿ $5",
+  "ⅧⅫ ½ ² ③", "𝔘𝔫𝔦𝔠𝔬𝔡𝔢 𝟙𝟚𝟛", "ꙮ ᚠᚢᚦ", "ǅungla ǈ", "İstanbul ı", "ﬁﬂ ﬀ"];
+const EMOJI = ["😀", "👍🏽", "👨‍👩‍👧‍👦", "🇺🇸", "❤️", "🦙", "🫠", "🪿", "🧑🏿‍💻", "✨"];
+const SPACES = [" ", "  ", "   ", "\t", "\n", "\n\n", "\r\n", " \n ", "\t\t ", "\u00a0", "\u3000", "\u2009", "\u200b", "\u0085", "\u2028",
+  "\ufeff", "\v", "\f", "      \n", "\n   "];
+const CODE = ["def f(x):\n    return x**2\n", "if (a && b) { c[i] = d->e; }", '<div class="x">y</div>', "SELECT * FROM t WHERE id = 3;",
+  "fn main() -> Result<(), E> {}", "x += 1 # comment", "console.log(`${a}`);", "#include <stdio.h>", "a.b?.c ?? d", "    indented\n\tline"];
+const PUNCT = ["...", "!!!", "?!", "—", "«»", "“quoted”", "(parens)", "[x]", "{y}", "@#$%^&*", "'", "' ", " ' ", " ,", " .", "''", "--", "\"\"", "~/", "`"];
+// code points assigned after Unicode 15.1 (unassigned in llama.cpp's tables) and a few unassigned ones
+const RARE = ["\u{1FA89}", "\u{1FAE9}", "\u0897", "\u1ACF", "\u{11390}", "\u{0378}", "\u{E000}", "\u{10FFFD}", "\u{1F8B2}", "\u{31E4}"];
+
+function digits(r: () => number): string {
+  const n = 1 + Math.floor(r() * 14);
+  let s = "";
+  for (let i = 0; i < n; i++) s += String(Math.floor(r() * 10));
+  return r() < 0.3 ? s.replace(/(\d)(?=(\d{3})+$)/g, "$1,") : s;
+}
+
+function randomCodePoint(r: () => number): string {
+  const ranges: Array<[number, number]> = [[0x20, 0x7e], [0xa0, 0x24f], [0x370, 0x52f], [0x590, 0x6ff], [0x900, 0x97f], [0x3040, 0x30ff],
+    [0x4e00, 0x9fff], [0xac00, 0xd7a3], [0x1f300, 0x1faff], [0x2000, 0x206f], [0x1d400, 0x1d7ff], [0x0300, 0x036f]];
+  const [a, b] = ranges[Math.floor(r() * ranges.length)];
+  return String.fromCodePoint(a + Math.floor(r() * (b - a + 1)));
+}
+
+/** Seeded random texts mixing scripts, emoji, whitespace runs, digits, code, punctuation and `specials` text. */
+export function randomTexts(seed: number, n: number, specials: string[]): string[] {
+  const r = rng(seed);
+  const pick = <T>(a: T[]) => a[Math.floor(r() * a.length)];
+  const texts: string[] = [];
+  for (let i = 0; i < n; i++) {
+    const parts: string[] = [];
+    const count = 1 + Math.floor(r() * 10);
+    for (let k = 0; k < count; k++) {
+      const x = r();
+      if (x < 0.22) parts.push(pick(WORDS));
+      else if (x < 0.32) parts.push(pick(SCRIPTS));
+      else if (x < 0.38) parts.push(pick(EMOJI));
+      else if (x < 0.52) parts.push(pick(SPACES));
+      else if (x < 0.6) parts.push(digits(r));
+      else if (x < 0.66) parts.push(pick(CODE));
+      else if (x < 0.74) parts.push(pick(PUNCT));
+      else if (x < 0.8 && specials.length > 0) parts.push(pick(specials));
+      else if (x < 0.84) parts.push(pick(RARE));
+      else if (x < 0.9) parts.push(Array.from({ length: 1 + Math.floor(r() * 6) }, () => randomCodePoint(r)).join(""));
+      else parts.push(" " + pick(WORDS));
+      if (r() < 0.35) parts.push(" ");
+    }
+    texts.push(parts.join(""));
+  }
+  return texts;
+}
