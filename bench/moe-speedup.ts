@@ -1,5 +1,5 @@
 /**
- * Decode speed against the routed-expert count: `npx tsx bench/moe-speedup.ts [--tokens 16] [--rounds 3] [--type Q8_0]`.
+ * Decode speed against the routed-expert count: `npx tsx bench/moe-speedup.ts [--tokens 16] [--rounds 3] [--threads 1] [--type Q8_0]`.
  *
  * Generates (once, cached in the OS temp dir) an OLMoE-shaped and a Qwen3-MoE-shaped random model with
  * the real models' width ratios scaled down to n_embd 512 and 4 layers (OLMoE: 64 experts top-8,
@@ -24,6 +24,8 @@ function arg(name: string, fallback: string): string {
 
 const DECODE_TOKENS = Number(arg("--tokens", "16"));
 const ROUNDS = Number(arg("--rounds", "3"));
+/** one thread by default: the measurement is then stable on a busy machine (pass --threads N to compare) */
+const THREADS = Number(arg("--threads", "1"));
 const TYPE_NAME = arg("--type", "Q8_0");
 const WEIGHT_TYPE = (GGMLType as unknown as Record<string, GGMLType>)[TYPE_NAME];
 if (WEIGHT_TYPE === undefined) throw new Error(`unknown weight type ${TYPE_NAME}`);
@@ -55,7 +57,7 @@ interface Speed {
 
 /** Decode speed with the given routing options (one run). */
 async function decodeSpeed(path: string, moe: MoeOptions | undefined): Promise<Speed> {
-  const model = await loadModel(path, { moe });
+  const model = await loadModel(path, { moe, threads: THREADS });
   try {
     const s = model.createSession({ nCtx: 64 });
     await s.eval([1, 17, 33, 49, 65, 81, 97, 113]);
@@ -86,7 +88,7 @@ async function measureAll(path: string, configs: (MoeOptions | undefined)[]): Pr
 }
 
 async function main(): Promise<void> {
-  console.log(`moe-speedup: decode speed, ${DECODE_TOKENS} tokens after an 8-token prompt, ${TYPE_NAME} weights, best of ${ROUNDS} interleaved runs`);
+  console.log(`moe-speedup: decode speed, ${DECODE_TOKENS} tokens after an 8-token prompt, ${TYPE_NAME} weights, ${THREADS} thread(s), best of ${ROUNDS} interleaved runs`);
   const summary: string[] = [];
   for (const { label, opts } of SHAPES) {
     const path = await modelFile(opts);

@@ -5,9 +5,9 @@
  *
  * Models: seeded random weights with the real models' shapes, cut to a few layers (cached in the OS temp
  * dir): OLMoE-1B-7B (n_embd 2048, 16 heads of 128, 64 experts of 1024, top-8) and Qwen3-30B-A3B (n_embd
- * 2048, 32 query / 4 KV heads of 128, 128 experts of 768, top-8). The vocabulary is cut to 16384 so the
- * output layer keeps roughly its real share of a token's work (the real vocabularies with 2 layers would
- * make the benchmark mostly an output-matrix benchmark). Types: Q8_0 everywhere, or Q4_K_M-like (Q4_K, with
+ * 2048, 32 query / 4 KV heads of 128, 128 experts of 768, top-8). The vocabulary is cut to 2048 (the output
+ * layer then is ~3% of a token's work instead of ~10% in the full models; larger synthetic vocabularies
+ * overflow the GGUF writer's header buffer at the time of writing). Types: Q8_0 everywhere, or Q4_K_M-like (Q4_K, with
  * Q6_K for output, attn_v and ffn_down in llama-quantize's "more bits" layers).
  *
  * Per model: prompt processing of 64 tokens (pp64, fresh session) and decode of 32 tokens after it (tg32,
@@ -17,7 +17,7 @@
  */
 import { spawnSync } from "node:child_process";
 import { existsSync, readFileSync, renameSync, statSync, writeFileSync } from "node:fs";
-import { cpus, tmpdir, totalmem } from "node:os";
+import { cpus, loadavg, tmpdir, totalmem } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { modelMetadata, modelTensors, resolveShape, encodeTensor, tensorTypeFor, tensorValues, type RandomModelOptions } from "../src/gguf/random-model.ts";
@@ -40,7 +40,7 @@ function arg(name: string, fallback: string): string {
 
 const PP_TOKENS = 64;
 const TG_TOKENS = 32;
-const N_VOCAB = 16384;
+const N_VOCAB = 2048;
 
 const SHAPES: Record<string, { label: string; opts: RandomModelOptions }> = {
   olmoe: {
@@ -89,9 +89,10 @@ function modelPath(arch: string, typeName: string, nLayer: number): string {
   return join(tmpdir(), `tsmoe-vs-llamacpp-${arch}-${nLayer}L-v${N_VOCAB}-${typeName}.gguf`);
 }
 
-function promptTokens(): number[] {
+/** a fixed prompt of ordinary tokens (the synthetic vocabularies' first ids are special) */
+function promptTokens(nVocab: number): number[] {
   const t: number[] = [];
-  for (let i = 0; i < PP_TOKENS; i++) t.push(100 + ((i * 7919) % (N_VOCAB - 200)));
+  for (let i = 0; i < PP_TOKENS; i++) t.push(16 + ((i * 7919) % (nVocab - 16)));
   return t;
 }
 
@@ -102,26 +103,43 @@ function argmax(v: Float32Array): number {
 }
 
 interface Speed {
+  /** tokens/s, wall clock */
   pp: number;
   tg: number;
+  /** tokens per CPU-second of the whole process (all threads; spinning threads count) */
+  ppCpu: number;
+  tgCpu: number;
 }
 
-/** pp64 and tg32 tokens/s of one run, through `pp(tokens)` and `tg(first, n)` */
-async function timeRun(pp: (t: number[]) => Promise<number>, tg: (first: number, n: number) => Promise<void>): Promise<Speed> {
-  const prompt = promptTokens();
+const cpuSeconds = (): number => {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1e6;
+};
+
+/** pp64 and tg32 speeds of one run, through `pp(tokens) -> next token` and `tg(first, n)` */
+async function timeRun(prompt: number[], pp: (t: number[]) => Promise<number>, tg: (first: number, n: number) => Promise<void>): Promise<Speed> {
+  const c0 = cpuSeconds();
   const t0 = performance.now();
   const next = await pp(prompt);
   const t1 = performance.now();
+  const c1 = cpuSeconds();
   await tg(next, TG_TOKENS);
   const t2 = performance.now();
-  return { pp: (PP_TOKENS * 1000) / (t1 - t0), tg: (TG_TOKENS * 1000) / (t2 - t1) };
+  const c2 = cpuSeconds();
+  return {
+    pp: (PP_TOKENS * 1000) / (t1 - t0),
+    tg: (TG_TOKENS * 1000) / (t2 - t1),
+    ppCpu: PP_TOKENS / (c1 - c0),
+    tgCpu: TG_TOKENS / (c2 - c1),
+  };
 }
 
 type TsmoeModel = Awaited<ReturnType<typeof loadModel>>;
 
-async function runTsmoe(model: TsmoeModel): Promise<Speed> {
+async function runTsmoe(model: TsmoeModel, prompt: number[]): Promise<Speed> {
   const s = model.createSession({ nCtx: 256 });
   return timeRun(
+    prompt,
     async (p) => argmax(await s.eval(p)),
     async (first, n) => {
       let tok = first;
@@ -130,35 +148,15 @@ async function runTsmoe(model: TsmoeModel): Promise<Speed> {
   );
 }
 
-const best = (runs: Speed[]): Speed => ({ pp: Math.max(...runs.map((r) => r.pp)), tg: Math.max(...runs.map((r) => r.tg)) });
+type LlamaModel = Awaited<ReturnType<Awaited<ReturnType<typeof import("node-llama-cpp").getLlama>>["loadModel"]>>;
 
-interface ChildResult {
-  tsmoe: Speed;
-  llama: Speed;
-  tsmoe1: Speed;
-  llama1: Speed;
-  tsmoeRssMB: number;
-  fileMB: number;
-}
-
-/** Child process: measures one model file, prints a JSON ChildResult line. */
-async function measure(path: string, threads: number, reps: number): Promise<void> {
-  const { getLlama, LlamaLogLevel } = await import("node-llama-cpp");
-  const fileMB = statSync(path).size / 2 ** 20;
-
-  const model = await loadModel(path, { threads });
-  const tsmoeRuns: Speed[] = [];
-  const llamaRuns: Speed[] = [];
-  tsmoeRuns.push(await runTsmoe(model)); // also warms the JIT
-  const tsmoeRssMB = process.resourceUsage().maxRSS / 1024;
-
-  const llama = await getLlama({ gpu: false, build: "never", maxThreads: 0, logLevel: LlamaLogLevel.error });
-  const lm = await llama.loadModel({ modelPath: path });
+/** pp: the prompt in one batch, the last token asking for the next one; tg: greedy generation */
+async function runLlama(lm: LlamaModel, threads: number, prompt: number[]): Promise<Speed> {
   const ctx = await lm.createContext({ contextSize: 256, threads, batchSize: PP_TOKENS, sequences: 1 });
-  const seq = ctx.getSequence();
-  const runLlama = async (): Promise<Speed> => {
-    await seq.clearHistory();
-    return timeRun(
+  try {
+    const seq = ctx.getSequence();
+    return await timeRun(
+      prompt,
       async (p) => {
         const res = await seq.controlledEvaluate([...asTokens(p.slice(0, -1)), [asTokens(p.slice(-1))[0]!, { generateNext: { token: true, options: { temperature: 0 } } }]]);
         return res.at(-1)!.next.token!;
@@ -168,31 +166,54 @@ async function measure(path: string, threads: number, reps: number): Promise<voi
         for await (const _tok of seq.evaluate(asTokens([first]), { temperature: 0 })) if (++count >= n) break;
       },
     );
-  };
-  llamaRuns.push(await runLlama());
+  } finally {
+    await ctx.dispose();
+  }
+}
+
+function best(runs: Speed[]): Speed {
+  const max = (k: keyof Speed): number => Math.max(...runs.map((r) => r[k]));
+  return { pp: max("pp"), tg: max("tg"), ppCpu: max("ppCpu"), tgCpu: max("tgCpu") };
+}
+
+interface ChildResult {
+  tsmoe: Speed;
+  llama: Speed;
+  tsmoe1: Speed;
+  llama1: Speed;
+  tsmoeRssMB: number;
+  fileMB: number;
+  load: number;
+}
+
+/** Child process: measures one model file, prints a JSON ChildResult line. */
+async function measure(path: string, threads: number, reps: number): Promise<void> {
+  const { getLlama, LlamaLogLevel } = await import("node-llama-cpp");
+  const fileMB = statSync(path).size / 2 ** 20;
+
+  const model = await loadModel(path, { threads });
+  const prompt = promptTokens(model.hparams.nVocab);
+  const tsmoeRuns: Speed[] = [];
+  const llamaRuns: Speed[] = [];
+  tsmoeRuns.push(await runTsmoe(model, prompt));
+  const tsmoeRssMB = process.resourceUsage().maxRSS / 1024;
+
+  const llama = await getLlama({ gpu: false, build: "never", maxThreads: 0, logLevel: LlamaLogLevel.error });
+  const lm = await llama.loadModel({ modelPath: path });
+  llamaRuns.push(await runLlama(lm, threads, prompt));
   for (let r = 1; r < reps; r++) {
-    tsmoeRuns.push(await runTsmoe(model));
-    llamaRuns.push(await runLlama());
+    tsmoeRuns.push(await runTsmoe(model, prompt));
+    llamaRuns.push(await runLlama(lm, threads, prompt));
   }
   await model.dispose();
-  await ctx.dispose();
 
   const model1 = await loadModel(path, { threads: 1 });
-  const tsmoe1 = await runTsmoe(model1);
+  const tsmoe1 = await runTsmoe(model1, prompt);
   await model1.dispose();
-  const ctx1 = await lm.createContext({ contextSize: 256, threads: 1, batchSize: PP_TOKENS, sequences: 1 });
-  const seq1 = ctx1.getSequence();
-  const t1 = performance.now();
-  await seq1.evaluateWithoutGeneratingNewTokens(asTokens(promptTokens()));
-  const t2 = performance.now();
-  let count = 0;
-  for await (const _tok of seq1.evaluate(asTokens([promptTokens()[0]!]), { temperature: 0 })) if (++count >= TG_TOKENS) break;
-  const t3 = performance.now();
-  const llama1 = { pp: (PP_TOKENS * 1000) / (t2 - t1), tg: (TG_TOKENS * 1000) / (t3 - t2) };
-  await ctx1.dispose();
+  const llama1 = await runLlama(lm, 1, prompt);
   await lm.dispose();
 
-  const result: ChildResult = { tsmoe: best(tsmoeRuns), llama: best(llamaRuns), tsmoe1, llama1, tsmoeRssMB, fileMB };
+  const result: ChildResult = { tsmoe: best(tsmoeRuns), llama: best(llamaRuns), tsmoe1, llama1, tsmoeRssMB, fileMB, load: loadavg()[0]! };
   console.log("RESULT " + JSON.stringify(result));
 }
 
@@ -250,8 +271,7 @@ async function main(): Promise<void> {
   };
   say(`dispatch: 64x64 F32 matmul ${d.oneUs.toFixed(1)} µs on 1 thread, ${d.twoUs.toFixed(1)} µs through 2 threads (minParallelMacs 0)`);
   say("");
-  say(`| model (${nLayer} layers) | type | file MB | tsmoe RSS MB | pp64 tsmoe | pp64 llama.cpp | pp ratio | tg32 tsmoe | tg32 llama.cpp | tg ratio | tsmoe tg 1 thread | tsmoe tg ${threads}t/1t | llama.cpp tg 1 thread |`);
-  say("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+  const results: { label: string; r: ChildResult }[] = [];
   for (const arch of archs)
     for (const type of types) {
       const path = modelPath(arch, type, nLayer);
@@ -262,14 +282,29 @@ async function main(): Promise<void> {
       const out = child(["--measure", path, String(threads), String(reps)]);
       const line = out.split("\n").find((l) => l.startsWith("RESULT "));
       if (!line) throw new Error(`no result for ${path}:\n${out}`);
-      const r = JSON.parse(line.slice(7)) as ChildResult;
-      const f = (v: number): string => v.toFixed(2);
-      say(
-        `| ${SHAPES[arch]!.label} | ${type} | ${r.fileMB.toFixed(0)} | ${r.tsmoeRssMB.toFixed(0)} | ${f(r.tsmoe.pp)} | ${f(r.llama.pp)} | ${f(r.tsmoe.pp / r.llama.pp)} | ${f(r.tsmoe.tg)} | ${f(r.llama.tg)} | ${f(r.tsmoe.tg / r.llama.tg)} | ${f(r.tsmoe1.tg)} | ${f(r.tsmoe.tg / r.tsmoe1.tg)} | ${f(r.llama1.tg)} |`,
-      );
+      results.push({ label: `${SHAPES[arch]!.label} ${type}`, r: JSON.parse(line.slice(7)) as ChildResult });
+      console.error(`${path}: ${line}`);
     }
+  const f = (v: number): string => v.toFixed(2);
+  say(`${threads} threads, wall clock (tokens/s; ratio = tsmoe / llama.cpp):`);
   say("");
-  say("pp64 / tg32 in tokens/s (best of the alternating runs); ratios are tsmoe / llama.cpp.");
+  say(`| model (${nLayer} layers) | file MB | tsmoe peak RSS MB | pp64 tsmoe | pp64 llama.cpp | pp ratio | tg32 tsmoe | tg32 llama.cpp | tg ratio | load avg |`);
+  say("|---|---|---|---|---|---|---|---|---|---|");
+  for (const { label, r } of results)
+    say(
+      `| ${label} | ${r.fileMB.toFixed(0)} | ${r.tsmoeRssMB.toFixed(0)} | ${f(r.tsmoe.pp)} | ${f(r.llama.pp)} | ${f(r.tsmoe.pp / r.llama.pp)} | ${f(r.tsmoe.tg)} | ${f(r.llama.tg)} | ${f(r.tsmoe.tg / r.llama.tg)} | ${r.load.toFixed(1)} |`,
+    );
+  say("");
+  say(`Thread scaling (tg32 tokens/s) and single-thread efficiency (tokens per CPU-second, 1 thread; insensitive to other load):`);
+  say("");
+  say(`| model | tsmoe tg 1t | tsmoe ${threads}t/1t | llama.cpp tg 1t | llama.cpp ${threads}t/1t | pp tok/CPU-s tsmoe | llama.cpp | ratio | tg tok/CPU-s tsmoe | llama.cpp | ratio |`);
+  say("|---|---|---|---|---|---|---|---|---|---|---|");
+  for (const { label, r } of results)
+    say(
+      `| ${label} | ${f(r.tsmoe1.tg)} | ${f(r.tsmoe.tg / r.tsmoe1.tg)} | ${f(r.llama1.tg)} | ${f(r.llama.tg / r.llama1.tg)} | ${f(r.tsmoe1.ppCpu)} | ${f(r.llama1.ppCpu)} | ${f(r.tsmoe1.ppCpu / r.llama1.ppCpu)} | ${f(r.tsmoe1.tgCpu)} | ${f(r.llama1.tgCpu)} | ${f(r.tsmoe1.tgCpu / r.llama1.tgCpu)} |`,
+    );
+  say("");
+  say("Best of the alternating runs for the multi-thread numbers; one run each with 1 thread.");
 
   if (process.argv.includes("--write")) {
     const cpu = cpus()[0]?.model ?? "unknown CPU";

@@ -31,7 +31,7 @@ function interesting(rng: Rng, original: bigint): bigint {
 
 function mutate(rng: Rng, good: Buffer, numeric: Field[], strings: Field[], headerEnd: number): Buffer {
   const kind = rng.int(0, 5);
-  let buf = Buffer.from(good);
+  let buf: Buffer = Buffer.from(good);
   const flip = (): void => {
     const pos = rng.uniform() < 0.8 ? rng.int(0, headerEnd) : rng.int(0, buf.length);
     buf[pos] = rng.uniform() < 0.5 ? rng.int(0, 256) : buf[pos]! ^ (1 << rng.int(0, 8));

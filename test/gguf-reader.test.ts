@@ -1,7 +1,7 @@
 /**
  * GGUF writer -> reader round trips, split models, and one test per kind of corrupt or hostile header.
  */
-import { mkdtempSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync } from "node:fs";
+import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync, writeSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
@@ -95,6 +95,26 @@ describe("GGUF round trip", () => {
     expect((await loadGguf(path)).version).toBe(2);
   });
 
+  it("reads tensors at data offsets beyond 2^32 (sparse file)", async () => {
+    const rng = new Rng(5);
+    const a = randomTensor(rng, "a", GGMLType.F32, [8]);
+    const b = randomTensor(rng, "b", GGMLType.Q8_0, [32, 2]);
+    const path = tmp();
+    writeGguf(path, [], [a, b]);
+    const far = 2 ** 32 + 96;
+    const { dataOffset } = readGgufHeader(path);
+    writeFileSync(path, patched(readFileSync(path), field(headerLayout(readFileSync(path)), "tensor[1].offset"), far));
+    await expect(loadGguf(path)).rejects.toThrow(/'b' data .* extends past the end/);
+    truncateSync(path, dataOffset + far + b.data.length);
+    const fd = openSync(path, "r+");
+    writeSync(fd, b.data, 0, b.data.length, dataOffset + far);
+    closeSync(fd);
+    const f = await loadGguf(path);
+    expect(f.fileSize).toBe(dataOffset + far + b.data.length);
+    expect(Buffer.from(f.tensors.get("b")!.data).equals(Buffer.from(b.data))).toBe(true);
+    expect(Buffer.from(f.tensors.get("a")!.data).equals(Buffer.from(a.data))).toBe(true);
+  });
+
   it("writer rejects tensors whose byte count does not match the shape", () => {
     const t = randomTensor(new Rng(1), "x", GGMLType.Q8_0, [32, 2]);
     expect(() => writeGguf(tmp(), [], [{ ...t, data: t.data.subarray(1) }])).toThrow(/needs 68 bytes/);
@@ -183,6 +203,7 @@ describe("corrupt and hostile files", () => {
     ["unknown array element type", () => patched(good, at(`kv[${kvIndex("t.i32s")}].arraytype`), 13), /unknown array element type 13/],
     ["nested array", () => patched(good, at(`kv[${kvIndex("t.i32s")}].arraytype`), V.ARRAY), /nested array/],
     ["alignment not a power of two", () => patched(good, at(`kv[${kvIndex("general.alignment")}].value`), 24), /not a power of two/],
+    ["alignment of another type", () => patched(good, at(`kv[${kvIndex("general.alignment")}].type`), V.INT32), /general.alignment must be a uint32/],
     ["alignment zero", () => patched(good, at(`kv[${kvIndex("general.alignment")}].value`), 0), /not a power of two/],
     ["unknown tensor type id", () => patched(good, at("tensor[0].type"), 77), /unknown type id 77/],
     ["removed tensor type id", () => patched(good, at("tensor[0].type"), 4), /unknown type id 4/],

@@ -28,11 +28,13 @@ import { FIXTURES, HAVE_SHARED, SHARED_SKIP_MESSAGE } from "./helpers.ts";
 import { compareLogits, readGolden } from "./model-compare.ts";
 
 const TOKENS = [1, 113, 455, 295, 39, 239, 417, 482, 458, 389, 245, 372];
+/** A small shape every generated architecture accepts (square attention, n_head_kv = n_head). */
+const SMALL = { nLayer: 2, nEmbd: 128, nHead: 4, nHeadKv: 4, headDim: 32, nFf: 128, nFfExp: 32 };
 
 /** Generated MoE models: every architecture both the generator and the engine know. */
 const MOE_ARCHS: RandomModelOptions[] = Object.entries(GENERATED_ARCHS)
   .filter(([name, spec]) => spec.moe !== "none" && ENGINE_ARCHS.has(name))
-  .map(([arch, spec]) => ({ arch, seed: 5, ...(spec.moe === "optional" ? { nExpert: 8, nExpertUsed: 4 } : {}) }));
+  .map(([arch, spec]) => ({ arch, seed: 5, ...SMALL, ...(spec.moe === "optional" ? { nExpert: 8, nExpertUsed: 4 } : {}) }));
 
 let dir: string;
 beforeAll(() => {
@@ -45,7 +47,7 @@ async function generated(opts: RandomModelOptions, tag = ""): Promise<string> {
 }
 
 async function logitsOf(path: string, moe?: MoeOptions, overrideKv?: { key: string; type: "int"; value: number }[]): Promise<{ logits: Float32Array; model: Model }> {
-  const model = await loadModel(path, { moe, overrideKv });
+  const model = await loadModel(path, { moe, overrideKv, threads: 1 });
   try {
     const logits = await model.createSession({ nCtx: 64 }).eval(TOKENS, { allLogits: true });
     return { logits, model };
@@ -92,7 +94,7 @@ describe("identities on generated models", () => {
 
   it("soft == hard for OLMoE and Qwen2-MoE (they do not normalise), at every N < k", async () => {
     for (const arch of ["olmoe", "qwen2moe"]) {
-      const path = await generated({ arch, seed: 9, nExpert: 8, nExpertUsed: 4 }, "-sh");
+      const path = await generated({ arch, seed: 9, ...SMALL, nExpert: 8, nExpertUsed: 4 }, "-sh");
       for (const n of [1, 2, 3]) {
         expect((await logitsOf(path, { mask: "hard", nExpert: n })).logits, `${arch} N=${n}`).toEqual((await logitsOf(path, { mask: "soft", nExpert: n })).logits);
       }
@@ -201,7 +203,7 @@ describe("one MoE FFN against a float64 reference", () => {
         scale = Math.max(scale, Math.abs(ref[i]));
       }
       expect(scale, `${mask} N=${N}: output is not trivially zero`).toBeGreaterThan(0.05);
-      expect(err, `${mask} N=${N}: max abs error vs float64`).toBeLessThan(1e-5 * Math.max(1, scale) * 10);
+      expect(err, `${mask} N=${N}: max abs error vs float64`).toBeLessThan(2e-6 * Math.max(1, scale));
       expect(router.stats()[0]!.meanExperts).toBe(mask === "hard" ? Math.min(N, 4) : N);
     }
   });
@@ -221,27 +223,35 @@ interface ManifestModel {
 describe.skipIf(!HAVE_SHARED)("soft mask vs llama.cpp goldens (../shared/fixtures, k<K> files)", () => {
   if (!HAVE_SHARED) console.warn(SHARED_SKIP_MESSAGE);
   const manifest = HAVE_SHARED ? (JSON.parse(readFileSync(join(FIXTURES, "manifest.json"), "utf8")) as { models: ManifestModel[] }) : { models: [] };
-  const files = manifest.models.filter((m) => m.type === "F32" && m.expert_counts.some((k) => k > 0) && ENGINE_ARCHS.has(m.arch));
-  const reduced = files.flatMap((m) => m.goldens.filter((g) => g.mode === "default" && !g.default_k).map((g) => ({ model: m.file, arch: m.arch, golden: g.file, k: g.k })));
+  const files = manifest.models.filter((m) => (m.type === "F32" || m.type === "Q4_K_M") && m.expert_counts.some((k) => k > 0) && ENGINE_ARCHS.has(m.arch));
+  const reduced = files.flatMap((m) =>
+    m.goldens.filter((g) => g.mode === "default" && !g.default_k).map((g) => ({ model: m.file, type: m.type, arch: m.arch, golden: g.file, k: g.k })),
+  );
 
   it("has reduced-K goldens for the supported MoE architectures", () => {
-    expect(reduced.length).toBeGreaterThan(0);
+    expect(reduced.filter((r) => r.type === "F32").length).toBeGreaterThan(0);
   });
 
-  it.each(reduced)("$golden", async ({ model, arch, golden, k }) => {
+  // the forward-pass issue's bounds: float weights mean KL < 1e-3, top-1 >= 98%, positions whose router
+  // margin is below 1e-3 left out; quantized weights mean KL < 2e-2, margins below 5e-2 left out
+  it.each(reduced)("$golden", async ({ model, type, arch, golden, k }) => {
     const g = readGolden(join(FIXTURES, golden));
     expect(g.n_expert_used).toBe(k);
-    const viaMask = await loadModel(join(FIXTURES, model), { moe: { mask: "soft", nExpert: k } });
+    const viaMask = await loadModel(join(FIXTURES, model), { moe: { mask: "soft", nExpert: k }, threads: 1 });
     let logits: Float32Array;
     try {
-      logits = await viaMask.createSession({ nCtx: 256, kvF16: true }).eval(g.tokens, { allLogits: true });
+      logits = await viaMask.createSession({ nCtx: 256 }).eval(g.tokens, { allLogits: true });
     } finally {
       await viaMask.dispose();
     }
-    const a = compareLogits(g.logits, logits, g.n_vocab, g.router_margins?.per_position_min, 1e-3);
-    expect(a.positions, `${arch} K=${k}: positions compared`).toBeGreaterThan(g.tokens.length / 2);
-    expect(a.meanKl, `${arch} K=${k}: mean KL`).toBeLessThan(1e-3);
-    expect(a.top1, `${arch} K=${k}: top-1 agreement`).toBeGreaterThanOrEqual(0.98);
+    const float = type === "F32";
+    const a = compareLogits(g.logits, logits, g.n_vocab, g.router_margins?.per_position_min, float ? 1e-3 : 5e-2);
+    expect(a.positions, `${arch} K=${k}: positions compared`).toBeGreaterThan(float ? g.tokens.length / 2 : 0);
+    expect(a.meanKl, `${arch} K=${k}: mean KL`).toBeLessThan(float ? 1e-3 : 2e-2);
+    if (float) {
+      expect(a.top1, `${arch} K=${k}: top-1 agreement`).toBeGreaterThanOrEqual(0.98);
+      expect(a.maxAbsDiff, `${arch} K=${k}: max abs logit difference`).toBeLessThan(0.02);
+    }
   });
 });
 
@@ -293,7 +303,7 @@ describe("soft mask vs node-llama-cpp on a copy with expert_used_count = N", () 
 
     const { logits } = await logitsOf(path, { mask: "soft", nExpert: n });
     const a = compareLogits(ref, logits, 512);
-    expect(a.meanKl, `mean KL ${arch} N=${n}`).toBeLessThan(1e-3);
+    expect(a.meanKl, `mean KL ${arch} N=${n}`).toBeLessThan(1e-4);
     expect(a.top1).toBeGreaterThanOrEqual(0.98);
   }, 120_000);
 });

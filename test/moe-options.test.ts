@@ -2,8 +2,11 @@
  * The MoE command-line options (src/cli/moe-options.ts): parsing through commander, every error (one-line
  * UsageError), validation against the model's hyperparameters, the dense-model warning, the stats table.
  */
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { Command } from "commander";
-import { describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   addMoeOptions,
   formatMeanExperts,
@@ -15,7 +18,9 @@ import {
   type MoeCliValues,
 } from "../src/cli/moe-options.ts";
 import { UsageError } from "../src/errors.ts";
+import { writeRandomModel } from "../src/gguf/random-model.ts";
 import type { MoeLayerStats, MoeOptions } from "../src/model/api.ts";
+import { runCli } from "./helpers.ts";
 
 function parse(args: string[]) {
   const cmd = addMoeOptions(new Command().exitOverride());
@@ -186,6 +191,44 @@ describe("statistics output", () => {
     expect(lines[0].split(/\s{2,}/)).toEqual(["layer", "tokens", "experts", "mass kept", "busiest", "idlest", "entropy"]);
     expect(lines[1].trim().split(/\s{2,}/)).toEqual(["0", "10", "4.00", "100.0%", "#0 25.0%", "#4 0.0%", "1.500"]);
     expect(lines[2].trim().split(/\s{2,}/)).toEqual(["1", "30", "2.00", "62.5%", "#3 50.0%", "#0 0.0%", "2.000"]);
-    expect(lines[3]).toBe("mean experts per token: 2.50");
+    expect(lines).toHaveLength(3);
+  });
+});
+
+describe("through the CLI (tsmoe run)", () => {
+  let dir: string;
+  let moe: string;
+  let dense: string;
+  const shape = { nLayer: 2, nEmbd: 64, nHead: 2, nHeadKv: 2, headDim: 32, nFf: 64, nFfExp: 16, seed: 3 };
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), "tsmoe-moe-options-"));
+    moe = await writeRandomModel(join(dir, "moe.gguf"), { arch: "qwen3moe", ...shape, nExpert: 8, nExpertUsed: 4 });
+    dense = await writeRandomModel(join(dir, "dense.gguf"), { arch: "llama", ...shape });
+  });
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  const run = (model: string, args: string[]) => runCli(["run", "-m", model, "-p", "a", "-n", "2", "-t", "1", "--seed", "1", ...args]);
+
+  it("reports a bad value as one error line and exit status 1", () => {
+    for (const [args, message] of [
+      [["--moe-n-expert", "0"], "error: --moe-n-expert: must be at least 1, got 0"],
+      [["--moe-mask", "hard", "--moe-n-expert", "5"], "error: --moe-n-expert 5: the hard mask keeps at most the model's 4 experts per token (use --moe-mask soft for more)"],
+      [["--moe-n-expert-layers", "1-2:2"], "error: --moe-n-expert-layers: layer 2 out of range (the model has layers 0-1)"],
+    ] as [string[], string][]) {
+      const r = run(moe, args);
+      expect(r.status, args.join(" ")).toBe(1);
+      expect(r.stderr.trim().split("\n").filter((l) => l.startsWith("error:"))).toEqual([message]);
+      expect(r.stderr).not.toMatch(/\n\s+at /);
+    }
+  });
+
+  it("prints the mean experts and the --moe-stats table; warns and ignores the options on a dense model", () => {
+    const r = run(moe, ["--moe-n-expert", "2", "--moe-stats"]);
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stderr).toContain("mean experts per token: 2.00 (model: 4 of 8)");
+    expect(r.stderr).toMatch(/layer\s+tokens\s+experts\s+mass kept\s+busiest\s+idlest\s+entropy\n0\s+\d+\s+2\.00\s/);
+    const d = run(dense, ["--moe-n-expert", "2"]);
+    expect(d.status, d.stderr).toBe(0);
+    expect(d.stderr).toContain("warning: the model (llama) is dense (no experts): the MoE options are ignored");
   });
 });

@@ -103,11 +103,19 @@ describe("pool results", () => {
     expect(Array.from(out)).toEqual(Array.from(expected));
   });
 
-  it("reject inconsistent sizes and thread counts with a TsmoeError", async () => {
-    const b = await pool(2);
+  it("reject inconsistent sizes and thread counts with a TsmoeError, and keep working", async () => {
+    const b = await pool(2, { minParallelMacs: 0 });
     const w = sharedWeight(GGMLType.F32, 64, 64, 1);
     expect(() => b.matmul(w, new Float32Array(63), 1, b.allocF32(64))).toThrow(TsmoeError);
     expect(() => b.matmul(w, new Float32Array(64), 1, b.allocF32(10))).toThrow(/needs input 64 and output 64/);
+    const short = { ...w, data: w.data.subarray(0, 100) };
+    expect(() => b.matmul(short, new Float32Array(64), 1, b.allocF32(64))).toThrow(TsmoeError);
+    const x = randn(64, 2);
+    const expected = new Float32Array(64);
+    matmul(w, x, 1, expected);
+    const out = b.allocF32(64);
+    b.matmul(w, x, 1, out);
+    expect(Array.from(out)).toEqual(Array.from(expected));
     await expect(createPoolBackend(0)).rejects.toThrow(TsmoeError);
     await expect(createPoolBackend(1.5)).rejects.toThrow(/positive integer/);
   });

@@ -2,10 +2,8 @@
  * Helpers for the tokenizer tests: loading a tokenizer from a GGUF file, llama.cpp's tokenizer test vectors
  * (.inp/.out), copies of a vocabulary file with another `tokenizer.ggml.pre`, and seeded random test texts.
  */
-import { readFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { loadGguf } from "../src/gguf/reader.ts";
-import { writeGguf } from "../src/gguf/writer.ts";
-import { GgufValueType, type MetaEntry } from "../src/gguf/types.ts";
 import { Tokenizer } from "../src/tokenizer/tokenizer.ts";
 
 export async function loadTokenizer(path: string): Promise<Tokenizer> {
@@ -27,19 +25,55 @@ export function readVocabCases(gguf: string): VocabCase[] {
   });
 }
 
-/** Writes a copy of a tensor-less vocabulary GGUF with `tokenizer.ggml.pre` set to `pre`. */
-export async function writeWithPre(src: string, dst: string, pre: string): Promise<void> {
-  const meta = (await loadGguf(src, { headerOnly: true })).metadata;
-  const entries: MetaEntry[] = [];
-  let replaced = false;
-  for (const e of meta.values()) {
-    if (e.key === "tokenizer.ggml.pre") {
-      entries.push({ ...e, value: pre });
-      replaced = true;
-    } else entries.push(e);
+/**
+ * Writes a copy of a tensor-less vocabulary GGUF with `tokenizer.ggml.pre` set to `pre`: the other key/value
+ * records are copied byte for byte (a raw rewrite, independent of the project's GGUF writer).
+ */
+export function writeWithPre(src: string, dst: string, pre: string): void {
+  const buf = readFileSync(src);
+  if (buf.readUInt32LE(0) !== 0x46554747 || buf.readBigUInt64LE(8) !== 0n) throw new Error(`${src}: not a tensor-less GGUF file`);
+  const nKv = Number(buf.readBigUInt64LE(16));
+  const SIZES: Record<number, number> = { 0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8 };
+  let o = 24;
+  const readString = () => {
+    const n = Number(buf.readBigUInt64LE(o));
+    const s = buf.toString("utf8", o + 8, o + 8 + n);
+    o += 8 + n;
+    return s;
+  };
+  const skipValue = (type: number) => {
+    if (type === 8) readString();
+    else if (type === 9) {
+      const et = buf.readUInt32LE(o);
+      const n = Number(buf.readBigUInt64LE(o + 4));
+      o += 12;
+      if (et === 8 || et === 9) for (let i = 0; i < n; i++) skipValue(et);
+      else o += n * SIZES[et];
+    } else o += SIZES[type];
+  };
+  const kept: Buffer[] = [];
+  for (let i = 0; i < nKv; i++) {
+    const from = o;
+    const key = readString();
+    const type = buf.readUInt32LE(o);
+    o += 4;
+    skipValue(type);
+    if (key !== "tokenizer.ggml.pre") kept.push(buf.subarray(from, o));
   }
-  if (!replaced) entries.push({ key: "tokenizer.ggml.pre", type: GgufValueType.STRING, value: pre });
-  writeGguf(dst, entries, []);
+  const str = (s: string) => {
+    const b = Buffer.from(s, "utf8");
+    const len = Buffer.alloc(8);
+    len.writeBigUInt64LE(BigInt(b.length));
+    return Buffer.concat([len, b]);
+  };
+  const type = Buffer.alloc(4);
+  type.writeUInt32LE(8);
+  kept.push(Buffer.concat([str("tokenizer.ggml.pre"), type, str(pre)]));
+  const header = Buffer.from(buf.subarray(0, 24));
+  header.writeBigUInt64LE(BigInt(kept.length), 16);
+  const body = Buffer.concat([header, ...kept]);
+  const pad = Buffer.alloc((32 - (body.length % 32)) % 32);
+  writeFileSync(dst, Buffer.concat([body, pad]));
 }
 
 /** mulberry32: a small seeded PRNG in [0, 1). */

@@ -7,22 +7,12 @@ import { availableParallelism } from "node:os";
 import { basename } from "node:path";
 import { Command, Option } from "commander";
 import { UsageError } from "../errors.ts";
-import {
-  countSettings,
-  dynamicSettings,
-  modelSetting,
-  parseCumPList,
-  parseIntArg,
-  parseIntList,
-  parseMaskList,
-  parseSerList,
-  type ExpertSetting,
-} from "../eval/grid.ts";
+import { addExpertGridOptions, expertGridFrom, modelSetting, parseIntArg, parseIntList, type ExpertGridValues, type ExpertSetting } from "../eval/grid.ts";
 import { formatParams, formatSize, modelDescription } from "../eval/model-desc.ts";
 import { measure, testName, type SpeedSample, type SpeedTest } from "../eval/speed.ts";
 import { csvTable, jsonRows, markdownTable, type Column, type OutputFormat } from "../eval/table.ts";
 import { bosToken } from "../eval/text.ts";
-import { meanExperts, parseKvOverride } from "./moe-options.ts";
+import { meanExperts } from "./moe-options.ts";
 import { DEFAULT_MODEL, openModel } from "./progress.ts";
 
 export interface BenchRow {
@@ -83,27 +73,18 @@ export function formatBench(rows: BenchRow[], format: OutputFormat): string {
   return markdownTable(BENCH_COLUMNS, rows);
 }
 
-interface BenchCliOptions {
+interface BenchCliOptions extends ExpertGridValues {
   model: string;
   nPrompt: string;
   nGen: string;
   repetitions: string;
   threads: string;
   batchSize: string;
-  moeNExpert?: string;
-  moeMask: string;
-  moeCumP?: string;
-  moeSer?: string;
-  overrideKv?: string[];
   output: string;
 }
 
-function collect(value: string, previous: string[] | undefined): string[] {
-  return [...(previous ?? []), value];
-}
-
 export function register(program: Command): void {
-  program
+  const cmd = program
     .command("bench")
     .description("measure prompt (pp) and generation (tg) speed over a grid of settings, like llama-bench")
     .option("-m, --model <file>", "GGUF model", DEFAULT_MODEL)
@@ -112,29 +93,16 @@ export function register(program: Command): void {
     .option("-r, --repetitions <n>", "repetitions of each test (after one uncounted warm-up)", "5")
     .option("-t, --threads <list>", "thread counts (comma list)", String(availableParallelism()))
     .option("-b, --batch-size <n>", "tokens per evaluation call for prompts", "2048")
-    .option("--moe-n-expert <list>", "routed experts per token (comma list, e.g. 8,4,2,1; default: the model's)")
-    .option("--moe-mask <list>", "soft, hard or soft,hard (with --moe-n-expert)", "soft")
-    .option("--moe-cum-p <list>", "extra rows with dynamic top-p routing (comma list of P in (0,1])")
-    .option("--moe-ser <list>", "extra rows with smart expert reduction (KMIN,T items separated by /, e.g. 2,0.2/4,0.4)")
-    .option("--override-kv <KEY=TYPE:VALUE>", "override GGUF metadata (int, float, bool, str); repeatable", collect)
-    .addOption(new Option("-o, --output <format>", "output format").choices(["md", "csv", "json"]).default("md"))
-    .action(async (o: BenchCliOptions) => {
+    .addOption(new Option("-o, --output <format>", "output format").choices(["md", "csv", "json"]).default("md"));
+  addExpertGridOptions(cmd, { counts: "the model's", mask: "soft" }).action(async (o: BenchCliOptions) => {
       const nPrompt = parseIntList("--n-prompt", o.nPrompt, 0);
       const nGen = parseIntList("--n-gen", o.nGen, 0);
       const reps = parseIntArg("--repetitions", o.repetitions, 1);
       const threads = parseIntList("--threads", o.threads, 1);
       const nBatch = parseIntArg("--batch-size", o.batchSize, 1);
-      const masks = parseMaskList("--moe-mask", o.moeMask);
-      const settings: ExpertSetting[] = o.moeNExpert
-        ? countSettings(parseIntList("--moe-n-expert", o.moeNExpert, 1), masks)
-        : [modelSetting()];
-      settings.push(
-        ...dynamicSettings(
-          o.moeCumP ? parseCumPList("--moe-cum-p", o.moeCumP) : [],
-          o.moeSer ? parseSerList("--moe-ser", o.moeSer) : [],
-        ),
-      );
-      const overrideKv = (o.overrideKv ?? []).map(parseKvOverride);
+      const grid = expertGridFrom(o);
+      const overrideKv = grid.overrideKv;
+      const settings: ExpertSetting[] = o.moeNExpert ? grid.settings : [modelSetting(), ...grid.settings];
       const tests: SpeedTest[] = [
         ...nPrompt.filter((n) => n > 0).map((n): SpeedTest => ({ kind: "pp", n })),
         ...nGen.filter((n) => n > 0).map((n): SpeedTest => ({ kind: "tg", n })),

@@ -8,7 +8,9 @@ import { register as registerInfo } from "./info.ts";
 import { register as registerBench } from "./bench.ts";
 import { register as registerRun } from "./run.ts";
 import { register as registerPerplexity } from "./perplexity.ts";
+import { register as registerTradeoff } from "./tradeoff.ts";
 import { register as registerTokenize } from "./tokenize.ts";
+import { register as registerEval } from "./eval.ts";
 
 export function buildProgram(): Command {
   const program = new Command();
@@ -21,7 +23,9 @@ export function buildProgram(): Command {
   registerBench(program);
   registerRun(program);
   registerPerplexity(program);
+  registerTradeoff(program);
   registerTokenize(program);
+  registerEval(program);
   return program;
 }
 

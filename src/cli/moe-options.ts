@@ -240,5 +240,5 @@ export function formatMoeStats(stats: MoeLayerStats[]): string {
   });
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
   const line = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join("  ");
-  return [line(header), ...rows.map(line), formatMeanExperts(stats)].join("\n");
+  return [line(header), ...rows.map(line)].join("\n");
 }

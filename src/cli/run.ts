@@ -114,19 +114,23 @@ export function register(program: Command): void {
       const tokenizer = Tokenizer.fromMetadata(model.metadata);
       session = model.createSession(nCtxOpt > 0 ? { nCtx: nCtxOpt } : {});
       const sampler = new Sampler(sp, session.nCtx);
-      process.stderr.write(`sampler seed: ${sampler.seed}\n`);
       const ctx: RunContext = { model, session, tokenizer, sampler, timings, nPredict, interrupt: new Interrupt() };
       if (o.conversation) await chat(ctx, o.systemPrompt, promptText);
       else await complete(ctx, promptText ?? DEFAULT_PROMPT, o.displayPrompt);
     } finally {
-      process.stderr.write("\n" + formatTimings(loadMs, timings, performance.now() - tStart) + "\n");
-      if (session && model.hparams.nExpert > 0) {
-        process.stderr.write(formatMeanExperts(session.moeStats(), model.hparams) + "\n");
-        if (parsed.stats) process.stderr.write(formatMoeStats(session.moeStats()) + "\n");
-      }
+      if (timings.nPrompt > 0) printSummary(model, session!, loadMs, timings, performance.now() - tStart, parsed.stats);
       await model.dispose();
     }
   });
+}
+
+/** Timings and expert usage on stderr, once generation has started (also after Ctrl-C or an error). */
+function printSummary(model: Model, session: Session, loadMs: number, timings: GenerationTimings, totalMs: number, stats: boolean): void {
+  process.stderr.write("\n" + formatTimings(loadMs, timings, totalMs) + "\n");
+  if (model.hparams.nExpert > 0) {
+    process.stderr.write(formatMeanExperts(session.moeStats(), model.hparams) + "\n");
+    if (stats) process.stderr.write(formatMoeStats(session.moeStats()) + "\n");
+  }
 }
 
 interface RunContext {
@@ -149,6 +153,7 @@ async function complete(ctx: RunContext, prompt: string, display: boolean): Prom
   const tokens = ctx.tokenizer.tokenize(prompt, { addSpecial: true, parseSpecial: true });
   if (tokens.length === 0) throw new UsageError("the prompt is empty");
   checkFits(ctx, tokens.length);
+  process.stderr.write(`sampler seed: ${ctx.sampler.seed}\n`);
   if (display) process.stdout.write(prompt);
   ctx.interrupt.install();
   try {
@@ -173,6 +178,7 @@ async function complete(ctx: RunContext, prompt: string, display: boolean): Prom
 async function chat(ctx: RunContext, systemPrompt: string | undefined, firstUser: string | undefined): Promise<void> {
   const { tokenizer, session } = ctx;
   applyChatTemplate(tokenizer, [], { systemPrompt }); // fails early without a chat template
+  process.stderr.write(`sampler seed: ${ctx.sampler.seed}\n`);
   const messages: ChatMessage[] = [];
   let cached: number[] = [];
   const rl = createInterface({ input: process.stdin, terminal: false });

@@ -2,8 +2,10 @@
  * Command-line values for `bench` and `tradeoff`: strict number parsing and comma-separated lists that
  * make a grid of runs (`-t 1,2 --moe-n-expert 8,4,2,1 --moe-mask soft,hard`, `--moe-ser 2,0.2/4,0.4`).
  */
+import type { Command } from "commander";
+import { parseKvOverride, parseSer } from "../cli/moe-options.ts";
 import { UsageError } from "../errors.ts";
-import type { MoeOptions } from "../model/api.ts";
+import type { KvOverride, MoeOptions } from "../model/api.ts";
 
 export function parseIntArg(flag: string, s: string, min = Number.MIN_SAFE_INTEGER): number {
   const t = s.trim();
@@ -47,14 +49,7 @@ export function parseCumPList(flag: string, s: string): number[] {
 
 /** `2,0.2/4,0.4` → [{kmin: 2, t: 0.2}, {kmin: 4, t: 0.4}] */
 export function parseSerList(flag: string, s: string): { kmin: number; t: number }[] {
-  return splitList(flag, s, "/").map((item) => {
-    const parts = item.split(",");
-    if (parts.length !== 2) throw new UsageError(`${flag}: expected KMIN,T (e.g. 2,0.2), got '${item}'`);
-    const kmin = parseIntArg(flag, parts[0], 1);
-    const t = parseNumberArg(flag, parts[1]);
-    if (!(t >= 0 && t <= 1)) throw new UsageError(`${flag}: T must be in [0, 1], got ${parts[1]}`);
-    return { kmin, t };
-  });
+  return splitList(flag, s, "/").map(parseSer);
 }
 
 /** One expert setting of a grid: a label for tables and the options for loading. */
@@ -85,4 +80,43 @@ export function dynamicSettings(cumPs: number[], sers: { kmin: number; t: number
       (s): ExpertSetting => ({ label: `ser ${s.kmin},${s.t}`, mode: "ser", moe: { mask: "soft", ser: { ...s } } }),
     ),
   ];
+}
+
+/** The grid options `bench` and `tradeoff` share, as commander collects them. */
+export interface ExpertGridValues {
+  moeNExpert?: string;
+  moeMask: string;
+  moeCumP?: string;
+  moeSer?: string;
+  overrideKv?: string[];
+}
+
+function collect(value: string, previous: string[] | undefined): string[] {
+  return [...(previous ?? []), value];
+}
+
+/** Declares the expert-setting list options (and --override-kv) on a command. */
+export function addExpertGridOptions(cmd: Command, defaults: { counts: string; mask: string }): Command {
+  return cmd
+    .option("--moe-n-expert <list>", `routed experts per token, comma list (e.g. 8,4,2,1; default: ${defaults.counts})`)
+    .option("--moe-mask <list>", "masks for the expert counts: soft, hard or soft,hard", defaults.mask)
+    .option("--moe-cum-p <list>", "extra settings with dynamic top-p routing (comma list of P in (0,1])")
+    .option("--moe-ser <list>", "extra settings with smart expert reduction (KMIN,T items separated by /, e.g. 2,0.2/4,0.4)")
+    .option("--override-kv <KEY=TYPE:VALUE>", "override GGUF metadata (int, float, bool, str); repeatable", collect);
+}
+
+/**
+ * The settings the lists ask for: counts × masks (counts from `defaultCounts` when --moe-n-expert is not
+ * given; no count settings when that is undefined either), then the dynamic ones; and the overrides.
+ */
+export function expertGridFrom(o: ExpertGridValues, defaultCounts?: number[]): { settings: ExpertSetting[]; overrideKv: KvOverride[] } {
+  const masks = parseMaskList("--moe-mask", o.moeMask);
+  const counts = o.moeNExpert ? parseIntList("--moe-n-expert", o.moeNExpert, 1) : defaultCounts;
+  return {
+    settings: [
+      ...(counts ? countSettings(counts, masks) : []),
+      ...dynamicSettings(o.moeCumP ? parseCumPList("--moe-cum-p", o.moeCumP) : [], o.moeSer ? parseSerList("--moe-ser", o.moeSer) : []),
+    ],
+    overrideKv: (o.overrideKv ?? []).map(parseKvOverride),
+  };
 }

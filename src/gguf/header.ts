@@ -21,7 +21,7 @@ export const MAX_DIMS = 4;
 export const MAX_TENSOR_NAME = 63;
 /** caps far above any real model, so hostile counts fail fast instead of allocating */
 const MAX_STRING_BYTES = 64 * 1024 * 1024;
-const MAX_ARRAY_LENGTH = 1 << 26;
+const MAX_ARRAY_LENGTH = 1 << 24;
 const WINDOW_BYTES = 1 << 20;
 
 /** A tensor as described by the header; `offset` is relative to the start of the data section. */
@@ -128,9 +128,14 @@ class Cursor {
 
   /** A u64 count or size that must fit in a safe integer and be at most `max`. */
   count(what: string, max: number): number {
-    const v = this.u64(what);
-    if (v > BigInt(max)) this.fail(`${what} ${v} at offset ${this.pos - 8} is too large (at most ${max} possible here: corrupt or truncated file)`);
-    return Number(v);
+    const at = this.take(8, what);
+    const hi = this.buf.readUInt32LE(at + 4);
+    const v = hi * 4294967296 + this.buf.readUInt32LE(at);
+    if (hi >= 1 << 21 || v > max) {
+      const exact = this.buf.readBigUInt64LE(at);
+      this.fail(`${what} ${exact} at offset ${this.pos - 8} is too large (at most ${max} possible here: corrupt or truncated file)`);
+    }
+    return v;
   }
 
   str(what: string): string {
@@ -212,7 +217,8 @@ function readKv(c: Cursor, index: number): MetaEntry {
     Math.min(MAX_ARRAY_LENGTH, Math.floor((c.remaining - 8) / minValueBytes(arrayType))),
   );
   const value: MetaValue = new Array<MetaScalar>(n);
-  for (let i = 0; i < n; i++) value[i] = readScalar(c, arrayType, `element ${i} of ${q(key)}`);
+  const what = `an element of array ${q(key)}`;
+  for (let i = 0; i < n; i++) value[i] = readScalar(c, arrayType, what);
   return { key, type, arrayType, value };
 }
 

@@ -25,22 +25,32 @@ export interface ModelShape {
   tiedOutput: boolean;
   ropeBase: number;
   rmsEps: number;
+  /** rope.dimension_count (default: headDim, or the architecture's rule) */
+  ropeDims: number;
+  /** architecture-specific knobs, named and defaulted by the architecture's `extra` table */
+  extra: Record<string, number>;
 }
 
 /** How a tensor's values are drawn (fixtures/README.md "Common to all"). */
-export type InitKind = "proj" | "norm" | "embd" | "router" | "bias";
+export type InitKind = "proj" | "norm" | "embd" | "router" | "bias" | "sink";
 
 export interface TensorSpec {
   name: string;
   /** ggml order, ne0 first */
   shape: number[];
   init: InitKind;
+  /** fan-in of a projection when it is not ne0 (absorbed MLA attn_k_b) */
+  fanIn?: number;
 }
 
 export interface ArchSpec {
   /** "none": dense only; "optional": dense when nExpert = 0 (llama); "required": always MoE */
   moe: "none" | "optional" | "required";
-  defaults: Partial<ModelShape>;
+  defaults: Partial<Omit<ModelShape, "extra">>;
+  /** architecture-specific knobs and their defaults */
+  extra?: Record<string, number>;
+  /** rope.dimension_count when not given (default: headDim) */
+  ropeDims?: (s: Omit<ModelShape, "ropeDims">) => number;
   /** false when llama.cpp requires a separate output.weight */
   canTieOutput: boolean;
   /** checks architecture constraints on the shape; returns a problem or undefined */
@@ -65,7 +75,7 @@ function commonHparams(arch: string, s: ModelShape, nFfKey: number): MetaEntry[]
     u("attention.head_count_kv", s.nHeadKv),
     u("attention.key_length", s.headDim),
     u("attention.value_length", s.headDim),
-    u("rope.dimension_count", s.headDim),
+    u("rope.dimension_count", s.ropeDims),
     { key: `${arch}.rope.freq_base`, type: F32, value: s.ropeBase },
     { key: `${arch}.attention.layer_norm_rms_epsilon`, type: F32, value: s.rmsEps },
   ];
@@ -79,10 +89,34 @@ function expertHparams(arch: string, s: ModelShape, opts: { expertFf?: boolean; 
   return out;
 }
 
+/**
+ * GLM-4.5 / DeepSeek-V3 routing keys: leading dense layers, shared experts, sigmoid gate, weight norm + scale
+ * (the key order of each converter: DeepSeek writes leading_dense_block_count first).
+ */
+function sigmoidRouterHparams(arch: string, s: ModelShape, leadingFirst: boolean): MetaEntry[] {
+  const u = (k: string, v: number): MetaEntry => ({ key: `${arch}.${k}`, type: U32, value: v });
+  const leading = u("leading_dense_block_count", s.extra.nLeadingDense!);
+  return [
+    ...(leadingFirst ? [leading] : []),
+    u("expert_count", s.nExpert),
+    u("expert_used_count", s.nExpertUsed),
+    u("expert_feed_forward_length", s.nFfExp),
+    ...(leadingFirst ? [] : [leading]),
+    u("expert_shared_count", s.extra.nExpertShared!),
+    { key: `${arch}.expert_weights_scale`, type: F32, value: s.extra.expertWeightsScale! },
+    { key: `${arch}.expert_weights_norm`, type: GgufValueType.BOOL, value: true },
+    u("expert_gating_func", 2), // sigmoid
+  ];
+}
+
 const blk = (i: number, name: string): string => `blk.${i}.${name}`;
 
-/** attn_norm, q/k/v (+ biases, + q/k norms), attn_output */
-function attention(i: number, s: ModelShape, opts: { bias?: boolean; qkNorm?: "head" | "full" } = {}): TensorSpec[] {
+/** attn_norm, q/k/v (+ biases, + q/k norms), attn_output (+ bias, + sinks) */
+function attention(
+  i: number,
+  s: ModelShape,
+  opts: { bias?: boolean; qkNorm?: "head" | "full"; outBias?: boolean; sinks?: boolean } = {},
+): TensorSpec[] {
   const q = s.nHead * s.headDim;
   const kv = s.nHeadKv * s.headDim;
   const t: TensorSpec[] = [
@@ -102,25 +136,76 @@ function attention(i: number, s: ModelShape, opts: { bias?: boolean; qkNorm?: "h
     t.push({ name: blk(i, "attn_q_norm.weight"), shape: [n], init: "norm" }, { name: blk(i, "attn_k_norm.weight"), shape: [n], init: "norm" });
   }
   t.push({ name: blk(i, "attn_output.weight"), shape: [q, s.nEmbd], init: "proj" });
+  if (opts.outBias) t.push({ name: blk(i, "attn_output.bias"), shape: [s.nEmbd], init: "bias" });
+  if (opts.sinks) t.push({ name: blk(i, "attn_sinks.weight"), shape: [s.nHead], init: "sink" });
   return t;
 }
 
-function denseFfn(i: number, s: ModelShape): TensorSpec[] {
+/** DeepSeek-V3 multi-head latent attention with q LoRA, absorbed form (attn_k_b / attn_v_b) */
+function mlaAttention(i: number, s: ModelShape): TensorSpec[] {
+  const { qLoraRank: ql, kvLoraRank: kvl, qkNopeDim: nope, vHeadDim: vd } = s.extra as Record<string, number>;
+  const rope = s.ropeDims;
   return [
-    { name: blk(i, "ffn_norm.weight"), shape: [s.nEmbd], init: "norm" },
+    { name: blk(i, "attn_norm.weight"), shape: [s.nEmbd], init: "norm" },
+    { name: blk(i, "attn_q_a_norm.weight"), shape: [ql!], init: "norm" },
+    { name: blk(i, "attn_kv_a_norm.weight"), shape: [kvl!], init: "norm" },
+    { name: blk(i, "attn_q_a.weight"), shape: [s.nEmbd, ql!], init: "proj" },
+    { name: blk(i, "attn_q_b.weight"), shape: [ql!, s.nHead * (nope! + rope)], init: "proj" },
+    { name: blk(i, "attn_kv_a_mqa.weight"), shape: [s.nEmbd, kvl! + rope], init: "proj" },
+    { name: blk(i, "attn_k_b.weight"), shape: [nope!, kvl!, s.nHead], init: "proj", fanIn: kvl! },
+    { name: blk(i, "attn_v_b.weight"), shape: [kvl!, vd!, s.nHead], init: "proj" },
+    { name: blk(i, "attn_output.weight"), shape: [s.nHead * vd!, s.nEmbd], init: "proj" },
+  ];
+}
+
+/** the pre-FFN norm: ffn_norm, or post_attention_norm in GLM-4.5 / gpt-oss */
+function ffnNorm(i: number, s: ModelShape, name = "ffn_norm"): TensorSpec[] {
+  return [{ name: blk(i, `${name}.weight`), shape: [s.nEmbd], init: "norm" }];
+}
+
+function denseFfn(i: number, s: ModelShape, norm = true): TensorSpec[] {
+  return [
+    ...(norm ? ffnNorm(i, s) : []),
     { name: blk(i, "ffn_gate.weight"), shape: [s.nEmbd, s.nFf], init: "proj" },
     { name: blk(i, "ffn_up.weight"), shape: [s.nEmbd, s.nFf], init: "proj" },
     { name: blk(i, "ffn_down.weight"), shape: [s.nFf, s.nEmbd], init: "proj" },
   ];
 }
 
-function moeFfn(i: number, s: ModelShape): TensorSpec[] {
+function moeFfn(i: number, s: ModelShape, norm = true): TensorSpec[] {
   return [
-    { name: blk(i, "ffn_norm.weight"), shape: [s.nEmbd], init: "norm" },
+    ...(norm ? ffnNorm(i, s) : []),
     { name: blk(i, "ffn_gate_inp.weight"), shape: [s.nEmbd, s.nExpert], init: "router" },
     { name: blk(i, "ffn_gate_exps.weight"), shape: [s.nEmbd, s.nFfExp, s.nExpert], init: "proj" },
     { name: blk(i, "ffn_up_exps.weight"), shape: [s.nEmbd, s.nFfExp, s.nExpert], init: "proj" },
     { name: blk(i, "ffn_down_exps.weight"), shape: [s.nFfExp, s.nEmbd, s.nExpert], init: "proj" },
+  ];
+}
+
+/** gpt-oss: router bias and per-expert biases after each expert tensor */
+function biasedMoeFfn(i: number, s: ModelShape): TensorSpec[] {
+  const w = (n: string, shape: number[], init: InitKind): TensorSpec => ({ name: blk(i, n), shape, init });
+  return [
+    w("ffn_gate_inp.weight", [s.nEmbd, s.nExpert], "router"),
+    w("ffn_gate_inp.bias", [s.nExpert], "bias"),
+    w("ffn_gate_exps.weight", [s.nEmbd, s.nFfExp, s.nExpert], "proj"),
+    w("ffn_gate_exps.bias", [s.nFfExp, s.nExpert], "bias"),
+    w("ffn_up_exps.weight", [s.nEmbd, s.nFfExp, s.nExpert], "proj"),
+    w("ffn_up_exps.bias", [s.nFfExp, s.nExpert], "bias"),
+    w("ffn_down_exps.weight", [s.nFfExp, s.nEmbd, s.nExpert], "proj"),
+    w("ffn_down_exps.bias", [s.nEmbd, s.nExpert], "bias"),
+  ];
+}
+
+/** GLM-4.5 / DeepSeek-V3 MoE layer: routed experts, selection bias, nExpertShared shared experts of width nFfExp */
+function sigmoidMoeFfn(i: number, s: ModelShape, norm: boolean): TensorSpec[] {
+  const shexp = s.nFfExp * s.extra.nExpertShared!;
+  return [
+    ...moeFfn(i, s, norm),
+    { name: blk(i, "exp_probs_b.bias"), shape: [s.nExpert], init: "bias" },
+    { name: blk(i, "ffn_gate_shexp.weight"), shape: [s.nEmbd, shexp], init: "proj" },
+    { name: blk(i, "ffn_up_shexp.weight"), shape: [s.nEmbd, shexp], init: "proj" },
+    { name: blk(i, "ffn_down_shexp.weight"), shape: [shexp, s.nEmbd], init: "proj" },
   ];
 }
 
@@ -138,7 +223,7 @@ function sharedExpert(i: number, s: ModelShape): TensorSpec[] {
 const squareAttention = (s: ModelShape): string | undefined =>
   s.nHead * s.headDim === s.nEmbd ? undefined : `needs n_head * head_dim == n_embd (${s.nHead} * ${s.headDim} != ${s.nEmbd})`;
 
-const BASE: Partial<ModelShape> = { nLayer: 2, nEmbd: 256, nHead: 4, nHeadKv: 2, headDim: 64, nVocab: 512, nCtx: 256, ropeBase: 1e6, rmsEps: 1e-6 };
+const BASE: Partial<Omit<ModelShape, "extra">> = { nLayer: 2, nEmbd: 256, nHead: 4, nHeadKv: 2, headDim: 64, nVocab: 512, nCtx: 256, ropeBase: 1e6, rmsEps: 1e-6 };
 
 export const ARCHS: Record<string, ArchSpec> = {
   llama: {
@@ -188,5 +273,88 @@ export const ARCHS: Record<string, ArchSpec> = {
     // the expert width is olmoe.feed_forward_length
     hparams: (a, s) => [...commonHparams(a, s, s.nFfExp), ...expertHparams(a, s)],
     layer: (i, s) => [...attention(i, s, { qkNorm: "full" }), ...moeFfn(i, s)],
+  },
+  glm4moe: {
+    moe: "required",
+    defaults: { ...BASE, nFf: 256, nExpert: 8, nExpertUsed: 4, nFfExp: 32, rmsEps: 1e-5, tiedOutput: true },
+    extra: { nLeadingDense: 1, nExpertShared: 1, expertWeightsScale: 2.5 },
+    ropeDims: (s) => s.headDim / 2, // partial RoPE
+    canTieOutput: true,
+    check: (s) => (s.extra.nLeadingDense! < s.nLayer ? undefined : "needs nLeadingDense < nLayer"),
+    hparams: (a, s) => [...commonHparams(a, s, s.nFf), ...sigmoidRouterHparams(a, s, false)],
+    layer: (i, s) => [
+      ...attention(i, s, { bias: true, qkNorm: "head" }),
+      ...ffnNorm(i, s, "post_attention_norm"),
+      ...(i < s.extra.nLeadingDense! ? denseFfn(i, s, false) : sigmoidMoeFfn(i, s, false)),
+    ],
+  },
+  deepseek2: {
+    moe: "required",
+    defaults: { ...BASE, nHeadKv: 1, nFf: 256, nExpert: 8, nExpertUsed: 4, nFfExp: 32, ropeBase: 10000, tiedOutput: true },
+    extra: {
+      nLeadingDense: 1, nExpertShared: 1, expertWeightsScale: 2.5, nExpertGroups: 4, nGroupUsed: 3,
+      qLoraRank: 128, kvLoraRank: 128, qkNopeDim: 64, vHeadDim: 64,
+    },
+    ropeDims: () => 32, // qk_rope_head_dim
+    canTieOutput: true,
+    check: (s) => {
+      const x = s.extra;
+      if (s.nHeadKv !== 1) return "absorbed MLA needs nHeadKv = 1";
+      if (x.nLeadingDense! >= s.nLayer) return "needs nLeadingDense < nLayer";
+      if (s.nExpert % x.nExpertGroups! !== 0 || x.nGroupUsed! > x.nExpertGroups!) return "needs nExpertGroups dividing nExpert and nGroupUsed <= nExpertGroups";
+      return undefined;
+    },
+    // absorbed MLA: one KV head whose key is the latent + rope part and whose value is the latent
+    hparams: (a, s) => {
+      const x = s.extra as Record<string, number>;
+      const u = (k: string, v: number): MetaEntry => ({ key: `${a}.${k}`, type: U32, value: v });
+      return [
+        u("context_length", s.nCtx),
+        u("embedding_length", s.nEmbd),
+        u("block_count", s.nLayer),
+        u("feed_forward_length", s.nFf),
+        u("attention.head_count", s.nHead),
+        u("attention.head_count_kv", 1),
+        u("attention.key_length", x.kvLoraRank! + s.ropeDims),
+        u("attention.value_length", x.kvLoraRank!),
+        u("attention.key_length_mla", x.qkNopeDim! + s.ropeDims),
+        u("attention.value_length_mla", x.vHeadDim!),
+        u("rope.dimension_count", s.ropeDims),
+        { key: `${a}.rope.freq_base`, type: F32, value: s.ropeBase },
+        { key: `${a}.attention.layer_norm_rms_epsilon`, type: F32, value: s.rmsEps },
+        u("attention.q_lora_rank", x.qLoraRank!),
+        u("attention.kv_lora_rank", x.kvLoraRank!),
+        u("vocab_size", s.nVocab),
+        ...sigmoidRouterHparams(a, s, true),
+        u("expert_group_count", x.nExpertGroups!),
+        u("expert_group_used_count", x.nGroupUsed!),
+      ];
+    },
+    layer: (i, s) => [
+      ...mlaAttention(i, s),
+      ...(i < s.extra.nLeadingDense! ? denseFfn(i, s) : sigmoidMoeFfn(i, s, true)),
+    ],
+  },
+  "gpt-oss": {
+    moe: "required",
+    defaults: { ...BASE, nExpert: 8, nExpertUsed: 4, nFfExp: 32, ropeBase: 150000, rmsEps: 1e-5, tiedOutput: false },
+    extra: { slidingWindow: 8, yarnFactor: 32, yarnOrigCtx: 4096 },
+    canTieOutput: false,
+    check: (s) => (s.ropeDims === s.headDim ? undefined : "needs ropeDims == headDim"),
+    hparams: (a, s) => [
+      ...commonHparams(a, s, s.nFfExp),
+      ...expertHparams(a, s, { expertFf: true }),
+      { key: `${a}.attention.sliding_window`, type: U32, value: s.extra.slidingWindow! },
+      { key: `${a}.rope.scaling.type`, type: GgufValueType.STRING, value: "yarn" },
+      { key: `${a}.rope.scaling.factor`, type: F32, value: s.extra.yarnFactor! },
+      { key: `${a}.rope.scaling.original_context_length`, type: U32, value: s.extra.yarnOrigCtx! },
+      { key: `${a}.rope.scaling.yarn_beta_fast`, type: F32, value: 32 },
+      { key: `${a}.rope.scaling.yarn_beta_slow`, type: F32, value: 1 },
+    ],
+    layer: (i, s) => [
+      ...attention(i, s, { bias: true, outBias: true, sinks: true }),
+      ...ffnNorm(i, s, "post_attention_norm"),
+      ...biasedMoeFfn(i, s),
+    ],
   },
 };

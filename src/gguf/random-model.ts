@@ -1,10 +1,11 @@
 /**
  * Seeded random-weight GGUF models for tests and benchmarks, shaped like the shared fixtures: the metadata keys
  * and tensor names/shapes llama.cpp expects for each architecture (table in ./random-archs.ts), a synthetic
- * SentencePiece vocabulary, and weights drawn like fixtures/README.md "Common to all": projections
- * N(0, 1/fan_in), norms 1 + N(0, 0.1), embeddings/output N(0, 0.1), routers N(0, 0.1), biases N(0, 0.05).
- * 1-D tensors and routers stay F32 (as llama-quantize leaves them); other tensors take the requested type,
- * falling back like llama-quantize when a row length is not a multiple of the type's block size.
+ * SentencePiece vocabulary, and weights drawn like fixtures/README.md "Common to all" (normal draws, given as
+ * mean/std): projections 0/(1/sqrt(fan_in)), norms 1/0.1, embeddings and output 0/0.1, routers 0/0.1, biases
+ * 0/0.05, attention sinks 0/1. 1-D tensors, biases and routers stay F32 (as llama-quantize leaves them); other
+ * tensors take the requested type, falling back like llama-quantize when a row length is not a multiple of the
+ * type's block size.
  */
 import { TsmoeError } from "../errors.ts";
 import { quantize } from "../tensor/quantize.ts";
@@ -18,8 +19,10 @@ import { writeGguf, type TensorToWrite } from "./writer.ts";
 
 export { ARCHS } from "./random-archs.ts";
 
-export interface RandomModelOptions extends Partial<ModelShape> {
+export interface RandomModelOptions extends Partial<Omit<ModelShape, "extra">> {
   arch: string;
+  /** architecture-specific knobs (see `extra` in ./random-archs.ts), e.g. { nLeadingDense: 2 } */
+  extra?: Record<string, number>;
   seed?: number;
   /** type of the 2-D and 3-D weight tensors (default F32) */
   weightType?: GGMLType;
@@ -40,7 +43,7 @@ const FALLBACK: Partial<Record<GGMLType, GGMLType>> = {
 };
 
 export function tensorTypeFor(spec: TensorSpec, weightType: GGMLType): GGMLType {
-  if (spec.shape.length < 2 || spec.init === "router") return GGMLType.F32;
+  if (spec.shape.length < 2 || spec.init === "router" || spec.init === "bias" || spec.init === "sink") return GGMLType.F32;
   const ne0 = spec.shape[0]!;
   if (ne0 % typeTraits(weightType)!.blockSize === 0) return weightType;
   const fb = FALLBACK[weightType];
@@ -52,7 +55,8 @@ export function resolveShape(opts: RandomModelOptions): ModelShape {
   const spec = ARCHS[opts.arch];
   if (!spec) throw new TsmoeError(`random model: unknown architecture '${opts.arch}' (known: ${Object.keys(ARCHS).join(", ")})`);
   const d = spec.defaults;
-  const pick = <K extends keyof ModelShape>(k: K, fallback: ModelShape[K]): ModelShape[K] => opts[k] ?? d[k] ?? fallback;
+  type Knob = Exclude<keyof ModelShape, "extra" | "ropeDims">;
+  const pick = <K extends Knob>(k: K, fallback: ModelShape[K]): ModelShape[K] => opts[k] ?? d[k] ?? fallback;
   const nExpert = spec.moe === "none" ? 0 : pick("nExpert", 0);
   const s: ModelShape = {
     nLayer: pick("nLayer", 2),
@@ -70,14 +74,21 @@ export function resolveShape(opts: RandomModelOptions): ModelShape {
     tiedOutput: spec.canTieOutput ? pick("tiedOutput", false) : false,
     ropeBase: pick("ropeBase", 10000),
     rmsEps: pick("rmsEps", 1e-6),
+    ropeDims: 0,
+    extra: { ...spec.extra },
   };
+  for (const [k, v] of Object.entries(opts.extra ?? {})) {
+    if (!(k in s.extra)) throw new TsmoeError(`random model: ${opts.arch} has no knob '${k}' (its knobs: ${Object.keys(s.extra).join(", ") || "none"})`);
+    s.extra[k] = v;
+  }
+  s.ropeDims = opts.ropeDims ?? spec.ropeDims?.(s) ?? s.headDim;
   if (opts.tiedOutput && !spec.canTieOutput) throw new TsmoeError(`random model: ${opts.arch} needs a separate output.weight (tiedOutput not possible)`);
   const bad = (p: string): never => {
     throw new TsmoeError(`random model (${opts.arch}): ${p}`);
   };
   for (const k of ["nLayer", "nEmbd", "nHead", "nHeadKv", "headDim", "nVocab", "nCtx"] as const)
     if (!Number.isInteger(s[k]) || s[k] < 1) bad(`${k} must be a positive integer`);
-  if (s.headDim % 2 !== 0) bad("headDim must be even (RoPE)");
+  if (s.headDim % 2 !== 0 || s.ropeDims % 2 !== 0 || s.ropeDims > s.headDim) bad("headDim and ropeDims must be even, ropeDims <= headDim");
   if (s.nHead % s.nHeadKv !== 0) bad(`n_head ${s.nHead} is not a multiple of n_head_kv ${s.nHeadKv}`);
   if (spec.moe === "required" && s.nExpert < 1) bad("needs nExpert >= 1");
   if (s.nExpert > 0 && (s.nExpertUsed < 1 || s.nExpertUsed > s.nExpert)) bad(`nExpertUsed must be in 1..${s.nExpert}`);
@@ -102,7 +113,7 @@ export function modelTensors(arch: string, s: ModelShape): TensorSpec[] {
 export function tensorValues(seed: number, spec: TensorSpec): Float32Array {
   const n = spec.shape.reduce((a, b) => a * b, 1);
   const rng = Rng.derive(seed, spec.name);
-  const [mean, std] = initStats(spec.init, spec.shape[0]!);
+  const [mean, std] = initStats(spec.init, spec.fanIn ?? spec.shape[0]!);
   const out = new Float32Array(n);
   for (let i = 0; i < n; i++) out[i] = mean + std * rng.normal();
   return out;
@@ -119,6 +130,8 @@ function initStats(kind: InitKind, fanIn: number): [number, number] {
       return [0, 0.1];
     case "bias":
       return [0, 0.05];
+    case "sink":
+      return [0, 1];
   }
 }
 

@@ -30,6 +30,11 @@ export interface Activations {
   s: Float32Array;
   /** Q8_K: sums of the quants over groups of 16, nTokens * ne0 / 16 */
   bsums: Int32Array;
+  /**
+   * Q8_*: token pairs packed for the kernels, pk[p * ne0 + i] = qs[2p][i] * 2^21 + qs[2p+1][i] for
+   * p < floor(nTokens / 2); empty for fewer than 2 tokens
+   */
+  pk: Float64Array;
 }
 
 /** The activation format llama.cpp's CPU backend multiplies weights of type wtype with. */
@@ -64,6 +69,13 @@ function reuseI8(prev: Int8Array | undefined, n: number): Int8Array {
   return new Int8Array(new SharedArrayBuffer(Math.max(n, 1)), 0, n);
 }
 
+function reuseF64(prev: Float64Array | undefined, n: number): Float64Array {
+  if (prev && prev.buffer instanceof SharedArrayBuffer && prev.buffer.byteLength - prev.byteOffset >= n * 8) {
+    return new Float64Array(prev.buffer, prev.byteOffset, n);
+  }
+  return new Float64Array(new SharedArrayBuffer(Math.max(n, 1) * 8), 0, n);
+}
+
 function reuseI32(prev: Int32Array | undefined, n: number): Int32Array {
   if (prev && prev.buffer instanceof SharedArrayBuffer && prev.buffer.byteLength - prev.byteOffset >= n * 4) {
     return new Int32Array(prev.buffer, prev.byteOffset, n);
@@ -74,6 +86,17 @@ function reuseI32(prev: Int32Array | undefined, n: number): Int32Array {
 const EMPTY_F32 = new Float32Array(0);
 const EMPTY_I8 = new Int8Array(0);
 const EMPTY_I32 = new Int32Array(0);
+const EMPTY_F64 = new Float64Array(0);
+
+/** Packs token pairs: pk[p * ne0 + i] = qs[2p * ne0 + i] * 2^21 + qs[(2p + 1) * ne0 + i]. */
+function packPairs(qs: Int8Array, nTokens: number, ne0: number, pk: Float64Array): void {
+  for (let p = 0; p < nTokens >> 1; p++) {
+    const a = 2 * p * ne0;
+    const b = a + ne0;
+    const o = p * ne0;
+    for (let i = 0; i < ne0; i++) pk[o + i] = qs[a + i]! * 2097152 + qs[b + i]!;
+  }
+}
 
 /**
  * Converts nTokens rows of ne0 floats (x, token-major) to wtype's vec_dot_type. `reuse`: activations from
@@ -91,7 +114,7 @@ export function quantizeActivations(
   if (x.length < n) throw new TsmoeError(`matmul: ${x.length} input values for ${nTokens} tokens of ${ne0}`);
   // only buffers this module allocated for the same format are reused (F32 activations are the caller's x)
   const prev = reuse && reuse.dotType === dotType && dotType !== GGMLType.F32 ? reuse : undefined;
-  const act: Activations = { wtype, dotType, nTokens, ne0, f: EMPTY_F32, qs: EMPTY_I8, d: EMPTY_F32, s: EMPTY_F32, bsums: EMPTY_I32 };
+  const act: Activations = { wtype, dotType, nTokens, ne0, f: EMPTY_F32, qs: EMPTY_I8, d: EMPTY_F32, s: EMPTY_F32, bsums: EMPTY_I32, pk: EMPTY_F64 };
   switch (dotType) {
     case GGMLType.F32:
       act.f = x.subarray(0, n);
@@ -119,6 +142,10 @@ export function quantizeActivations(
     if (dotType === GGMLType.Q8_1) act.s = reuseF32(prev?.s, nTokens * nb);
     const s = dotType === GGMLType.Q8_1 ? act.s : undefined;
     for (let t = 0; t < nTokens; t++) quantizeQ8Blocks(x, t * ne0, ne0, act.qs, t * ne0, act.d, t * nb, s);
+  }
+  if (nTokens >= 2) {
+    act.pk = reuseF64(prev?.pk, (nTokens >> 1) * ne0);
+    packPairs(act.qs, nTokens, ne0, act.pk);
   }
   return act;
 }

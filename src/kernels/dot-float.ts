@@ -4,7 +4,7 @@
  * dotted with every token row.
  */
 import { GGMLType } from "../tensor/types.ts";
-import { F16_TO_F32 } from "../tensor/f16.ts";
+import { F16_TO_F32, bf16ToF32Table } from "../tensor/f16.ts";
 import type { Activations } from "./activations.ts";
 import type { Weight } from "./matmul.ts";
 
@@ -64,6 +64,30 @@ function rowDecoder(w: Weight, row: Float32Array, rowU: Uint32Array): (r: number
   };
 }
 
+/** Row wo.. of W dotted with every token row of x: four tokens per pass share each weight load. */
+function dotTokens(W: Float32Array, wo: number, x: Float32Array, K: number, T: number, out: Float32Array, outStride: number, r: number): void {
+  let t = 0;
+  for (; t + 4 <= T; t += 4) {
+    const a0 = t * K;
+    const a1 = a0 + K;
+    const a2 = a1 + K;
+    const a3 = a2 + K;
+    let s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    for (let i = 0; i < K; i++) {
+      const wi = W[wo + i]!;
+      s0 += wi * x[a0 + i]!;
+      s1 += wi * x[a1 + i]!;
+      s2 += wi * x[a2 + i]!;
+      s3 += wi * x[a3 + i]!;
+    }
+    out[t * outStride + r] = s0;
+    out[(t + 1) * outStride + r] = s1;
+    out[(t + 2) * outStride + r] = s2;
+    out[(t + 3) * outStride + r] = s3;
+  }
+  for (; t < T; t++) out[t * outStride + r] = dotF32(W, wo, x, t * K, K);
+}
+
 /** out[t * outStride + r] = dot(weight row r, activation row t) for r in [rowStart, rowEnd). */
 export function matmulFloatRange(
   w: Weight,
@@ -78,8 +102,26 @@ export function matmulFloatRange(
   const x = act.f;
   if (w.type === GGMLType.F32 && w.data.byteOffset % 4 === 0) {
     const W = new Float32Array(w.data.buffer, w.data.byteOffset, K * w.ne1);
+    for (let r = rowStart; r < rowEnd; r++) dotTokens(W, r * K, x, K, T, out, outStride, r);
+    return;
+  }
+  if (T < 4 && w.type !== GGMLType.F32 && w.data.byteOffset % 2 === 0) {
+    // few tokens: convert through a table inside the dot product instead of decoding the row first
+    const u16 = new Uint16Array(w.data.buffer, w.data.byteOffset, K * w.ne1);
+    const table = w.type === GGMLType.F16 ? F16_TO_F32 : bf16ToF32Table();
     for (let r = rowStart; r < rowEnd; r++) {
-      for (let t = 0; t < T; t++) out[t * outStride + r] = dotF32(W, r * K, x, t * K, K);
+      const o = r * K;
+      for (let t = 0; t < T; t++) {
+        const xo = t * K;
+        let s0 = 0, s1 = 0;
+        let i = 0;
+        for (; i + 1 < K; i += 2) {
+          s0 += table[u16[o + i]!]! * x[xo + i]!;
+          s1 += table[u16[o + i + 1]!]! * x[xo + i + 1]!;
+        }
+        if (i < K) s0 += table[u16[o + i]!]! * x[xo + i]!;
+        out[t * outStride + r] = s0 + s1;
+      }
     }
     return;
   }
@@ -88,6 +130,6 @@ export function matmulFloatRange(
   const decode = rowDecoder(w, row, rowU32);
   for (let r = rowStart; r < rowEnd; r++) {
     decode(r);
-    for (let t = 0; t < T; t++) out[t * outStride + r] = dotF32(row, 0, x, t * K, K);
+    dotTokens(row, 0, x, K, T, out, outStride, r);
   }
 }

@@ -97,7 +97,11 @@ export interface Model {
   /** file size in bytes and parameter count, for reports */
   readonly fileSize: number;
   readonly nParams: number;
-  createSession(opts?: { nCtx?: number }): Session;
+  /**
+   * nCtx: context size (default min(training context, 4096)); kvType: "f32" (default) or "f16", which
+   * stores the KV cache in half precision and attends like llama.cpp's default CPU context (flash attention)
+   */
+  createSession(opts?: { nCtx?: number; kvType?: "f32" | "f16" }): Session;
   /** releases worker threads */
   dispose(): Promise<void>;
 }

@@ -6,8 +6,17 @@
  *
  * Cache layout per layer: one row per position, K rows of nHeadKv * headDimK values, V rows of
  * nHeadKv * headDimV values. `f16` rounds what is stored to half precision (llama.cpp's default F16 cache).
+ *
+ * `attendFlashF16` reproduces llama.cpp's default CPU attention (flash attention on, F16 cache): batches of
+ * 64 queries or more take the tiled kernel (F32 queries against the F16-rounded cache: `attend` on an f16
+ * cache), smaller batches the one-query-at-a-time kernel, which rounds the query to F16 and accumulates
+ * the weighted V sum in F16 with an online softmax. Matching it matters for quantized models, whose
+ * activation quantization amplifies tiny differences.
  */
 import { roundToF16 } from "../tensor/f16.ts";
+
+/** llama.cpp's flash-attention query tile: batches with at least this many queries use the tiled kernel */
+export const FA_TILE_Q = 64;
 import { softmaxInPlace } from "./ops.ts";
 
 export interface AttentionShape {
@@ -101,6 +110,64 @@ export function attend(
         const vj = j * vRow + vo;
         for (let d = 0; d < dv; d++) out[oo + d] += p * V[vj + d];
       }
+    }
+  }
+}
+
+/** Attention as llama.cpp's default CPU context computes it (flash attention, F16 cache): see the file comment. */
+export function attendFlashF16(
+  cache: KvCache,
+  il: number,
+  shape: AttentionShape,
+  q: Float32Array,
+  nTokens: number,
+  pos0: number,
+  out: Float32Array,
+  scores: Float32Array,
+): void {
+  if (nTokens >= FA_TILE_Q) {
+    attend(cache, il, shape, q, nTokens, pos0, out, scores);
+    return;
+  }
+  const f32 = Math.fround;
+  const { nHead, nHeadKv, headDimK: dk, headDimV: dv, scale } = shape;
+  const group = nHead / nHeadKv;
+  const K = cache.k[il];
+  const V = cache.v[il];
+  const kRow = cache.kRow;
+  const vRow = cache.vRow;
+  const q16 = new Float32Array(dk);
+  for (let t = 0; t < nTokens; t++) {
+    const nKeys = pos0 + t + 1;
+    for (let h = 0; h < nHead; h++) {
+      const g = Math.floor(h / group);
+      const qo = t * nHead * dk + h * dk;
+      for (let d = 0; d < dk; d++) q16[d] = roundToF16(q[qo + d]);
+      const oo = t * nHead * dv + h * dv;
+      out.fill(0, oo, oo + dv); // the F16 accumulator (values stay F16-exact)
+      let S = 0;
+      let M = -Infinity;
+      for (let j = 0; j < nKeys; j++) {
+        const kj = j * kRow + g * dk;
+        let dot = 0;
+        for (let d = 0; d < dk; d++) dot += q16[d] * K[kj + d];
+        const s = f32(f32(dot) * scale);
+        let ms = 1;
+        let vs = 1;
+        if (s > M) {
+          const mOld = M;
+          M = s;
+          ms = f32(Math.exp(mOld - M));
+          for (let d = 0; d < dv; d++) out[oo + d] = roundToF16(out[oo + d] * ms);
+        } else {
+          vs = f32(Math.exp(s - M));
+        }
+        const vj = j * vRow + g * dv;
+        for (let d = 0; d < dv; d++) out[oo + d] = roundToF16(out[oo + d] + V[vj + d] * vs);
+        S = f32(f32(S * ms) + vs);
+      }
+      const inv = S === 0 ? 0 : f32(1 / S);
+      for (let d = 0; d < dv; d++) out[oo + d] *= inv;
     }
   }
 }

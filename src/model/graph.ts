@@ -10,7 +10,7 @@
  */
 import type { MatmulBackend } from "../kernels/backend.ts";
 import { getRowsF32, type Weight } from "../kernels/matmul.ts";
-import { attend, KvCache, type AttentionShape } from "./attention.ts";
+import { attend, attendFlashF16, KvCache, type AttentionShape } from "./attention.ts";
 import { buildMoeFfn, denseFfn, sharedExpertFfn, type FfnBuffers } from "./ffn.ts";
 import type { ModelHParams } from "./hparams.ts";
 import type { Router } from "./moe.ts";
@@ -168,10 +168,14 @@ export class LayerGraph {
     rope(this.ropeP, this.table, buf, this.n, nHeads, this.hp.nEmbdHeadK);
   }
 
-  /** Appends g.k / g.v to layer il's cache, attends with g.q, projects with wo (+bo) into out. */
+  /**
+   * Appends g.k / g.v to layer il's cache, attends with g.q (F32 attention, or llama.cpp's flash attention
+   * with an F16 cache), projects with wo (+bo) into out.
+   */
   attention(L: LayerWeights, il: number, out: Float32Array): void {
     this.cache.store(il, this.pos0, this.n, this.b.k, this.b.v);
-    attend(this.cache, il, this.attnShape, this.b.q, this.n, this.pos0, this.b.attn, this.b.scores);
+    const kernel = this.cache.f16 ? attendFlashF16 : attend;
+    kernel(this.cache, il, this.attnShape, this.b.q, this.n, this.pos0, this.b.attn, this.b.scores);
     this.project(L.wo, this.b.attn, out, L.bo);
   }
 

@@ -25,8 +25,8 @@ export const DEFAULT_CTX = 4096;
 
 export interface SessionOptions {
   nCtx?: number;
-  /** store the KV cache rounded to F16 (llama.cpp's default cache type); default F32 */
-  kvF16?: boolean;
+  /** "f16": KV cache rounded to F16 with llama.cpp's flash-attention numerics; default "f32" */
+  kvType?: "f32" | "f16";
 }
 
 /** The parts of a loaded model the forward pass needs (also usable without a GGUF file, e.g. in tests). */
@@ -140,7 +140,9 @@ class LoadedGgufModel implements Model {
   createSession(opts: SessionOptions = {}): Session {
     const nCtx = opts.nCtx ?? Math.min(this.m.hparams.nCtxTrain || DEFAULT_CTX, DEFAULT_CTX);
     if (!Number.isInteger(nCtx) || nCtx <= 0) throw new TsmoeError(`invalid context size ${nCtx}`);
-    return new ModelSession(this.m, this.backend, this.moe, nCtx, opts.kvF16 ?? false);
+    if (opts.kvType !== undefined && opts.kvType !== "f32" && opts.kvType !== "f16")
+      throw new TsmoeError(`invalid KV cache type '${String(opts.kvType)}' (expected f32 or f16)`);
+    return new ModelSession(this.m, this.backend, this.moe, nCtx, opts.kvType === "f16");
   }
 
   async dispose(): Promise<void> {

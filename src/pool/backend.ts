@@ -138,6 +138,8 @@ export class PoolBackend implements MatmulBackend {
       return;
     }
     const target = out.buffer instanceof SharedArrayBuffer ? out : this.sharedOut(nTokens * w.ne1);
+    // an empty range runs the kernel's argument checks here, so a bad call throws without failing the workers
+    matmulRange(w, act, target, w.ne1, 0, 0);
     this.dispatch({ w, act, out: target });
     if (target !== out) out.set(target.subarray(0, nTokens * w.ne1));
   }

@@ -47,7 +47,11 @@ export default function runWorker(task: WorkerTask): string {
     Atomics.add(i32, Slot.PROGRESS, 1);
     try {
       readMessages();
-      if (fault) injectFault(fault, ctl);
+      if (fault) {
+        const action = fault;
+        fault = undefined;
+        injectFault(action, ctl);
+      }
       runChunks(i32, decodeJob(decoder, ctl));
     } catch (e) {
       recordFailure(ctl, FailKind.THREW, `worker thread ${task.index}: ${e instanceof Error ? e.message : String(e)}`);

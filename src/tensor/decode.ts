@@ -43,8 +43,10 @@ export function decodedRow(n: number): DecodedRow {
 
 /** E8M0 exponent byte -> 2^(e-128) (ggml_e8m0_to_fp32_half: half the block scale, since E2M1 values are doubled). */
 export function e8m0Half(e: number): number {
-  return e < 2 ? (e === 0 ? 2 ** -128 : 2 ** -127) : 2 ** (e - 128);
+  return E8M0_HALF[e]!;
 }
+
+const E8M0_HALF = new Float64Array(256).map((_, e) => 2 ** (e - 128));
 
 /** IQ4_NL / IQ4_XS non-linear 4-bit values. */
 export const KVALUES_IQ4NL = new Int8Array([-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113]);
@@ -214,7 +216,7 @@ const decodeQ3_K: Decoder = (src, o, nb, r) => {
 };
 
 /** The 8 six-bit scales and mins of a Q4_K / Q5_K super-block, each stored for its two groups of 16. */
-function kScalesMins(src: Uint8Array, so: number, sc: Int32Array, mn: Int32Array, go: number): void {
+export function kScalesMins(src: Uint8Array, so: number, sc: Int32Array, mn: Int32Array, go: number): void {
   for (let j = 0; j < 8; j++) {
     let s: number, m: number;
     if (j < 4) {

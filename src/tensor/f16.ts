@@ -94,6 +94,18 @@ export function bf16BitsToF32(h: number): number {
   return f32[0]!;
 }
 
+let bf16Table: Float32Array | undefined;
+
+/** bf16 bits -> float value for all 65536 patterns (built on first use). */
+export function bf16ToF32Table(): Float32Array {
+  if (!bf16Table) {
+    bf16Table = new Float32Array(65536);
+    const u = new Uint32Array(bf16Table.buffer);
+    for (let h = 0; h < 65536; h++) u[h] = (h << 16) >>> 0;
+  }
+  return bf16Table;
+}
+
 /** float -> nearest bf16 value, as a number. */
 export function roundToBf16(x: number): number {
   return bf16BitsToF32(f32ToBf16Bits(x));

@@ -5,7 +5,7 @@
 import type { Tokenizer } from "./tokenizer.ts";
 
 export class TokenStreamDecoder {
-  private readonly decoder = new TextDecoder("utf-8", { fatal: false });
+  private readonly decoder = new TextDecoder("utf-8", { fatal: false, ignoreBOM: true });
 
   /** `special`: render control tokens as their text (default false, like llama.cpp's detokenize). */
   constructor(

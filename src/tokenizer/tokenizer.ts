@@ -28,11 +28,15 @@ export interface DetokenizeOptions {
 /** A piece of the prompt after special-token splitting: text [start, end) or a token. */
 type Fragment = { token: number } | { start: number; end: number };
 
+const WORD_CACHE_SIZE = 50_000;
+
 /** C isspace() in the "C" locale. */
 const isCSpace = (c: number) => c === 0x20 || (c >= 0x09 && c <= 0x0d);
 
 export class Tokenizer {
   private readonly splitter: RegexSplitter | null;
+  /** BPE results per pre-tokenized word (the same word always gives the same tokens) */
+  private readonly wordCache = new Map<string, number[]>();
 
   private constructor(readonly vocab: Vocab) {
     this.splitter = vocab.pre ? new RegexSplitter(vocab.pre.expressions) : null;
@@ -75,7 +79,7 @@ export class Tokenizer {
       }
     }
     const ids: number[] = [];
-    for (const w of (this.splitter as RegexSplitter).split("\n")) bpeTokenizeWord(v, byteEncode(w), v.ignoreMerges, ids);
+    for (const w of (this.splitter as RegexSplitter).split("\n")) this.tokenizeWord(w, ids);
     return ids[0] ?? null;
   }
   get addBos(): boolean {
@@ -136,11 +140,22 @@ export class Tokenizer {
         prevSpecial = false;
       } else {
         if (v.escapeWhitespaces) piece = piece.replaceAll(" ", "\u2581");
-        for (const word of (this.splitter as RegexSplitter).split(piece)) bpeTokenizeWord(v, byteEncode(word), v.ignoreMerges, out);
+        for (const word of (this.splitter as RegexSplitter).split(piece)) this.tokenizeWord(word, out);
       }
     }
     if (addSpecial && v.addEos) out.push(this.required(v.special.eos, "EOS"));
     return out;
+  }
+
+  private tokenizeWord(word: string, out: number[]): void {
+    let ids = this.wordCache.get(word);
+    if (ids === undefined) {
+      ids = [];
+      bpeTokenizeWord(this.vocab, byteEncode(word), this.vocab.ignoreMerges, ids);
+      if (this.wordCache.size >= WORD_CACHE_SIZE) this.wordCache.clear();
+      this.wordCache.set(word, ids);
+    }
+    for (const id of ids) out.push(id);
   }
 
   /** The bytes of one token (special = true renders control tokens, as llama.cpp's default piece cache). */

@@ -150,7 +150,8 @@ export class Vocab {
   readonly ignoreMerges: boolean;
   readonly escapeWhitespaces: boolean;
   readonly chatTemplate: string | undefined;
-  private readonly ranks = new Map<string, number>();
+  /** merge ranks: left piece -> right piece -> rank */
+  private readonly ranks = new Map<string, Map<string, number>>();
 
   get size(): number {
     return this.texts.length;
@@ -188,8 +189,10 @@ export class Vocab {
       merges.forEach((m, i) => {
         const s = String(m);
         const cut = s.indexOf(" ", 1);
-        const key = cut < 0 ? " " : s.slice(0, cut) + " " + s.slice(cut + 1);
-        if (!this.ranks.has(key)) this.ranks.set(key, i);
+        const [left, right] = cut < 0 ? ["", ""] : [s.slice(0, cut), s.slice(cut + 1)];
+        let byRight = this.ranks.get(left);
+        if (!byRight) this.ranks.set(left, (byRight = new Map()));
+        if (!byRight.has(right)) byRight.set(right, i); // the first of duplicate merges wins
       });
     } else {
       throw new TsmoeError(`unsupported tokenizer model tokenizer.ggml.model = '${model}' (supported: llama, gpt2)`);
@@ -312,7 +315,7 @@ export class Vocab {
 
   /** Rank of the merge (left, right), or -1. */
   mergeRank(left: string, right: string): number {
-    return this.ranks.get(left + " " + right) ?? -1;
+    return this.ranks.get(left)?.get(right) ?? -1;
   }
 
   /** The token for one byte (SentencePiece byte fallback: "<0xAB>", else the character itself). */

@@ -1,0 +1,84 @@
+/**
+ * `tsmoe eval -m FILE --tokens 1,15,27 --logits-out OUT.json`: evaluates the tokens in one sequence from
+ * position 0 and writes the raw logits of every position, in the layout of the golden files in
+ * ../shared/fixtures: {"tokens": [...], "n_vocab": V, "logits": [[V floats] per position]}.
+ * Accepts every MoE option and --override-kv; `--kv-type f16` reproduces llama.cpp's default attention
+ * (F16 cache, flash attention) instead of the F32 cache.
+ */
+import { closeSync, openSync, writeSync } from "node:fs";
+import type { Command } from "commander";
+import { UsageError } from "../errors.ts";
+import type { Model } from "../model/api.ts";
+import { addMoeOptions, formatMoeStats, moeOptionsFrom, type MoeCliValues } from "./moe-options.ts";
+import { DEFAULT_MODEL, openModel } from "./progress.ts";
+
+interface EvalCliOptions extends MoeCliValues {
+  model: string;
+  tokens: string;
+  logitsOut?: string;
+  threads?: string;
+  kvType: string;
+}
+
+/** "1,15,27" -> [1, 15, 27] (whitespace allowed around items) */
+export function parseTokenList(text: string): number[] {
+  const items = text.split(",").map((s) => s.trim());
+  if (items.length === 0 || items.some((s) => !/^\d+$/.test(s)))
+    throw new UsageError(`--tokens: expected comma-separated token ids (e.g. 1,15,27), got '${text}'`);
+  return items.map(Number);
+}
+
+/** float32 value printed so that it reads back to the same float32 (at most 9 significant digits) */
+function f32Text(v: number): string {
+  if (!Number.isFinite(v)) throw new UsageError(`eval: non-finite logit ${v}`);
+  return String(Number(v.toPrecision(9)));
+}
+
+/** Writes the logits JSON row by row (large vocabularies make big files). */
+export function writeLogitsJson(path: string, tokens: number[], nVocab: number, logits: Float32Array): void {
+  const fd = path === "-" ? 1 : openSync(path, "w");
+  try {
+    writeSync(fd, `{"tokens": [${tokens.join(", ")}], "n_vocab": ${nVocab}, "logits": [`);
+    for (let p = 0; p < tokens.length; p++) {
+      const row: string[] = new Array(nVocab);
+      for (let i = 0; i < nVocab; i++) row[i] = f32Text(logits[p * nVocab + i]);
+      writeSync(fd, `${p ? ", " : ""}[${row.join(", ")}]`);
+    }
+    writeSync(fd, "]}\n");
+  } finally {
+    if (fd !== 1) closeSync(fd);
+  }
+}
+
+export function register(program: Command): void {
+  const cmd = program
+    .command("eval")
+    .description("evaluate token ids in one batch and write the logits of every position as JSON")
+    .option("-m, --model <file>", "GGUF model", DEFAULT_MODEL)
+    .requiredOption("--tokens <ids>", "comma-separated token ids, e.g. 1,15,27")
+    .option("--logits-out <file>", "where to write the JSON (- for stdout)", "-")
+    .option("-t, --threads <n>", "worker threads (default: number of cores)")
+    .option("--kv-type <type>", "KV cache type: f32, or f16 (llama.cpp's default attention numerics)", "f32");
+  addMoeOptions(cmd);
+  cmd.action(async (o: EvalCliOptions) => {
+    const tokens = parseTokenList(o.tokens);
+    if (o.kvType !== "f32" && o.kvType !== "f16") throw new UsageError(`--kv-type: expected f32 or f16, got '${o.kvType}'`);
+    let threads: number | undefined;
+    if (o.threads !== undefined) {
+      if (!/^\d+$/.test(o.threads.trim()) || Number(o.threads) < 1) throw new UsageError(`--threads: expected a positive integer, got '${o.threads}'`);
+      threads = Number(o.threads);
+    }
+    const parsed = moeOptionsFrom(o);
+    let model: Model | undefined;
+    try {
+      ({ model } = await openModel(o.model, { moe: parsed.moe, overrideKv: parsed.overrideKv, threads, stats: parsed.stats }));
+      const nVocab = model.hparams.nVocab;
+      const session = model.createSession({ nCtx: Math.max(tokens.length, 1), kvType: o.kvType });
+      const logits = await session.eval(tokens, { allLogits: true });
+      writeLogitsJson(o.logitsOut ?? "-", tokens, nVocab, logits);
+      if (parsed.stats && model.hparams.nExpert > 0) process.stderr.write(formatMoeStats(session.moeStats()) + "\n");
+    } finally {
+      await model?.dispose();
+    }
+  });
+}
