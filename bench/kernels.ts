@@ -5,11 +5,9 @@
  *
  *   npx tsx bench/kernels.ts [--types Q4_K,Q8_0] [--size 2048] [--batch 64] [--seconds 1]
  */
-import { GGMLType, rowBytes, typeByName, typeName } from "../src/tensor/types.ts";
+import { GGMLType, typeByName, typeName } from "../src/tensor/types.ts";
 import { quantize } from "../src/tensor/quantize.ts";
-import { randn, uniformRng } from "../src/tensor/random.ts";
-import { f32ToF16Bits } from "../src/tensor/f16.ts";
-import { blockCodec } from "../src/tensor/decode.ts";
+import { randn, randomBlocks } from "../src/tensor/random.ts";
 import { matmulRange, quantizeActivations, type Weight } from "../src/kernels/matmul.ts";
 
 const DEFAULT_TYPES = ["F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ4_NL", "IQ4_XS", "MXFP4"];
@@ -19,32 +17,12 @@ function arg(name: string, def: string): string {
   return i >= 0 && process.argv[i + 1] ? process.argv[i + 1]! : def;
 }
 
-/** Weights for types without a quantizer: random blocks whose f16 scale fields are set to small values. */
-function randomWeightBytes(type: GGMLType, ne0: number, ne1: number): Uint8Array {
-  const c = blockCodec(type)!;
-  const u = uniformRng(42);
-  const out = new Uint8Array(rowBytes(type, ne0) * ne1);
-  for (let i = 0; i < out.length; i++) out[i] = Math.floor(u() * 256);
-  const h = f32ToF16Bits(0.01);
-  const fields: Partial<Record<GGMLType, number[]>> = {
-    [GGMLType.Q2_K]: [80, 82], [GGMLType.Q3_K]: [108], [GGMLType.IQ4_NL]: [0], [GGMLType.IQ4_XS]: [0],
-  };
-  for (let b = 0; b < out.length / c.typeSize; b++) {
-    if (type === GGMLType.MXFP4) out[b * c.typeSize] = 120;
-    for (const f of fields[type] ?? []) {
-      out[b * c.typeSize + f] = h & 0xff;
-      out[b * c.typeSize + f + 1] = h >> 8;
-    }
-  }
-  return out;
-}
-
 function makeWeight(type: GGMLType, n: number): Weight {
   let data: Uint8Array;
   try {
     data = quantize(type, randn(n * n, 1, 1 / Math.sqrt(n)), n, n);
   } catch {
-    data = randomWeightBytes(type, n, n);
+    data = randomBlocks(type, n, n, 42); // no quantizer for this type
   }
   return { type, ne0: n, ne1: n, data };
 }

@@ -9,7 +9,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { getLlama, LlamaLogLevel, type Llama, type Token } from "node-llama-cpp";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { modelTensors, resolveShape, writeRandomModel, type RandomModelOptions } from "../src/gguf/random-model.ts";
+import { modelMetadata, modelTensors, resolveShape, writeRandomModel, type RandomModelOptions } from "../src/gguf/random-model.ts";
 import { GGMLType } from "../src/tensor/types.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "tsmoe-llamacpp-"));
@@ -49,21 +49,33 @@ function parseCount(s: string): { value: number; unit: number } {
   return { value: Number(m[1]), unit: { "": 1, K: 1e3, M: 1e6, B: 1e9 }[m[2] as "" | "K" | "M" | "B"] };
 }
 
+/** each architecture in F32 and one quantized type */
+const PER_ARCH: [string, RandomModelOptions, GGMLType][] = [
+  ["llama dense", { arch: "llama", seed: 1 }, GGMLType.Q4_K],
+  ["llama MoE (Mixtral)", { arch: "llama", seed: 2, nExpert: 8, nExpertUsed: 2 }, GGMLType.Q8_0],
+  ["qwen2", { arch: "qwen2", seed: 3 }, GGMLType.Q4_0],
+  ["qwen3", { arch: "qwen3", seed: 4 }, GGMLType.Q6_K],
+  ["qwen2moe", { arch: "qwen2moe", seed: 5 }, GGMLType.Q4_K],
+  ["qwen3moe", { arch: "qwen3moe", seed: 6 }, GGMLType.Q4_K],
+  ["olmoe", { arch: "olmoe", seed: 7 }, GGMLType.Q5_K],
+  ["glm4moe", { arch: "glm4moe", seed: 11 }, GGMLType.Q4_K],
+  ["deepseek2", { arch: "deepseek2", seed: 12 }, GGMLType.Q8_0],
+  ["gpt-oss", { arch: "gpt-oss", seed: 13 }, GGMLType.Q8_0],
+];
+
 const CASES: { label: string; opts: RandomModelOptions }[] = [
-  { label: "llama dense F32", opts: { arch: "llama", seed: 1 } },
-  { label: "llama dense Q4_K", opts: { arch: "llama", seed: 1, weightType: GGMLType.Q4_K } },
-  { label: "llama MoE (Mixtral) F32", opts: { arch: "llama", seed: 2, nExpert: 8, nExpertUsed: 2 } },
-  { label: "llama MoE (Mixtral) Q8_0", opts: { arch: "llama", seed: 2, nExpert: 8, nExpertUsed: 2, weightType: GGMLType.Q8_0 } },
-  { label: "qwen2 F32", opts: { arch: "qwen2", seed: 3 } },
-  { label: "qwen2 Q4_0", opts: { arch: "qwen2", seed: 3, weightType: GGMLType.Q4_0 } },
-  { label: "qwen3 F32", opts: { arch: "qwen3", seed: 4 } },
-  { label: "qwen3 Q6_K", opts: { arch: "qwen3", seed: 4, weightType: GGMLType.Q6_K } },
-  { label: "qwen2moe F32", opts: { arch: "qwen2moe", seed: 5 } },
-  { label: "qwen2moe Q4_K", opts: { arch: "qwen2moe", seed: 5, weightType: GGMLType.Q4_K } },
-  { label: "qwen3moe F32", opts: { arch: "qwen3moe", seed: 6 } },
-  { label: "qwen3moe Q4_K", opts: { arch: "qwen3moe", seed: 6, weightType: GGMLType.Q4_K } },
-  { label: "olmoe F32", opts: { arch: "olmoe", seed: 7 } },
-  { label: "olmoe Q5_K", opts: { arch: "olmoe", seed: 7, weightType: GGMLType.Q5_K } },
+  ...PER_ARCH.flatMap(([label, opts, quant]) => [
+    { label: `${label} F32`, opts },
+    { label: `${label} ${GGMLType[quant]}`, opts: { ...opts, weightType: quant } },
+  ]),
+  {
+    label: "deepseek2 custom knobs",
+    opts: {
+      arch: "deepseek2", seed: 14, nLayer: 3, nHead: 2, nExpert: 6, nExpertUsed: 2, ropeDims: 16,
+      extra: { nLeadingDense: 2, nExpertGroups: 3, nGroupUsed: 2, qLoraRank: 64, kvLoraRank: 96, qkNopeDim: 32, vHeadDim: 48, nExpertShared: 2 },
+    },
+  },
+  { label: "glm4moe custom knobs", opts: { arch: "glm4moe", seed: 15, nLayer: 3, headDim: 32, nHead: 8, nHeadKv: 4, extra: { nLeadingDense: 0, nExpertShared: 2 } } },
   {
     label: "qwen3moe custom knobs, tied output, Q8_0",
     opts: {
@@ -87,6 +99,7 @@ describe("generated models load in llama.cpp with the hyper-parameters written",
     it(label, async () => {
       const path = await writeRandomModel(join(dir, `${label.replace(/[^a-z0-9]+/gi, "_")}.gguf`), opts);
       const s = resolveShape(opts);
+      const meta = modelMetadata(opts, s);
       log = [];
       const model = await llama.loadModel({ modelPath: path });
       try {
@@ -95,15 +108,25 @@ describe("generated models load in llama.cpp with the hyper-parameters written",
           expect(info.has(k), `llama.cpp print_info has ${k}`).toBe(true);
           return Number(info.get(k));
         };
+        const written = (key: string): number => {
+          const e = meta.find((m) => m.key === `${opts.arch}.${key}`);
+          expect(e, key).toBeDefined();
+          return e!.value as number;
+        };
         expect(info.get("arch")).toBe(opts.arch);
         expect(num("n_layer")).toBe(s.nLayer);
         expect(num("n_embd")).toBe(s.nEmbd);
         expect(num("n_ctx_train")).toBe(s.nCtx);
         expect(num("n_head")).toBe(s.nHead);
-        expect(num("n_head_kv")).toBe(s.nHeadKv);
-        expect(num("n_embd_head_k")).toBe(s.headDim);
-        expect(num("n_embd_head_v")).toBe(s.headDim);
-        expect(num("n_rot")).toBe(s.headDim);
+        expect(num("n_head_kv")).toBe(written("attention.head_count_kv"));
+        expect(num("n_embd_head_k")).toBe(written("attention.key_length"));
+        expect(num("n_embd_head_v")).toBe(written("attention.value_length"));
+        if (opts.arch !== "deepseek2") {
+          expect(num("n_head_kv")).toBe(s.nHeadKv);
+          expect(num("n_embd_head_k")).toBe(s.headDim);
+        }
+        expect(num("n_rot")).toBe(s.ropeDims);
+        expect(num("n_ff")).toBe(written("feed_forward_length"));
         if (s.nExpert > 0) {
           expect(num("n_expert")).toBe(s.nExpert);
           expect(num("n_expert_used")).toBe(s.nExpertUsed);
@@ -112,11 +135,20 @@ describe("generated models load in llama.cpp with the hyper-parameters written",
         expect(num("f_norm_rms_eps")).toBeCloseTo(s.rmsEps, 12);
         expect(num("n_vocab")).toBe(s.nVocab);
         expect(info.get("vocab type")).toBe("SPM");
-        if (opts.arch === "qwen2moe" || opts.arch === "qwen3moe") expect(num("n_ff_exp")).toBe(s.nFfExp);
+        if (info.has("n_ff_exp")) expect(num("n_ff_exp")).toBe(s.nFfExp);
         if (opts.arch === "qwen2moe") expect(num("n_ff_shexp")).toBe(s.nFfShexp);
-        // llama and olmoe take the expert width from feed_forward_length
+        // llama (Mixtral) and olmoe take the expert width from feed_forward_length
         if (s.nExpert > 0 && (opts.arch === "llama" || opts.arch === "olmoe")) expect(num("n_ff")).toBe(s.nFfExp);
-        if (s.nExpert === 0) expect(num("n_ff")).toBe(s.nFf);
+        if (s.nExpert === 0 || opts.arch === "glm4moe" || opts.arch === "deepseek2") expect(num("n_ff")).toBe(s.nFf);
+        if (opts.arch === "deepseek2") {
+          expect(num("n_lora_q")).toBe(s.extra.qLoraRank);
+          expect(num("n_lora_kv")).toBe(s.extra.kvLoraRank);
+          expect(num("n_expert_groups")).toBe(s.extra.nExpertGroups);
+          expect(num("n_group_used")).toBe(s.extra.nGroupUsed);
+          expect(num("n_expert_shared")).toBe(s.extra.nExpertShared);
+          expect(num("n_layer_dense_lead")).toBe(s.extra.nLeadingDense);
+        }
+        if (opts.arch === "gpt-oss") expect(num("n_swa")).toBe(s.extra.slidingWindow);
 
         expect(model.trainContextSize).toBe(s.nCtx);
         expect(model.embeddingVectorSize).toBe(s.nEmbd);

@@ -7,8 +7,8 @@ import { describe, expect, it } from "vitest";
 import { GGMLType, rowBytes, typeName } from "../src/tensor/types.ts";
 import { dequantizeRow } from "../src/tensor/dequantize.ts";
 import { quantize } from "../src/tensor/quantize.ts";
-import { F16_TO_F32, f32ToF16Bits } from "../src/tensor/f16.ts";
-import { randn, uniformRng } from "../src/tensor/random.ts";
+import { F16_TO_F32 } from "../src/tensor/f16.ts";
+import { randn, randomBlocks } from "../src/tensor/random.ts";
 import { getRowsF32, matmul, matmulRange, quantizeActivations, vecDotType, type Activations, type Weight } from "../src/kernels/matmul.ts";
 import { TsmoeError } from "../src/errors.ts";
 
@@ -21,35 +21,12 @@ const QUANTIZABLE = new Set<GGMLType>([
   GGMLType.Q4_K, GGMLType.Q5_K, GGMLType.Q6_K,
 ]);
 
-/** Byte offsets of the f16 scale fields in one block, and the block size in bytes. */
-const SCALE_FIELDS: Partial<Record<GGMLType, number[]>> = {
-  [GGMLType.Q4_0]: [0], [GGMLType.Q5_0]: [0], [GGMLType.Q8_0]: [0], [GGMLType.IQ4_NL]: [0], [GGMLType.Q4_1]: [0, 2],
-  [GGMLType.Q5_1]: [0, 2], [GGMLType.Q2_K]: [80, 82], [GGMLType.Q3_K]: [108], [GGMLType.Q4_K]: [0, 2], [GGMLType.Q5_K]: [0, 2],
-  [GGMLType.Q6_K]: [208], [GGMLType.IQ4_XS]: [0],
-};
+/** [values, bytes] per block of the block-quantized types. */
 const BLOCK: Partial<Record<GGMLType, [number, number]>> = {
   [GGMLType.Q4_0]: [32, 18], [GGMLType.Q5_0]: [32, 22], [GGMLType.Q8_0]: [32, 34], [GGMLType.IQ4_NL]: [32, 18], [GGMLType.MXFP4]: [32, 17],
   [GGMLType.Q4_1]: [32, 20], [GGMLType.Q5_1]: [32, 24], [GGMLType.Q2_K]: [256, 84], [GGMLType.Q3_K]: [256, 110],
   [GGMLType.Q4_K]: [256, 144], [GGMLType.Q5_K]: [256, 176], [GGMLType.Q6_K]: [256, 210], [GGMLType.IQ4_XS]: [256, 136],
 };
-
-/** Random block bytes (every bit pattern of quants and sub-scales) with finite, moderate scales. */
-function randomBlocks(type: GGMLType, ne0: number, ne1: number, seed: number): Uint8Array {
-  const [bs, ts] = BLOCK[type]!;
-  const u = uniformRng(seed);
-  const out = new Uint8Array(rowBytes(type, ne0) * ne1);
-  for (let i = 0; i < out.length; i++) out[i] = Math.floor(u() * 256);
-  const nBlocks = (ne0 / bs) * ne1;
-  for (let b = 0; b < nBlocks; b++) {
-    if (type === GGMLType.MXFP4) out[b * ts] = 118 + Math.floor(u() * 8); // 2^-10 .. 2^-3
-    for (const f of SCALE_FIELDS[type] ?? []) {
-      const h = f32ToF16Bits((u() < 0.5 ? -1 : 1) * (0.002 + 0.05 * u()));
-      out[b * ts + f] = h & 0xff;
-      out[b * ts + f + 1] = h >> 8;
-    }
-  }
-  return out;
-}
 
 function makeWeight(type: GGMLType, ne0: number, ne1: number, seed: number, fromFloat: boolean): Weight {
   const data = fromFloat ? quantize(type, randn(ne0 * ne1, seed, 1 / Math.sqrt(ne0)), ne1, ne0) : randomBlocks(type, ne0, ne1, seed);

@@ -12,6 +12,7 @@ import { writeGguf } from "../src/gguf/writer.ts";
 import { loadModel } from "../src/model/load.ts";
 import { GGMLType, rowBytes } from "../src/tensor/types.ts";
 import { runCli } from "./helpers.ts";
+import { RANDOM_ARCH_CASES } from "./model-helpers.ts";
 
 let dir: string;
 beforeAll(() => {
@@ -28,19 +29,9 @@ function maxAbsDiff(a: Float32Array, b: Float32Array): number {
   return m;
 }
 
-/** a random model file of each architecture (llama also as a Mixtral-style MoE) */
-const CASES: { name: string; arch: string; nExpert?: number; nExpertUsed?: number }[] = [
-  { name: "llama", arch: "llama" },
-  { name: "llama-moe", arch: "llama", nExpert: 8, nExpertUsed: 2 },
-  { name: "qwen2", arch: "qwen2" },
-  { name: "qwen3", arch: "qwen3" },
-  { name: "qwen2moe", arch: "qwen2moe" },
-  { name: "qwen3moe", arch: "qwen3moe" },
-  { name: "olmoe", arch: "olmoe" },
-];
 
 describe("KV cache", () => {
-  for (const c of CASES) {
+  for (const c of RANDOM_ARCH_CASES) {
     for (const kvType of ["f32", "f16"] as const) {
       it(`${c.name} (${kvType}): one batch and token by token give the same logits`, async () => {
         const path = await writeRandomModel(join(dir, `${c.name}.gguf`), { arch: c.arch, nExpert: c.nExpert, nExpertUsed: c.nExpertUsed, seed: 7 });

@@ -13,6 +13,7 @@ import { quantize } from "../src/tensor/quantize.ts";
 import { randn } from "../src/tensor/random.ts";
 import { GGMLType, typeName } from "../src/tensor/types.ts";
 import { TsmoeError } from "../src/errors.ts";
+import { loadModel } from "../src/model/load.ts";
 import { ROOT } from "./helpers.ts";
 
 const WEIGHT_TYPES = [
@@ -161,6 +162,27 @@ describe("pool failures", () => {
     await new Promise((r) => setTimeout(r, 50)); // the exit event is delivered on the event loop
     expect(() => b.matmul(w, x, 1, b.allocF32(128))).toThrow(/worker thread .*(exited|failed|stopped)/);
     await b.dispose();
+  });
+});
+
+describe("pool in a whole model", () => {
+  it("gives the embedded model the same logits with 1, 2 and 3 threads", async () => {
+    const tokens = [1, 17, 42, 99, 123, 7, 300, 55, 81, 250, 12, 64];
+    const logits: Float32Array[] = [];
+    for (const threads of [1, 2, 3]) {
+      const model = await loadModel(join(ROOT, "models", "tiny-moe-32x8-q8_0.gguf"), { threads });
+      try {
+        const s = model.createSession({ nCtx: 64 });
+        const prompt = await s.eval(tokens, { allLogits: true });
+        const next = await s.eval([5]);
+        logits.push(Float32Array.from([...prompt, ...next]));
+      } finally {
+        await model.dispose();
+      }
+    }
+    expect(logits[0]!.length).toBeGreaterThan(tokens.length * 100);
+    expect(logits[0]!.every(Number.isFinite)).toBe(true);
+    for (const l of logits.slice(1)) expect(l.findIndex((v, i) => !Object.is(v, logits[0]![i]))).toBe(-1);
   });
 });
 

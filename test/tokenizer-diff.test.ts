@@ -4,13 +4,13 @@
  * on every SentencePiece / byte-level BPE vocabulary in ../shared plus copies of the GPT-2 vocabulary with
  * other `tokenizer.ggml.pre` values (pre-tokenizers that have no vocabulary file of their own).
  */
-import { mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { getLlama, type Llama, LlamaLogLevel, type Token } from "node-llama-cpp";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Tokenizer } from "../src/tokenizer/tokenizer.ts";
-import { FIXTURES, HAVE_SHARED, SHARED_SKIP_MESSAGE } from "./helpers.ts";
+import { FIXTURES, HAVE_SHARED, SHARED, SHARED_SKIP_MESSAGE } from "./helpers.ts";
 import { loadTokenizer, randomTexts, rng, writeWithPre } from "./tokenizer-helpers.ts";
 
 const VOCAB = join(FIXTURES, "vocab");
@@ -20,8 +20,10 @@ const FILES = [
   "ggml-vocab-refact.gguf", "ggml-vocab-deepseek-llm.gguf", "ggml-vocab-deepseek-coder.gguf",
 ].map((f) => join(VOCAB, f));
 const FIXTURE_SPM = join(FIXTURES, "llama", "llama.F32.gguf");
+const TINY_MOE = join(SHARED, "models", "tiny-moe-32x8-q8_0.gguf");
+const TINY_MOE_EVAL = join(SHARED, "models", "eval.txt");
 /** pre-tokenizers exercised on a copy of the GPT-2 vocabulary */
-const REWRITTEN_PRES = ["llama-bpe", "qwen2", "glm4", "gpt-4o", "olmo", "deepseek-v3", "tekken", "poro-chat", "viking", "chameleon",
+const REWRITTEN_PRES = ["llama-bpe", "qwen2", "qwen35", "glm4", "gpt-4o", "olmo", "deepseek-v3", "tekken", "poro-chat", "viking", "chameleon",
   "bailingmoe", "seed-coder", "laguna", "minicpm5", "jais-2"];
 const TEXTS_PER_VOCAB = 90;
 
@@ -107,6 +109,20 @@ describe.skipIf(!HAVE_SHARED)("tokenizer agrees with llama.cpp (node-llama-cpp)"
     it(path.split("/").pop() as string, () => compare(path, path, 1000 + i), 120_000);
   });
   it("fixture SentencePiece vocabulary (llama.F32.gguf)", () => compare(FIXTURE_SPM, "fixture", 999), 120_000);
+  it.skipIf(!existsSync(TINY_MOE))("trained tiny-moe model: random texts and its whole evaluation text", async () => {
+    await compare(TINY_MOE, "tiny-moe", 998);
+    const text = readFileSync(TINY_MOE_EVAL, "utf8");
+    const ours = (await loadTokenizer(TINY_MOE)).tokenize(text);
+    const theirs = await llama.loadModel({ modelPath: TINY_MOE, vocabOnly: true });
+    try {
+      const ref = [theirs.tokens.bos as number, ...Array.from(theirs.tokenize(text, false))];
+      expect(ours.length).toBe(ref.length);
+      expect(ours.findIndex((id, i) => id !== ref[i])).toBe(-1);
+      console.log(`tiny-moe eval.txt: ${ours.length} tokens identical to llama.cpp`);
+    } finally {
+      await theirs.dispose();
+    }
+  }, 120_000);
   REWRITTEN_PRES.forEach((pre, i) => {
     it(`gpt-2 vocabulary with tokenizer.ggml.pre = ${pre}`, async () => {
       const path = join(tmp, `gpt2-${pre}.gguf`);

@@ -95,50 +95,50 @@ export function register(program: Command): void {
     .option("-b, --batch-size <n>", "tokens per evaluation call for prompts", "2048")
     .addOption(new Option("-o, --output <format>", "output format").choices(["md", "csv", "json"]).default("md"));
   addExpertGridOptions(cmd, { counts: "the model's", mask: "soft" }).action(async (o: BenchCliOptions) => {
-      const nPrompt = parseIntList("--n-prompt", o.nPrompt, 0);
-      const nGen = parseIntList("--n-gen", o.nGen, 0);
-      const reps = parseIntArg("--repetitions", o.repetitions, 1);
-      const threads = parseIntList("--threads", o.threads, 1);
-      const nBatch = parseIntArg("--batch-size", o.batchSize, 1);
-      const grid = expertGridFrom(o);
-      const overrideKv = grid.overrideKv;
-      const settings: ExpertSetting[] = o.moeNExpert ? grid.settings : [modelSetting(), ...grid.settings];
-      const tests: SpeedTest[] = [
-        ...nPrompt.filter((n) => n > 0).map((n): SpeedTest => ({ kind: "pp", n })),
-        ...nGen.filter((n) => n > 0).map((n): SpeedTest => ({ kind: "tg", n })),
-      ];
-      if (tests.length === 0) throw new UsageError("nothing to measure: all of --n-prompt and --n-gen are 0");
+    const nPrompt = parseIntList("--n-prompt", o.nPrompt, 0);
+    const nGen = parseIntList("--n-gen", o.nGen, 0);
+    const reps = parseIntArg("--repetitions", o.repetitions, 1);
+    const threads = parseIntList("--threads", o.threads, 1);
+    const nBatch = parseIntArg("--batch-size", o.batchSize, 1);
+    const grid = expertGridFrom(o);
+    const overrideKv = grid.overrideKv;
+    const settings: ExpertSetting[] = o.moeNExpert ? grid.settings : [modelSetting(), ...grid.settings];
+    const tests: SpeedTest[] = [
+      ...nPrompt.filter((n) => n > 0).map((n): SpeedTest => ({ kind: "pp", n })),
+      ...nGen.filter((n) => n > 0).map((n): SpeedTest => ({ kind: "tg", n })),
+    ];
+    if (tests.length === 0) throw new UsageError("nothing to measure: all of --n-prompt and --n-gen are 0");
 
-      const rows: BenchRow[] = [];
-      const total = threads.length * settings.length * tests.length;
-      for (const t of threads) {
-        for (const setting of settings) {
-          const { model } = await openModel(o.model, { moe: setting.moe, overrideKv, threads: t });
-          try {
-            const nCtx = Math.max(...tests.map((x) => (x.kind === "pp" ? x.n : x.n + 1)));
-            const session = model.createSession({ nCtx });
-            for (const test of tests) {
-              process.stderr.write(`bench: ${rows.length + 1}/${total}: threads ${t}, ${setting.label}, ${testName(test)}\n`);
-              session.resetStats();
-              const speed = await measure(session, test, { reps, nVocab: model.hparams.nVocab, nBatch, bos: bosToken(model) });
-              rows.push({
-                modelFile: basename(o.model),
-                modelDesc: modelDescription(model),
-                size: model.fileSize,
-                params: model.nParams,
-                threads: t,
-                setting,
-                modelK: model.hparams.nExpertUsed,
-                test,
-                speed,
-                meanExperts: meanExperts(session.moeStats()),
-              });
-            }
-          } finally {
-            await model.dispose();
+    const rows: BenchRow[] = [];
+    const total = threads.length * settings.length * tests.length;
+    for (const t of threads) {
+      for (const setting of settings) {
+        const { model } = await openModel(o.model, { moe: setting.moe, overrideKv, threads: t });
+        try {
+          const nCtx = Math.max(...tests.map((x) => (x.kind === "pp" ? x.n : x.n + 1)));
+          const session = model.createSession({ nCtx });
+          for (const test of tests) {
+            process.stderr.write(`bench: ${rows.length + 1}/${total}: threads ${t}, ${setting.label}, ${testName(test)}\n`);
+            session.resetStats();
+            const speed = await measure(session, test, { reps, nVocab: model.hparams.nVocab, nBatch, bos: bosToken(model) });
+            rows.push({
+              modelFile: basename(o.model),
+              modelDesc: modelDescription(model),
+              size: model.fileSize,
+              params: model.nParams,
+              threads: t,
+              setting,
+              modelK: model.hparams.nExpertUsed,
+              test,
+              speed,
+              meanExperts: meanExperts(session.moeStats()),
+            });
           }
+        } finally {
+          await model.dispose();
         }
       }
-      process.stdout.write(formatBench(rows, o.output as OutputFormat));
-    });
+    }
+    process.stdout.write(formatBench(rows, o.output as OutputFormat));
+  });
 }

@@ -7,25 +7,14 @@ import { availableParallelism, tmpdir } from "node:os";
 import { basename, join } from "node:path";
 import type { Command } from "commander";
 import { UsageError } from "../errors.ts";
-import {
-  countSettings,
-  dynamicSettings,
-  modelSetting,
-  parseCumPList,
-  parseIntArg,
-  parseIntList,
-  parseMaskList,
-  parseSerList,
-  type ExpertSetting,
-} from "../eval/grid.ts";
+import { addExpertGridOptions, expertGridFrom, modelSetting, parseIntArg, type ExpertGridValues, type ExpertSetting } from "../eval/grid.ts";
 import { modelDescription } from "../eval/model-desc.ts";
 import { csvTable, jsonRows, markdownTable } from "../eval/table.ts";
 import { readTextFile, tokenizeForEval } from "../eval/text.ts";
 import { TRADEOFF_COLUMNS, runTradeoff, tradeoffChart } from "../eval/tradeoff.ts";
-import { parseKvOverride } from "./moe-options.ts";
 import { DEFAULT_MODEL, openModel } from "./progress.ts";
 
-interface TradeoffCliOptions {
+interface TradeoffCliOptions extends ExpertGridValues {
   model: string;
   file?: string;
   ctxSize: string;
@@ -34,21 +23,12 @@ interface TradeoffCliOptions {
   threads: string;
   nGen: string;
   repetitions: string;
-  moeNExpert?: string;
-  moeMask: string;
-  moeCumP?: string;
-  moeSer?: string;
-  overrideKv?: string[];
   out?: string;
   outJson?: string;
   outCsv?: string;
   outSvg?: string;
   outMd?: string;
   klDivergenceBase?: string;
-}
-
-function collect(value: string, previous: string[] | undefined): string[] {
-  return [...(previous ?? []), value];
 }
 
 /** k, k/2, k/4, ..., 1 */
@@ -59,7 +39,7 @@ function halvings(k: number): number[] {
 }
 
 export function register(program: Command): void {
-  program
+  const cmd = program
     .command("tradeoff")
     .description("speed vs quality of expert settings against the model's own routing (perplexity, KLD, tokens/s)")
     .option("-m, --model <file>", "GGUF model (MoE)", DEFAULT_MODEL)
@@ -70,82 +50,71 @@ export function register(program: Command): void {
     .option("-t, --threads <n>", "worker threads", String(availableParallelism()))
     .option("-n, --n-gen <n>", "tokens decoded for the decode speed test", "64")
     .option("-r, --repetitions <n>", "repetitions of the decode test (after a warm-up)", "3")
-    .option("--moe-n-expert <list>", "expert counts (comma list; default: k, k/2, ..., 1)")
-    .option("--moe-mask <list>", "masks for the expert counts: soft, hard or soft,hard", "soft,hard")
-    .option("--moe-cum-p <list>", "dynamic top-p routing settings (comma list of P in (0,1])")
-    .option("--moe-ser <list>", "smart expert reduction settings (KMIN,T items separated by /, e.g. 2,0.2/4,0.4)")
-    .option("--override-kv <KEY=TYPE:VALUE>", "override GGUF metadata (int, float, bool, str); repeatable", collect)
     .option("-o, --out <prefix>", "write <prefix>.md, <prefix>.json, <prefix>.csv and <prefix>.svg")
     .option("--out-md <file>", "write the markdown table here")
     .option("--out-json <file>", "write the rows as JSON here")
     .option("--out-csv <file>", "write the rows as CSV here")
     .option("--out-svg <file>", "write the chart (decode speed-up vs mean KLD, one line per mode) here")
-    .option("--kl-divergence-base <file>", "keep the baseline's log-probabilities here (llama.cpp's format)")
-    .action(async (o: TradeoffCliOptions) => {
-      const nCtx = parseIntArg("--ctx-size", o.ctxSize, 4);
-      const chunks = parseIntArg("--chunks", o.chunks, -1);
-      if (chunks === 0) throw new UsageError("--chunks must be -1 (all) or at least 1");
-      const nBatch = parseIntArg("--batch-size", o.batchSize, 1);
-      const threads = parseIntArg("--threads", o.threads, 1);
-      const nGen = parseIntArg("--n-gen", o.nGen, 1);
-      const reps = parseIntArg("--repetitions", o.repetitions, 1);
-      const masks = parseMaskList("--moe-mask", o.moeMask);
-      const counts = o.moeNExpert ? parseIntList("--moe-n-expert", o.moeNExpert, 1) : undefined;
-      const dynamic = dynamicSettings(
-        o.moeCumP ? parseCumPList("--moe-cum-p", o.moeCumP) : [],
-        o.moeSer ? parseSerList("--moe-ser", o.moeSer) : [],
-      );
-      const overrideKv = (o.overrideKv ?? []).map(parseKvOverride);
-      if (!o.file) throw new UsageError("no text: pass -f FILE");
-      const text = readTextFile(o.file);
+    .option("--kl-divergence-base <file>", "keep the baseline's log-probabilities here (llama.cpp's format)");
+  addExpertGridOptions(cmd, { counts: "k, k/2, ..., 1", mask: "soft,hard" }).action(async (o: TradeoffCliOptions) => {
+    const nCtx = parseIntArg("--ctx-size", o.ctxSize, 4);
+    const chunks = parseIntArg("--chunks", o.chunks, -1);
+    if (chunks === 0) throw new UsageError("--chunks must be -1 (all) or at least 1");
+    const nBatch = parseIntArg("--batch-size", o.batchSize, 1);
+    const threads = parseIntArg("--threads", o.threads, 1);
+    const nGen = parseIntArg("--n-gen", o.nGen, 1);
+    const reps = parseIntArg("--repetitions", o.repetitions, 1);
+    const { overrideKv } = expertGridFrom(o, []); // checks the lists before the model loads
+    if (!o.file) throw new UsageError("no text: pass -f FILE");
+    const text = readTextFile(o.file);
 
-      // the model's routing first: its k decides the default counts, its tokenizer the tokens
-      const probe = (await openModel(o.model, { overrideKv, threads })).model;
-      let title: string;
-      let tokens: number[];
-      let bos: number | null;
-      let settings: ExpertSetting[];
-      try {
-        const hp = probe.hparams;
-        if (hp.nExpert === 0) throw new UsageError(`${basename(o.model)} is a dense model: there are no experts to trade off`);
-        ({ tokens, bos } = tokenizeForEval(probe, text));
-        settings = [...countSettings(counts ?? halvings(hp.nExpertUsed), masks), ...dynamic];
-        title = `${modelDescription(probe)}: decode speed-up vs KL divergence (${basename(o.file)}, c=${nCtx})`;
-      } finally {
-        await probe.dispose();
-      }
+    // the model's routing first: its k decides the default counts, its tokenizer the tokens
+    const probe = (await openModel(o.model, { overrideKv, threads })).model;
+    let title: string;
+    let tokens: number[];
+    let bos: number | null;
+    let settings: ExpertSetting[];
+    try {
+      const hp = probe.hparams;
+      if (hp.nExpert === 0) throw new UsageError(`${basename(o.model)} is a dense model: there are no experts to trade off`);
+      ({ tokens, bos } = tokenizeForEval(probe, text));
+      settings = expertGridFrom(o, halvings(hp.nExpertUsed)).settings;
+      title = `${modelDescription(probe)}: decode speed-up vs KL divergence (${basename(o.file)}, c=${nCtx})`;
+    } finally {
+      await probe.dispose();
+    }
 
-      const tmp = o.klDivergenceBase ? undefined : mkdtempSync(join(tmpdir(), "tsmoe-tradeoff-"));
-      try {
-        const rows = await runTradeoff(modelSetting(), settings, {
-          load: async (s) => (await openModel(o.model, { moe: s.moe, overrideKv, threads })).model,
-          tokens,
-          bos,
-          nCtx,
-          chunks,
-          nBatch,
-          nGen,
-          reps,
-          basePath: o.klDivergenceBase ?? join(tmp!, "base.kld"),
-          log: (line) => process.stderr.write(line + "\n"),
-        });
-        const md = markdownTable(TRADEOFF_COLUMNS, rows);
-        process.stdout.write(md);
-        const write = (path: string | undefined, content: string) => {
-          if (path) {
-            writeFileSync(path, content);
-            process.stderr.write(`wrote ${path}\n`);
-          }
-        };
-        const json = JSON.stringify({ model: basename(o.model), text: basename(o.file), nCtx, rows: jsonRows(TRADEOFF_COLUMNS, rows) }, null, 2) + "\n";
-        const csv = csvTable(TRADEOFF_COLUMNS, rows);
-        const svg = tradeoffChart(rows, title);
-        write(o.outMd ?? (o.out && `${o.out}.md`), md);
-        write(o.outJson ?? (o.out && `${o.out}.json`), json);
-        write(o.outCsv ?? (o.out && `${o.out}.csv`), csv);
-        write(o.outSvg ?? (o.out && `${o.out}.svg`), svg);
-      } finally {
-        if (tmp) rmSync(tmp, { recursive: true, force: true });
-      }
-    });
+    const tmp = o.klDivergenceBase ? undefined : mkdtempSync(join(tmpdir(), "tsmoe-tradeoff-"));
+    try {
+      const rows = await runTradeoff(modelSetting(), settings, {
+        load: async (s) => (await openModel(o.model, { moe: s.moe, overrideKv, threads })).model,
+        tokens,
+        bos,
+        nCtx,
+        chunks,
+        nBatch,
+        nGen,
+        reps,
+        basePath: o.klDivergenceBase ?? join(tmp!, "base.kld"),
+        log: (line) => process.stderr.write(line + "\n"),
+      });
+      const md = markdownTable(TRADEOFF_COLUMNS, rows);
+      process.stdout.write(md);
+      const write = (path: string | undefined, content: string) => {
+        if (path) {
+          writeFileSync(path, content);
+          process.stderr.write(`wrote ${path}\n`);
+        }
+      };
+      const json = JSON.stringify({ model: basename(o.model), text: basename(o.file), nCtx, rows: jsonRows(TRADEOFF_COLUMNS, rows) }, null, 2) + "\n";
+      const csv = csvTable(TRADEOFF_COLUMNS, rows);
+      const svg = tradeoffChart(rows, title);
+      write(o.outMd ?? (o.out && `${o.out}.md`), md);
+      write(o.outJson ?? (o.out && `${o.out}.json`), json);
+      write(o.outCsv ?? (o.out && `${o.out}.csv`), csv);
+      write(o.outSvg ?? (o.out && `${o.out}.svg`), svg);
+    } finally {
+      if (tmp) rmSync(tmp, { recursive: true, force: true });
+    }
+  });
 }

@@ -314,12 +314,11 @@ function parseHeader(c: Cursor): GgufHeader {
       c.fail(`tensor ${q(t.name)} data (offset ${t.offset}, ${t.nBytes} bytes) extends past the end of the file (truncated?)`);
     return { ...t, offset: Number(t.offset) };
   });
-  const byOffset = [...tensors].sort((a, b) => a.offset - b.offset);
+  const byOffset = tensors.filter((t) => t.nBytes > 0).sort((a, b) => a.offset - b.offset);
   for (let i = 1; i < byOffset.length; i++) {
     const prev = byOffset[i - 1]!;
     const cur = byOffset[i]!;
-    if (prev.offset + prev.nBytes > cur.offset && prev.nBytes > 0 && cur.nBytes > 0)
-      c.fail(`tensors ${q(prev.name)} and ${q(cur.name)} overlap`);
+    if (prev.offset + prev.nBytes > cur.offset) c.fail(`tensors ${q(prev.name)} and ${q(cur.name)} overlap`);
   }
   return { version, alignment, metadata, tensors, dataOffset, fileSize: c.fileSize };
 }

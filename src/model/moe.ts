@@ -137,7 +137,7 @@ interface LayerSums {
   load: Float64Array;
 }
 
-/** Routes single tokens for one expert count; holds the scratch buffers. */
+/** Scores and selects the experts of one token at a time; holds the scratch buffers for nExpert experts. */
 class TokenRouter {
   readonly probs: Float32Array;
   readonly sel: Float32Array;

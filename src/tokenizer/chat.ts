@@ -2,7 +2,8 @@
  * Chat prompts from the model's own template (`tokenizer.chat_template`, Jinja), rendered with
  * @huggingface/jinja the way llama.cpp's common chat code calls its template: variables `messages`,
  * `add_generation_prompt`, `bos_token`, `eos_token` (the texts of the BOS/EOS tokens), and a leading BOS /
- * trailing EOS text removed when tokenization adds those tokens anyway.
+ * trailing EOS text removed when tokenization adds those tokens anyway. @huggingface/jinja provides
+ * `raise_exception` and `strftime_now`.
  */
 import { Template } from "@huggingface/jinja";
 import { TsmoeError } from "../errors.ts";
@@ -24,19 +25,6 @@ export interface ChatOptions {
   extra?: Record<string, unknown>;
 }
 
-const MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October", "November", "December"];
-
-/** strftime for the few fields chat templates use (%d %m %Y %b %B %H %M %S). */
-function strftimeNow(format: string): string {
-  const d = new Date();
-  const two = (n: number) => String(n).padStart(2, "0");
-  const fields: Record<string, string> = {
-    d: two(d.getDate()), m: two(d.getMonth() + 1), Y: String(d.getFullYear()), b: MONTHS[d.getMonth()].slice(0, 3),
-    B: MONTHS[d.getMonth()], H: two(d.getHours()), M: two(d.getMinutes()), S: two(d.getSeconds()), "%": "%",
-  };
-  return format.replace(/%(.)/g, (all, f: string) => fields[f] ?? all);
-}
-
 /** Renders a chat template (no BOS/EOS stripping). Template errors become TsmoeError. */
 export function renderChatTemplate(
   template: string,
@@ -56,7 +44,6 @@ export function renderChatTemplate(
       add_generation_prompt: vars.addGenerationPrompt,
       bos_token: vars.bosToken,
       eos_token: vars.eosToken,
-      strftime_now: strftimeNow,
     });
   } catch (e) {
     throw new TsmoeError(`chat template error: ${(e as Error).message}`);

@@ -22,6 +22,8 @@ const LLAMA3_REGEX =
   "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
 const QWEN2_REGEX =
   "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+const QWEN35_REGEX =
+  "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\\r\\n\\p{L}\\p{N}]?[\\p{L}\\p{M}]+|\\p{N}| ?[^\\s\\p{L}\\p{M}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
 const NEWLINES_REGEX = "[^\\n]+|[\\n]+";
 
 const OUT = -1; // code point "outside the segment"
@@ -124,10 +126,11 @@ const splitGpt2: Splitter = (cpts, offsets) =>
   });
 
 /**
- * (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,K}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+
- * with K = 3 (Llama-3) or 1 (Qwen2).
+ * (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?W+|\p{N}{1,K}| ?[^\s W\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+
+ * with K = 3 (Llama-3) or 1 (Qwen2, Qwen3.5) and W = \p{L} (or [\p{L}\p{M}] for Qwen3.5: `wordFlags`).
  */
-function makeLlama3Splitter(maxDigits: number): Splitter {
+function makeLlama3Splitter(maxDigits: number, wordFlags: number = CPT.LETTER): Splitter {
+  const isWord = (f: number) => (f & wordFlags) !== 0;
   return (cpts, offsets) =>
     forEachSegment(cpts, offsets, ({ ini, end, cpt, flags, emit }) => {
       for (let pos = ini; pos < end; ) {
@@ -138,9 +141,9 @@ function makeLlama3Splitter(maxDigits: number): Splitter {
           pos += emit(pos + k);
           continue;
         }
-        if (!(c === CR || c === LF || isNumber(f)) && (isLetter(f) || isLetter(flags(pos + 1)))) {
+        if (!(c === CR || c === LF || isNumber(f)) && (isWord(f) || isWord(flags(pos + 1)))) {
           pos++;
-          while (isLetter(flags(pos))) pos++;
+          while (isWord(flags(pos))) pos++;
           emit(pos);
           continue;
         }
@@ -156,7 +159,7 @@ function makeLlama3Splitter(maxDigits: number): Splitter {
           continue;
         }
         let f2 = c === SPACE ? flags(pos + 1) : f;
-        const other = (g: number) => !(isSpace(g) || isLetter(g) || isNumber(g));
+        const other = (g: number) => !(isSpace(g) || isWord(g) || isNumber(g));
         if (other(f2) && f !== 0) {
           if (c === SPACE) pos++;
           while (other(f2) && f2 !== 0) f2 = flags(++pos);
@@ -208,6 +211,7 @@ const CUSTOM_SPLITTERS = new Map<string, Splitter>([
   [LLAMA3_REGEX_ORIGINAL, makeLlama3Splitter(3)],
   [LLAMA3_REGEX, makeLlama3Splitter(3)],
   [QWEN2_REGEX, makeLlama3Splitter(1)],
+  [QWEN35_REGEX, makeLlama3Splitter(1, CPT.LETTER | CPT.MARK)],
   [NEWLINES_REGEX, splitNewlines],
 ]);
 
@@ -306,6 +310,11 @@ function splitByRegex(text: string, re: RegExp, offsets: number[]): number[] {
     start += len;
   }
   return out;
+}
+
+/** True for the expressions that have a hand-written splitter (llama.cpp's custom implementations). */
+export function hasCustomSplitter(expr: string): boolean {
+  return CUSTOM_SPLITTERS.has(expr);
 }
 
 /** One compiled pre-tokenizer expression. */

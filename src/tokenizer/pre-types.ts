@@ -51,6 +51,9 @@ const EXPRESSIONS = {
   QWEN2: [
     "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+",
   ],
+  QWEN35: [
+    "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\\r\\n\\p{L}\\p{N}]?[\\p{L}\\p{M}]+|\\p{N}| ?[^\\s\\p{L}\\p{M}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+",
+  ],
   PORO: [
     " ?[^(\\s|.,!?…。，、।۔،)]+",
   ],
@@ -133,6 +136,7 @@ const NAMES: Array<[string[], Entry]> = [
   [["trillion", "granite-docling"], { set: "GPT2", cleanSpaces: false }],
   [["qwen2", "deepseek-r1-qwen", "kormo", "f2llmv2", "hunyuan", "solar-open", "grok-2"], { set: "QWEN2", cleanSpaces: false }],
   [["stablelm2", "megrez"], { set: "QWEN2" }],
+  [["qwen35"], { set: "QWEN35", cleanSpaces: false }],
   [["poro-chat"], { set: "PORO", cleanSpaces: false }],
   [["bloom", "gpt3-finnish"], { set: "PORO" }],
   [["glm4", "chatglm-bpe"], { set: "CHATGLM4", noDefaultBos: true }],

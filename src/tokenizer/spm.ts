@@ -33,14 +33,12 @@ export function spmTokenize(vocab: Vocab, text: string, out: number[]): void {
   }
 
   const queue = new Heap<Bigram>((a, b) => a.score > b.score || (a.score === b.score && a.left < b.left));
-  const revMerge = new Map<string, [number, number]>();
   const tryAdd = (left: number, right: number) => {
     if (left === -1 || right === -1) return;
     const piece = text.substr(start[left], len[left] + len[right]);
     const id = vocab.tokenToId.get(piece);
     if (id === undefined || id >= vocab.size) return;
     queue.push({ left, right, score: vocab.scores[id], size: piece.length });
-    revMerge.set(piece, [left, right]);
   };
 
   for (let i = 1; i < start.length; i++) tryAdd(i - 1, i);
@@ -57,20 +55,13 @@ export function spmTokenize(vocab: Vocab, text: string, out: number[]): void {
     tryAdd(left, next[left]);
   }
 
-  const resegment = (sym: number) => {
-    const piece = text.substr(start[sym], len[sym]);
+  // Every merged symbol is a vocabulary entry (pairs are only queued when their text is one), so a symbol
+  // that is not a token is a single character: it becomes byte tokens. (llama.cpp's resegment step also
+  // looks such a symbol up among the merges, which can never match a single character.)
+  for (let i = 0; i !== -1; i = next[i]) {
+    const piece = text.substr(start[i], len[i]);
     const id = vocab.tokenToId.get(piece);
-    if (id !== undefined) {
-      out.push(id);
-      return;
-    }
-    const parts = revMerge.get(piece);
-    if (parts === undefined) {
-      for (const byte of utf8Encode(piece)) out.push(vocab.byteToken(byte));
-      return;
-    }
-    resegment(parts[0]);
-    resegment(parts[1]);
-  };
-  for (let i = 0; i !== -1; i = next[i]) resegment(i);
+    if (id !== undefined) out.push(id);
+    else for (const byte of utf8Encode(piece)) out.push(vocab.byteToken(byte));
+  }
 }
