@@ -9,7 +9,8 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { writeRandomModel, modelMetadata, modelTensors, resolveShape, tensorValues } from "../src/gguf/random-model.ts";
 import { writeGguf } from "../src/gguf/writer.ts";
-import { loadModel } from "../src/model/load.ts";
+import { ARCHS } from "../src/model/archs/index.ts";
+import { loadModel, MAX_BATCH } from "../src/model/load.ts";
 import { GGMLType, rowBytes } from "../src/tensor/types.ts";
 import { runCli } from "./helpers.ts";
 import { RANDOM_ARCH_CASES } from "./model-helpers.ts";
@@ -54,6 +55,34 @@ describe("KV cache", () => {
       });
     }
   }
+
+  it("an eval longer than one batch (split at MAX_BATCH) equals evaluating it in pieces", async () => {
+    const path = await writeRandomModel(join(dir, "long.gguf"), {
+      arch: "qwen3moe",
+      seed: 4,
+      nEmbd: 64,
+      nHead: 2,
+      nHeadKv: 1,
+      headDim: 32,
+      nFf: 64,
+      nCtx: 1024,
+    });
+    const model = await loadModel(path, { threads: 1 });
+    try {
+      const nVocab = model.hparams.nVocab;
+      const n = MAX_BATCH + 20;
+      const tokens = Array.from({ length: n }, (_, i) => 3 + ((i * 31) % 500));
+      const whole = await model.createSession({ nCtx: n }).eval(tokens, { allLogits: true });
+      const s = model.createSession({ nCtx: n });
+      const pieces = new Float32Array(n * nVocab);
+      for (let i = 0; i < n; i += 100) pieces.set(await s.eval(tokens.slice(i, i + 100), { allLogits: true }), i * nVocab);
+      expect(maxAbsDiff(whole, pieces)).toBeLessThanOrEqual(1e-4);
+      const last = await model.createSession({ nCtx: n }).eval(tokens);
+      expect(maxAbsDiff(last, whole.subarray((n - 1) * nVocab))).toBe(0);
+    } finally {
+      await model.dispose();
+    }
+  });
 
   it("truncate drops cached tokens: re-evaluating them reproduces the logits", async () => {
     const path = await writeRandomModel(join(dir, "trunc.gguf"), { arch: "qwen3moe", seed: 3 });
@@ -127,13 +156,14 @@ describe("model errors", () => {
   }
 
   it("an unknown architecture is refused with the list of supported ones", async () => {
+    const supported = [...ARCHS.keys()];
+    for (const a of ["llama", "qwen2", "qwen3", "qwen2moe", "qwen3moe", "olmoe"]) expect(supported).toContain(a);
+    const message = `architecture 'xyz' is not supported (supported: ${supported.join(", ")})`;
     const path = writeVariant("xyz.gguf", { arch: "xyz" });
-    await expect(loadModel(path, { threads: 1 })).rejects.toThrow(
-      "architecture 'xyz' is not supported (supported: llama, qwen2, qwen3, qwen2moe, qwen3moe, olmoe)",
-    );
+    await expect(loadModel(path, { threads: 1 })).rejects.toThrow(message);
     const r = runCli(["eval", "-m", path, "--tokens", "1,2,3"]);
     expect(r.status).toBe(1);
-    expect(r.stderr.trim()).toBe("error: architecture 'xyz' is not supported (supported: llama, qwen2, qwen3, qwen2moe, qwen3moe, olmoe)");
+    expect(r.stderr.trim()).toBe(`error: ${message}`);
   });
 
   it("a missing tensor is named", async () => {

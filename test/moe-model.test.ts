@@ -18,6 +18,7 @@ import { ARCHS as GENERATED_ARCHS, writeRandomModel, type RandomModelOptions } f
 import { GgufValueType, type GgufFile } from "../src/gguf/types.ts";
 import { writeGguf } from "../src/gguf/writer.ts";
 import { SerialBackend } from "../src/kernels/backend.ts";
+import type { Weight } from "../src/kernels/matmul.ts";
 import type { Model, MoeOptions } from "../src/model/api.ts";
 import { ARCHS as ENGINE_ARCHS } from "../src/model/archs/index.ts";
 import { buildMoeFfn, type FfnBuffers } from "../src/model/ffn.ts";
@@ -193,7 +194,16 @@ describe("one MoE FFN against a float64 reference", () => {
     for (const [mask, N] of cases) {
       const out = new Float32Array(nTokens * nEmbd);
       const router = createRouter({ mask, nExpert: N }, hp.nLayer);
-      const ctx = { n: nTokens, hp, backend: new SerialBackend(), b: ffnBuffers(hp, nTokens) };
+      // counts the token rows that go through expert projections: the cost must scale with the experts kept
+      const serial = new SerialBackend();
+      let expertRows = 0;
+      const backend = Object.assign(Object.create(serial) as SerialBackend, {
+        matmul(w: Weight, xs: Float32Array, n: number, o: Float32Array) {
+          if (w.ne1 === hp.nFfExp || w.ne0 === hp.nFfExp) expertRows += n;
+          serial.matmul(w, xs, n, o);
+        },
+      });
+      const ctx = { n: nTokens, hp, backend, b: ffnBuffers(hp, nTokens) };
       buildMoeFfn(ctx, m.weights.layers[il]!.moe!, cfg, router, x, out, il);
       const ref = referenceMoeFfn(file, il, Float64Array.from(x), nTokens, nEmbd, RULES[arch], 4, N, mask);
       let err = 0;
@@ -204,7 +214,9 @@ describe("one MoE FFN against a float64 reference", () => {
       }
       expect(scale, `${mask} N=${N}: output is not trivially zero`).toBeGreaterThan(0.05);
       expect(err, `${mask} N=${N}: max abs error vs float64`).toBeLessThan(2e-6 * Math.max(1, scale));
-      expect(router.stats()[0]!.meanExperts).toBe(mask === "hard" ? Math.min(N, 4) : N);
+      const used = mask === "hard" ? Math.min(N, 4) : N;
+      expect(router.stats()[0]!.meanExperts).toBe(used);
+      expect(expertRows, `${mask} N=${N}: gate, up and down run for N experts per token`).toBe(3 * nTokens * used);
     }
   });
 });

@@ -13,7 +13,7 @@ import { measure, testName, type SpeedSample, type SpeedTest } from "../eval/spe
 import { csvTable, jsonRows, markdownTable, type Column, type OutputFormat } from "../eval/table.ts";
 import { bosToken } from "../eval/text.ts";
 import { meanExperts } from "./moe-options.ts";
-import { DEFAULT_MODEL, openModel } from "./progress.ts";
+import { modelOption, openModel } from "./progress.ts";
 
 export interface BenchRow {
   modelFile: string;
@@ -87,7 +87,7 @@ export function register(program: Command): void {
   const cmd = program
     .command("bench")
     .description("measure prompt (pp) and generation (tg) speed over a grid of settings, like llama-bench")
-    .option("-m, --model <file>", "GGUF model", DEFAULT_MODEL)
+    .addOption(modelOption())
     .option("-p, --n-prompt <list>", "prompt lengths to test (comma list; 0 skips)", "512")
     .option("-n, --n-gen <list>", "generation lengths to test (comma list; 0 skips)", "128")
     .option("-r, --repetitions <n>", "repetitions of each test (after one uncounted warm-up)", "5")

@@ -14,7 +14,7 @@ import { runKlDivergence, runPerplexity, type ChunkProgress } from "../eval/run-
 import { readTextFile, tokenizeForEval, bosToken } from "../eval/text.ts";
 import type { Model, MoeLayerStats } from "../model/api.ts";
 import { addMoeOptions, formatMeanExperts, formatMoeStats, moeOptionsFrom, type MoeCliValues } from "./moe-options.ts";
-import { DEFAULT_MODEL, openModel } from "./progress.ts";
+import { modelOption, openModel } from "./progress.ts";
 
 interface PerplexityCliOptions extends MoeCliValues {
   model: string;
@@ -35,7 +35,7 @@ export function register(program: Command): void {
   const cmd = program
     .command("perplexity")
     .description("perplexity of a text (llama-perplexity), KL-divergence base files and comparisons")
-    .option("-m, --model <file>", "GGUF model", DEFAULT_MODEL)
+    .addOption(modelOption())
     .option("-f, --file <text>", "text file to evaluate (not needed with --kl-divergence)")
     .option("-c, --ctx-size <n>", "tokens per chunk", "512")
     .option("-b, --batch-size <n>", "tokens per evaluation call", "2048")

@@ -4,6 +4,7 @@
  * model's path, and `openModel` (load + progress + MoE option checks).
  */
 import { existsSync } from "node:fs";
+import { Option } from "commander";
 import { dirname, resolve as resolvePath } from "node:path";
 import { fileURLToPath } from "node:url";
 import { TsmoeError } from "../errors.ts";
@@ -53,6 +54,11 @@ export function renderBar(label: string, done: number, total: number, columns = 
 
 /** The embedded model that commands use without -m (resolved against the package root). */
 export const DEFAULT_MODEL = resolvePath(dirname(fileURLToPath(import.meta.url)), "..", "..", "models", "tiny-moe-32x8-q8_0.gguf");
+
+/** `-m, --model <file>`, defaulting to the embedded model. */
+export function modelOption(): Option {
+  return new Option("-m, --model <file>", "GGUF model").default(DEFAULT_MODEL, "the embedded models/tiny-moe-32x8-q8_0.gguf");
+}
 
 export interface OpenModelOptions {
   moe?: MoeOptions;

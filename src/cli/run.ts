@@ -14,7 +14,7 @@ import { Sampler, type SamplerParams } from "../sample/sampler.ts";
 import { applyChatTemplate, type ChatMessage } from "../tokenizer/chat.ts";
 import { Tokenizer } from "../tokenizer/tokenizer.ts";
 import { addMoeOptions, formatMeanExperts, formatMoeStats, moeOptionsFrom, type MoeCliValues } from "./moe-options.ts";
-import { DEFAULT_MODEL, openModel } from "./progress.ts";
+import { modelOption, openModel } from "./progress.ts";
 
 /** The prompt used when none is given. */
 export const DEFAULT_PROMPT = "Once upon a time";
@@ -78,7 +78,7 @@ export function register(program: Command): void {
   const cmd = program
     .command("run", { isDefault: true })
     .description("generate text from a prompt or chat with the model (llama-cli); the default command")
-    .option("-m, --model <file>", "GGUF model (default: the embedded tiny MoE model)", DEFAULT_MODEL)
+    .addOption(modelOption())
     .option("-p, --prompt <text>", `prompt (default: "${DEFAULT_PROMPT}")`)
     .option("-f, --file <file>", "read the prompt from a file")
     .option("-n, --n-predict <n>", "tokens to generate (-1: until end of text or a full context)", "-1")
@@ -115,6 +115,11 @@ export function register(program: Command): void {
       session = model.createSession(nCtxOpt > 0 ? { nCtx: nCtxOpt } : {});
       const sampler = new Sampler(sp, session.nCtx);
       const ctx: RunContext = { model, session, tokenizer, sampler, timings, nPredict, interrupt: new Interrupt() };
+      // a closed pipe (`tsmoe ... | head`) ends generation like Ctrl-C instead of crashing
+      process.stdout.on("error", (e: NodeJS.ErrnoException) => {
+        if (e.code !== "EPIPE") throw e;
+        ctx.interrupt.requested = true;
+      });
       if (o.conversation) await chat(ctx, o.systemPrompt, promptText);
       else await complete(ctx, promptText ?? DEFAULT_PROMPT, o.displayPrompt);
     } finally {

@@ -12,7 +12,7 @@ import { modelDescription } from "../eval/model-desc.ts";
 import { csvTable, jsonRows, markdownTable } from "../eval/table.ts";
 import { readTextFile, tokenizeForEval } from "../eval/text.ts";
 import { TRADEOFF_COLUMNS, runTradeoff, tradeoffChart } from "../eval/tradeoff.ts";
-import { DEFAULT_MODEL, openModel } from "./progress.ts";
+import { modelOption, openModel } from "./progress.ts";
 
 interface TradeoffCliOptions extends ExpertGridValues {
   model: string;
@@ -42,7 +42,7 @@ export function register(program: Command): void {
   const cmd = program
     .command("tradeoff")
     .description("speed vs quality of expert settings against the model's own routing (perplexity, KLD, tokens/s)")
-    .option("-m, --model <file>", "GGUF model (MoE)", DEFAULT_MODEL)
+    .addOption(modelOption())
     .option("-f, --file <text>", "evaluation text")
     .option("-c, --ctx-size <n>", "tokens per perplexity chunk", "512")
     .option("--chunks <n>", "evaluate at most this many chunks (-1: all)", "-1")

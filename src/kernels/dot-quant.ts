@@ -9,9 +9,10 @@
  * Each weight row is decoded to integers once (Q8_0 weights are read in place) and then dotted with every
  * token row, so a batch pays the decoding once. Tokens go two at a time through activations packed as
  * qa[t] * 2^21 + qa[t+1] in a double: one multiply-add then serves both tokens, and the two integer sums
- * separate exactly (each group sum is below 2^20 in magnitude, the packed value below 2^41). Sums of the integer parts are exact; the float parts are
- * computed in double precision (llama.cpp uses float32 with SIMD partial sums: the results agree to
- * float32 rounding).
+ * separate exactly (each group sum is below 2^20 in magnitude, the packed value below 2^41).
+ * Sums of the integer parts are exact; the float parts are computed in double precision (llama.cpp uses
+ * float32 with SIMD partial sums: the results agree to float32 rounding, see test/kernels-llamacpp.test.ts).
+ * A single token goes through the in-place kernels of dot-fused.ts where the type has one.
  */
 import { GGMLType, rowBytes } from "../tensor/types.ts";
 import { F16_TO_F32 } from "../tensor/f16.ts";

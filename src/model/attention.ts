@@ -28,6 +28,19 @@ export interface AttentionShape {
   scale: number;
 }
 
+/** Optional attention features (gpt-oss): per-head sink logits and a sliding window. */
+export interface AttentionOptions {
+  /** one sink logit per query head: joins the softmax denominator, contributes no value (attn_sinks) */
+  sinks?: Float32Array;
+  /** sliding window: a query at position p sees keys p - window + 1 .. p (0 = no window) */
+  window?: number;
+}
+
+/** first key position a query at position p sees */
+function firstKey(p: number, window: number | undefined): number {
+  return window && window > 0 ? Math.max(0, p - window + 1) : 0;
+}
+
 export class KvCache {
   readonly k: Float32Array[] = [];
   readonly v: Float32Array[] = [];
@@ -80,6 +93,7 @@ export function attend(
   pos0: number,
   out: Float32Array,
   scores: Float32Array,
+  opts: AttentionOptions = {},
 ): void {
   const { nHead, nHeadKv, headDimK: dk, headDimV: dv, scale } = shape;
   const group = nHead / nHeadKv;
@@ -91,22 +105,23 @@ export function attend(
   const oRow = nHead * dv;
   for (let t = 0; t < nTokens; t++) {
     const nKeys = pos0 + t + 1;
+    const j0 = firstKey(pos0 + t, opts.window);
     for (let h = 0; h < nHead; h++) {
       const g = Math.floor(h / group);
       const qo = t * qRow + h * dk;
       const ko = g * dk;
-      for (let j = 0; j < nKeys; j++) {
+      for (let j = j0; j < nKeys; j++) {
         const kj = j * kRow + ko;
         let s = 0;
         for (let d = 0; d < dk; d++) s += q[qo + d] * K[kj + d];
-        scores[j] = Math.fround(s) * scale;
+        scores[j - j0] = Math.fround(s) * scale;
       }
-      softmaxInPlace(scores, nKeys);
+      softmaxInPlace(scores, nKeys - j0, opts.sinks?.[h]);
       const oo = t * oRow + h * dv;
       out.fill(0, oo, oo + dv);
       const vo = g * dv;
-      for (let j = 0; j < nKeys; j++) {
-        const p = scores[j];
+      for (let j = j0; j < nKeys; j++) {
+        const p = scores[j - j0];
         const vj = j * vRow + vo;
         for (let d = 0; d < dv; d++) out[oo + d] += p * V[vj + d];
       }
@@ -124,9 +139,10 @@ export function attendFlashF16(
   pos0: number,
   out: Float32Array,
   scores: Float32Array,
+  opts: AttentionOptions = {},
 ): void {
   if (nTokens >= FA_TILE_Q) {
-    attend(cache, il, shape, q, nTokens, pos0, out, scores);
+    attend(cache, il, shape, q, nTokens, pos0, out, scores, opts);
     return;
   }
   const f32 = Math.fround;
@@ -147,7 +163,7 @@ export function attendFlashF16(
       out.fill(0, oo, oo + dv); // the F16 accumulator (values stay F16-exact)
       let S = 0;
       let M = -Infinity;
-      for (let j = 0; j < nKeys; j++) {
+      for (let j = firstKey(pos0 + t, opts.window); j < nKeys; j++) {
         const kj = j * kRow + g * dk;
         let dot = 0;
         for (let d = 0; d < dk; d++) dot += q16[d] * K[kj + d];
@@ -164,6 +180,18 @@ export function attendFlashF16(
         }
         const vj = j * vRow + g * dv;
         for (let d = 0; d < dv; d++) out[oo + d] = roundToF16(out[oo + d] + V[vj + d] * vs);
+        S = f32(f32(S * ms) + vs);
+      }
+      if (opts.sinks) {
+        // the sink joins the online softmax after the keys, on the F32 accumulator
+        const s = opts.sinks[h];
+        let ms = 1;
+        let vs = 1;
+        if (s > M) {
+          ms = f32(Math.exp(M - s));
+          M = s;
+          for (let d = 0; d < dv; d++) out[oo + d] *= ms;
+        } else vs = f32(Math.exp(s - M));
         S = f32(f32(S * ms) + vs);
       }
       const inv = S === 0 ? 0 : f32(1 / S);

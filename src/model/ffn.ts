@@ -11,7 +11,7 @@ import type { Weight } from "../kernels/matmul.ts";
 import type { ModelHParams } from "./hparams.ts";
 import type { Router } from "./moe.ts";
 import type { RouterConfig } from "./moe-types.ts";
-import { sigmoid, swiglu } from "./ops.ts";
+import { addRowBias, sigmoid, swiglu, swigluOai } from "./ops.ts";
 import type { MoeWeights, SharedExpertWeights } from "./weights.ts";
 
 /** Scratch buffers the FFN builders use (allocated by the graph, sized for the batch). */
@@ -87,7 +87,9 @@ export function buildMoeFfn(
   const nFf = w.gate[0].ne1;
 
   backend.matmul(w.gateInp, x, n, b.routerLogits);
-  const r = router.route(b.routerLogits, n, cfg, il);
+  if (w.gateInpBias) addRowBias(b.routerLogits, w.gateInpBias, n, cfg.nExpert);
+  const layerCfg = w.selectionBias ? { ...cfg, selectionBias: w.selectionBias } : cfg;
+  const r = router.route(b.routerLogits, n, layerCfg, il);
   const maxK = r.maxK;
   if (b.slots.length < n * maxK * nEmbd) b.slots = new Float32Array(n * maxK * nEmbd);
   const slots = b.slots;
@@ -111,9 +113,13 @@ export function buildMoeFfn(
       b.xe.set(x.subarray(t * nEmbd, (t + 1) * nEmbd), i * nEmbd);
     }
     backend.matmul(w.up[e], b.xe, m, b.ue);
+    if (w.upBias) addRowBias(b.ue, w.upBias[e], m, nFf);
     backend.matmul(w.gate[e], b.xe, m, b.ge);
-    swiglu(b.ge, b.ue, m * nFf);
+    if (w.gateBias) addRowBias(b.ge, w.gateBias[e], m, nFf);
+    if (w.activation === "swiglu_oai") swigluOai(b.ge, b.ue, m * nFf);
+    else swiglu(b.ge, b.ue, m * nFf);
     backend.matmul(w.down[e], b.ge, m, b.ye);
+    if (w.downBias) addRowBias(b.ye, w.downBias[e], m, nEmbd);
     // weighted output into the token's slot
     for (let i = 0; i < m; i++) {
       const ts = members[start[e] + i];

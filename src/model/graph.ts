@@ -12,11 +12,11 @@ import type { MatmulBackend } from "../kernels/backend.ts";
 import { getRowsF32, type Weight } from "../kernels/matmul.ts";
 import { attend, attendFlashF16, KvCache, type AttentionShape } from "./attention.ts";
 import { buildMoeFfn, denseFfn, sharedExpertFfn, type FfnBuffers } from "./ffn.ts";
-import type { ModelHParams } from "./hparams.ts";
+import type { MetaReader, ModelHParams } from "./hparams.ts";
 import type { Router } from "./moe.ts";
 import type { RouterConfig } from "./moe-types.ts";
 import { addInPlace, addRowBias, rmsNorm, rope, ropeParams, ropeTable, type RopeParams } from "./ops.ts";
-import type { LayerWeights, ModelWeights } from "./weights.ts";
+import type { LayerWeights, ModelWeights, TensorSource } from "./weights.ts";
 
 /** What an architecture file provides (see src/model/archs/). */
 export interface Arch {
@@ -24,9 +24,9 @@ export interface Arch {
   name: string;
   ropeType: "norm" | "neox";
   /** reads the architecture's own hyperparameters into hp (llama.cpp load_arch_hparams) */
-  hparams(r: import("./hparams.ts").MetaReader, hp: ModelHParams): void;
+  hparams(r: MetaReader, hp: ModelHParams): void;
   /** finds the architecture's tensors (load_arch_tensors) */
-  tensors(t: import("./weights.ts").TensorSource, hp: ModelHParams): ModelWeights;
+  tensors(t: TensorSource, hp: ModelHParams): ModelWeights;
   /** how MoE layers route (undefined for dense architectures) */
   router?(hp: ModelHParams): RouterConfig;
   /** one transformer layer: reads and updates the residual stream g.x */
@@ -91,7 +91,6 @@ export class LayerGraph {
   /** position of the batch's first token */
   pos0 = 0;
   b!: Buffers;
-  private table!: Float32Array;
   readonly attnShape: AttentionShape;
   readonly ropeP: RopeParams;
 
@@ -113,10 +112,9 @@ export class LayerGraph {
     if (!this.b || this.b.cap < n) this.b = new Buffers(this.backend, n, this.hp, this.cache.nCtx);
     this.n = n;
     this.pos0 = pos0;
-    this.table = this.b.rope;
     const positions = new Int32Array(n);
     for (let t = 0; t < n; t++) positions[t] = pos0 + t;
-    ropeTable(this.ropeP, positions, n, this.table);
+    ropeTable(this.ropeP, positions, n, this.b.rope);
   }
 
   /** the residual stream [n x nEmbd] */
@@ -158,25 +156,39 @@ export class LayerGraph {
 
   /** q, k, v projections of x (with the optional biases) into g.q, g.k, g.v */
   qkv(L: LayerWeights, x: Float32Array): void {
+    if (!L.wq || !L.wk || !L.wv) throw new Error("qkv: the layer has no q/k/v projections");
     this.project(L.wq, x, this.b.q, L.bq);
     this.project(L.wk, x, this.b.k, L.bk);
     this.project(L.wv, x, this.b.v, L.bv);
   }
 
-  /** RoPE on nHeads heads of head dim per token, in place */
-  rope(buf: Float32Array, nHeads: number): void {
-    rope(this.ropeP, this.table, buf, this.n, nHeads, this.hp.nEmbdHeadK);
+  /** RoPE on nHeads heads of `headDim` values per token (default the key length), in place */
+  rope(buf: Float32Array, nHeads: number, headDim = this.hp.nEmbdHeadK): void {
+    rope(this.ropeP, this.b.rope, buf, this.n, nHeads, headDim);
   }
 
   /**
    * Appends g.k / g.v to layer il's cache, attends with g.q (F32 attention, or llama.cpp's flash attention
    * with an F16 cache), projects with wo (+bo) into out.
    */
-  attention(L: LayerWeights, il: number, out: Float32Array): void {
+  attention(L: LayerWeights, il: number, out: Float32Array, window = 0): void {
+    this.attend(L, il, window);
+    this.project(L.wo, this.b.attn, out, L.bo);
+  }
+
+  /**
+   * The attention part of `attention` without the output projection: the result stays in g.attn
+   * (nHead x headDimV per token). Uses the layer's attention sinks; `window` > 0 is a sliding window.
+   */
+  attend(L: LayerWeights, il: number, window = 0): void {
     this.cache.store(il, this.pos0, this.n, this.b.k, this.b.v);
     const kernel = this.cache.f16 ? attendFlashF16 : attend;
-    kernel(this.cache, il, this.attnShape, this.b.q, this.n, this.pos0, this.b.attn, this.b.scores);
-    this.project(L.wo, this.b.attn, out, L.bo);
+    kernel(this.cache, il, this.attnShape, this.b.q, this.n, this.pos0, this.b.attn, this.b.scores, { sinks: L.attnSinks, window });
+  }
+
+  /** attention output rows [n x nHead * headDimV] of the last `attend` */
+  get attn(): Float32Array {
+    return this.b.attn;
   }
 
   /** a += b over the batch's rows of nEmbd */

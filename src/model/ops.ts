@@ -64,6 +64,20 @@ export function swiglu(gate: Float32Array, up: Float32Array, n: number): void {
   for (let i = 0; i < n; i++) gate[i] = silu(gate[i]) * up[i];
 }
 
+/**
+ * gpt-oss's clamped SwiGLU (ggml_swiglu_oai): x = min(gate, limit), y = clamp(up, -limit, limit),
+ * gate[i] = x / (1 + e^(-alpha x)) * (y + 1), in place in gate.
+ */
+export function swigluOai(gate: Float32Array, up: Float32Array, n: number, alpha = 1.702, limit = 7): void {
+  const a = f32(alpha);
+  for (let i = 0; i < n; i++) {
+    const x = Math.min(gate[i], limit);
+    const y = Math.min(Math.max(up[i], -limit), limit);
+    const glu = f32(x / f32(1 + f32(Math.exp(f32(a * -x)))));
+    gate[i] = glu * f32(y + 1);
+  }
+}
+
 /** The RoPE parameters of a model (ggml_rope_ext's arguments, as llama.cpp passes them). */
 export interface RopeParams {
   nRot: number;
@@ -156,16 +170,22 @@ export function rope(
   }
 }
 
-/** In-place softmax of v[0..n) (float exps, double sum, as ggml_vec_soft_max_f32). Returns nothing. */
-export function softmaxInPlace(v: Float32Array, n: number): void {
+/**
+ * In-place softmax of v[0..n) (float exps, double sum, as ggml_vec_soft_max_f32). With `sink` (an
+ * attention sink logit, gpt-oss) the sink joins the max and the denominator but gets no output slot,
+ * as ggml_soft_max_add_sinks does.
+ */
+export function softmaxInPlace(v: Float32Array, n: number, sink?: number): void {
   let max = -Infinity;
   for (let i = 0; i < n; i++) if (v[i] > max) max = v[i];
+  if (sink !== undefined && sink > max) max = sink;
   let sum = 0;
   for (let i = 0; i < n; i++) {
     const e = f32(Math.exp(v[i] - max));
     v[i] = e;
     sum += e;
   }
+  if (sink !== undefined) sum += f32(Math.exp(sink - max));
   const inv = f32(1 / sum);
   for (let i = 0; i < n; i++) v[i] *= inv;
 }

@@ -17,6 +17,15 @@ export interface MoeWeights {
   gate: Weight[];
   up: Weight[];
   down: Weight[];
+  /** per-layer expert selection bias (exp_probs_b): ranks experts, never enters the weights */
+  selectionBias?: Float32Array;
+  /** optional router bias (added to the logits before gating) and per-expert biases (gpt-oss) */
+  gateInpBias?: Float32Array;
+  gateBias?: Float32Array[];
+  upBias?: Float32Array[];
+  downBias?: Float32Array[];
+  /** expert activation: SwiGLU (default) or gpt-oss's clamped SwiGLU-OAI (alpha 1.702, limit 7) */
+  activation?: "swiglu" | "swiglu_oai";
 }
 
 /** Shared expert (Qwen2-MoE): a dense SwiGLU FFN whose output is scaled by sigmoid(gateInp . x). */
@@ -28,11 +37,30 @@ export interface SharedExpertWeights {
   gateInp?: Weight;
 }
 
+/**
+ * Multi-head latent attention (DeepSeek-V2/V3), absorbed form: q through a LoRA (q_a, its norm, q_b) or
+ * one projection; the compressed KV (kv_a_mqa: latent + rope part) and its norm; per-head k_b (absorbed
+ * into q) and v_b (decompressing the attention output).
+ */
+export interface MlaWeights {
+  wqA?: Weight;
+  qANorm?: Float32Array;
+  wqB?: Weight;
+  /** q projection when there is no q LoRA */
+  wq?: Weight;
+  wkvA: Weight;
+  kvANorm: Float32Array;
+  /** per head: [nope -> kvLora] and [kvLora -> vDim] */
+  wkB: Weight[];
+  wvB: Weight[];
+}
+
 export interface LayerWeights {
   attnNorm: Float32Array;
-  wq: Weight;
-  wk: Weight;
-  wv: Weight;
+  /** q/k/v projections (absent in architectures with their own attention inputs, e.g. MLA) */
+  wq?: Weight;
+  wk?: Weight;
+  wv?: Weight;
   bq?: Float32Array;
   bk?: Float32Array;
   bv?: Float32Array;
@@ -41,6 +69,10 @@ export interface LayerWeights {
   /** q/k RMSNorm weights: per head (length head dim) or over the whole projection */
   qNorm?: Float32Array;
   kNorm?: Float32Array;
+  /** multi-head latent attention inputs (deepseek2), used instead of wq/wk/wv */
+  mla?: MlaWeights;
+  /** per-head attention sink logits (gpt-oss attn_sinks) */
+  attnSinks?: Float32Array;
   ffnNorm: Float32Array;
   /** dense FFN */
   ffnGate?: Weight;
@@ -111,6 +143,14 @@ export class TensorSource {
     const out: Weight[] = [];
     for (let e = 0; e < nExpert; e++) out.push({ type: t.type, ne0, ne1, data: t.data.subarray(e * per, (e + 1) * per) });
     return out;
+  }
+
+  /** A 2-D tensor [n, count] as `count` float32 vectors of n values (per-expert biases). */
+  vectors(name: string, n: number, count: number): Float32Array[] {
+    const t = this.entry(name, [n, count]);
+    const all = new Float32Array(n * count);
+    dequantizeRow(t.type, t.data, 0, all, 0, n * count);
+    return Array.from({ length: count }, (_, i) => all.subarray(i * n, (i + 1) * n));
   }
 
   /** A 1-D tensor of n values as float32 (dequantized when stored in another type). */

@@ -11,7 +11,7 @@
  *   Q3_K, Q6_K and IQ4_XS have no mins: mn = 0, dmin = 0.)
  */
 import { GGMLType, typeName } from "./types.ts";
-import { F16_TO_F32 } from "./f16.ts";
+import { readF16 as f16 } from "./f16.ts";
 import { TsmoeError } from "../errors.ts";
 
 export type Family = "q8_0" | "q8_1" | "k";
@@ -60,10 +60,6 @@ interface BlockCodec {
   blockSize: number;
   typeSize: number;
   decode: Decoder;
-}
-
-function f16(src: Uint8Array, o: number): number {
-  return F16_TO_F32[src[o]! | (src[o + 1]! << 8)]!;
 }
 
 function u32(src: Uint8Array, o: number): number {
@@ -189,26 +185,30 @@ const decodeQ2_K: Decoder = (src, o, nb, r) => {
   }
 };
 
+/** Scale of group g (0..15) of a Q3_K super-block whose 12 scale bytes start at so: 6 bits, minus 32. */
+export function q3kScale(src: Uint8Array, so: number, g: number): number {
+  const lo = g < 8 ? src[so + g]! & 15 : src[so + g - 8]! >> 4;
+  const hi = (src[so + 8 + (g & 3)]! >> (2 * (g >> 2))) & 3;
+  return (lo | (hi << 4)) - 32;
+}
+
 const decodeQ3_K: Decoder = (src, o, nb, r) => {
   const { q, sc, mn } = r;
   for (let b = 0; b < nb; b++, o += 110) {
     r.d[b] = f16(src, o + 108);
     r.m[b] = 0;
-    const so = o + 96;
     for (let g = 0; g < 16; g++) {
-      const lo = g < 8 ? src[so + g]! & 15 : src[so + g - 8]! >> 4;
-      const hi = (src[so + 8 + (g & 3)]! >> (2 * (g >> 2))) & 3;
-      sc[b * 16 + g] = (lo | (hi << 4)) - 32;
+      sc[b * 16 + g] = q3kScale(src, o + 96, g);
       mn[b * 16 + g] = 0;
     }
-    let m = 1;
     for (let h = 0; h < 2; h++) {
       const qs = o + 32 + h * 32;
-      for (let s = 0; s < 4; s++, m <<= 1) {
+      for (let s = 0; s < 4; s++) {
         const qo = b * 256 + h * 128 + s * 32;
         const shift = 2 * s;
+        const bit = 4 * h + s; // hmask bit: set = no offset, clear = -4
         for (let l = 0; l < 32; l++) {
-          q[qo + l] = ((src[qs + l]! >> shift) & 3) - (src[o + l]! & m ? 0 : 4);
+          q[qo + l] = ((src[qs + l]! >> shift) & 3) - ((((src[o + l]! >> bit) & 1) ^ 1) << 2);
         }
       }
     }

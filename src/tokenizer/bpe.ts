@@ -3,16 +3,9 @@
  * characters of the byte-encoded word, repeatedly apply the lowest-ranked merge among adjacent pairs
  * (leftmost first on ties), then look the resulting pieces up in the vocabulary.
  */
-import { Heap } from "./heap.ts";
-import type { Vocab } from "./vocab.ts";
+import { mergeSymbols } from "./merge.ts";
 import { utf8Encode } from "./unicode.ts";
-
-interface Bigram {
-  left: number;
-  right: number;
-  rank: number;
-  size: number;
-}
+import type { Vocab } from "./vocab.ts";
 
 /** Appends the tokens of one word (already in the byte-level spelling) to `out`. */
 export function bpeTokenizeWord(vocab: Vocab, word: string, ignoreMerges: boolean, out: number[]): void {
@@ -24,41 +17,10 @@ export function bpeTokenizeWord(vocab: Vocab, word: string, ignoreMerges: boolea
       return;
     }
   }
-  const start: number[] = [];
-  const len: number[] = [];
-  const prev: number[] = [];
-  const next: number[] = [];
-  for (let i = 0; i < word.length; ) {
-    const c = word.charCodeAt(i);
-    const n = c >= 0xd800 && c <= 0xdbff && i + 1 < word.length ? 2 : 1;
-    start.push(i);
-    len.push(n);
-    prev.push(start.length - 2);
-    i += n;
-    next.push(i === word.length ? -1 : start.length);
-  }
-
-  const queue = new Heap<Bigram>((a, b) => a.rank < b.rank || (a.rank === b.rank && a.left < b.left));
-  const tryAdd = (left: number, right: number) => {
-    if (left === -1 || right === -1) return;
-    const rank = vocab.mergeRank(word.substr(start[left], len[left]), word.substr(start[right], len[right]));
-    if (rank < 0) return;
-    queue.push({ left, right, rank, size: len[left] + len[right] });
-  };
-  for (let i = 1; i < start.length; i++) tryAdd(i - 1, i);
-
-  for (let b = queue.pop(); b !== undefined; b = queue.pop()) {
-    const { left, right } = b;
-    // adjacent symbols only grow: an unchanged total length means an unchanged pair
-    if (len[left] === 0 || len[right] === 0 || len[left] + len[right] !== b.size) continue;
-    len[left] += len[right];
-    len[right] = 0;
-    next[left] = next[right];
-    if (next[right] >= 0) prev[next[right]] = left;
-    tryAdd(prev[left], left);
-    tryAdd(left, next[left]);
-  }
-
+  const { start, len } = mergeSymbols(word, (at, leftLen, rightLen) => {
+    const rank = vocab.mergeRank(word.substr(at, leftLen), word.substr(at + leftLen, rightLen));
+    return rank < 0 ? undefined : rank;
+  });
   for (let i = 0; i < start.length; i++) {
     if (len[i] === 0) continue;
     const piece = word.substr(start[i], len[i]);

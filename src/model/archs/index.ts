@@ -3,6 +3,8 @@
  */
 import { TsmoeError } from "../../errors.ts";
 import type { Arch } from "../graph.ts";
+import { glm4moe } from "./glm4moe.ts";
+import { gptOss } from "./gpt-oss.ts";
 import { llama } from "./llama.ts";
 import { olmoe } from "./olmoe.ts";
 import { qwen2 } from "./qwen2.ts";
@@ -10,7 +12,7 @@ import { qwen2moe } from "./qwen2moe.ts";
 import { qwen3 } from "./qwen3.ts";
 import { qwen3moe } from "./qwen3moe.ts";
 
-export const ARCHS: ReadonlyMap<string, Arch> = new Map([llama, qwen2, qwen3, qwen2moe, qwen3moe, olmoe].map((a) => [a.name, a]));
+export const ARCHS: ReadonlyMap<string, Arch> = new Map([llama, qwen2, qwen3, qwen2moe, qwen3moe, olmoe, glm4moe, gptOss].map((a) => [a.name, a]));
 
 export function getArch(name: string): Arch {
   const a = ARCHS.get(name);

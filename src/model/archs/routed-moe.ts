@@ -1,0 +1,100 @@
+/**
+ * What GLM-4.5 (`glm4moe`) and DeepSeek-V2/V3 (`deepseek2`) share beyond the common builders: the routing
+ * keys (expert_gating_func, expert_weights_norm, expert_weights_scale, expert groups), leading dense
+ * layers, NextN/MTP layers that are skipped, and the MoE layer with its selection bias (exp_probs_b) and
+ * ungated shared experts of width n_ff_exp * expert_shared_count.
+ */
+import { TsmoeError } from "../../errors.ts";
+import type { ModelHParams, MetaReader } from "../hparams.ts";
+import type { RouterConfig } from "../moe-types.ts";
+import type { LayerWeights, TensorSource } from "../weights.ts";
+import { blk, loadExperts } from "./common.ts";
+
+export type Gating = RouterConfig["gating"];
+
+/** The routing hyperparameters these architectures add (kept per model, beside its ModelHParams). */
+export interface RoutedMoeHParams {
+  nLeadingDense: number;
+  nExpertShared: number;
+  gating: Gating;
+  normTopK: boolean;
+  nGroup: number;
+  nGroupUsed: number;
+}
+
+const extras = new WeakMap<ModelHParams, RoutedMoeHParams>();
+
+/** llama.cpp's llama_expert_gating_func_type values */
+const GATING: Record<number, Gating> = { 1: "softmax", 2: "sigmoid", 3: "softmax_topk" };
+
+/**
+ * Reads the routing keys; `defaultGating` applies when expert_gating_func is absent or 0 (none).
+ * Also drops the NextN/MTP layers (nextn_predict_layers) from hp.nLayer, as llama.cpp does.
+ */
+export function readRoutedMoe(r: MetaReader, hp: ModelHParams, defaultGating: Gating): RoutedMoeHParams {
+  if (hp.nExpert === 0) throw new TsmoeError(`${hp.arch}: expert_count must be > 0`);
+  const nextn = r.int("nextn_predict_layers", 0);
+  if (nextn >= hp.nLayer) throw new TsmoeError(`${hp.arch}: nextn_predict_layers ${nextn} must be < block_count ${hp.nLayer}`);
+  hp.nLayer -= nextn;
+  hp.nFfExp = r.int("expert_feed_forward_length");
+  const func = r.int("expert_gating_func", 0);
+  const gating = func === 0 ? defaultGating : GATING[func];
+  if (!gating) throw new TsmoeError(`${hp.arch}: expert gating function ${func} is not supported`);
+  const x: RoutedMoeHParams = {
+    nLeadingDense: r.int("leading_dense_block_count", 0),
+    nExpertShared: r.int("expert_shared_count"),
+    gating,
+    normTopK: r.bool("expert_weights_norm", false),
+    nGroup: r.int("expert_group_count", 0),
+    nGroupUsed: r.int("expert_group_used_count", 0),
+  };
+  if (x.nGroup > 1 && (hp.nExpert % x.nGroup !== 0 || x.nGroupUsed < 1 || x.nGroupUsed > x.nGroup))
+    throw new TsmoeError(`${hp.arch}: ${x.nGroup} expert groups (${x.nGroupUsed} used) do not fit ${hp.nExpert} experts`);
+  hp.expertWeightsScale = r.float("expert_weights_scale", 0);
+  hp.nFfShexp = hp.nFfExp * x.nExpertShared;
+  extras.set(hp, x);
+  return x;
+}
+
+export function routedMoe(hp: ModelHParams): RoutedMoeHParams {
+  const x = extras.get(hp);
+  if (!x) throw new Error(`${hp.arch}: routing hyperparameters were not read`);
+  return x;
+}
+
+export function routedMoeRouter(hp: ModelHParams): RouterConfig {
+  const x = routedMoe(hp);
+  return {
+    nExpert: hp.nExpert,
+    nExpertUsed: hp.nExpertUsed,
+    gating: x.gating,
+    normTopK: x.normTopK,
+    scale: hp.expertWeightsScale,
+    ...(x.nGroup > 1 ? { nGroup: x.nGroup, nGroupUsed: x.nGroupUsed } : {}),
+  };
+}
+
+/**
+ * The FFN weights of layer i: dense ffn_{gate,up,down} for the leading dense layers, else routed experts
+ * (+ optional exp_probs_b) and the ungated shared experts.
+ */
+export function loadRoutedMoeFfn(t: TensorSource, hp: ModelHParams, i: number): Pick<LayerWeights, "ffnGate" | "ffnUp" | "ffnDown" | "moe" | "shexp"> {
+  const x = routedMoe(hp);
+  const { nEmbd, nFf, nFfShexp } = hp;
+  if (i < x.nLeadingDense)
+    return {
+      ffnGate: t.weight(blk(i, "ffn_gate.weight"), nEmbd, nFf),
+      ffnUp: t.weight(blk(i, "ffn_up.weight"), nEmbd, nFf),
+      ffnDown: t.weight(blk(i, "ffn_down.weight"), nFf, nEmbd),
+    };
+  const moe = { ...loadExperts(t, hp, i), selectionBias: t.vector(blk(i, "exp_probs_b.bias"), hp.nExpert, true) };
+  const shexp =
+    nFfShexp > 0
+      ? {
+          gate: t.weight(blk(i, "ffn_gate_shexp.weight"), nEmbd, nFfShexp),
+          up: t.weight(blk(i, "ffn_up_shexp.weight"), nEmbd, nFfShexp),
+          down: t.weight(blk(i, "ffn_down_shexp.weight"), nFfShexp, nEmbd),
+        }
+      : undefined;
+  return { moe, shexp };
+}
