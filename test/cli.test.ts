@@ -8,7 +8,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { spawn } from "node:child_process";
+import { buildProgram } from "../src/cli/main.ts";
 import { renderBar } from "../src/cli/progress.ts";
+import { TsmoeError } from "../src/errors.ts";
 import { expandLlamaFlags } from "../src/cli/run.ts";
 import { writeRandomModel } from "../src/gguf/random-model.ts";
 import { ROOT, runCli } from "./helpers.ts";
@@ -28,6 +30,20 @@ beforeAll(async () => {
 });
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
+/** Runs the command line in this process and checks it fails with a one-line TsmoeError (printed as `error: ...`, exit 1). */
+async function expectUserError(args: string[], re: RegExp): Promise<void> {
+  let err: unknown;
+  try {
+    await buildProgram().parseAsync(["node", "tsmoe", ...args]);
+  } catch (e) {
+    err = e;
+  }
+  expect(err, args.join(" ")).toBeInstanceOf(TsmoeError);
+  expect((err as Error).message).not.toContain("\n");
+  expect((err as Error).message).toMatch(re);
+}
+
+/** Runs bin/tsmoe as a user would and checks the one-line error and exit code 1. */
 function expectOneLineError(args: string[], re: RegExp): void {
   const r = runCli(args);
   expect(r.status, `${args.join(" ")}: ${r.stderr}`).toBe(1);
@@ -64,13 +80,13 @@ describe("tsmoe run (the default command)", () => {
     expect(hidden.stderr).toMatch(/mean experts per token: 2\.00/);
   });
 
-  it("chat mode reads user turns from stdin and uses the model's chat template", () => {
+  it("chat mode reads user turns from stdin and uses the model's chat template", async () => {
     const r = runCli(["-m", moe, "--conversation", "--system-prompt", "be brief", "-n", "4", "--temp", "0"], { input: "hello\nhow are you\n" });
     expect(r.status, r.stderr).toBe(0);
     expect(r.stdout).toContain("> hello");
     expect(r.stdout).toContain("> how are you");
     expect(r.stderr).toMatch(/prompt eval time/);
-    expectOneLineError(["-m", dense, "--conversation", "-n", "2"], /no chat template/);
+    await expectUserError(["-m", dense, "--conversation", "-n", "2"], /no chat template/);
   });
 
   it("Ctrl-C stops generation cleanly and still prints the timings", async () => {
@@ -110,14 +126,14 @@ describe("tsmoe run (the default command)", () => {
     ]);
   });
 
-  it("rejects bad values with one-line errors", () => {
+  it("rejects bad values with one-line errors", async () => {
     expectOneLineError(["-m", moe, "--temp", "hot"], /--temp: expected a number/);
-    expectOneLineError(["-m", moe, "--top-p", "1.5"], /--top-p/);
-    expectOneLineError(["-m", moe, "-n", "x"], /--n-predict: expected an integer/);
-    expectOneLineError(["-m", moe, "--moe-n-expert", "9"], /only 8 experts/);
+    await expectUserError(["-m", moe, "--top-p", "1.5"], /--top-p/);
+    await expectUserError(["-m", moe, "-n", "x"], /--n-predict: expected an integer/);
+    await expectUserError(["-m", moe, "--moe-n-expert", "9"], /only 8 experts/);
     expectOneLineError(["-m", join(dir, "nope.gguf")], /model file not found/);
-    expectOneLineError(["-m", moe, "-p", "a", "-f", textPath], /not both/);
-    expectOneLineError(["-m", moe, "-c", "8", "-f", textPath], /prompt is too long/);
+    await expectUserError(["-m", moe, "-p", "a", "-f", textPath], /not both/);
+    await expectUserError(["-m", moe, "-c", "8", "-f", textPath], /prompt is too long/);
   });
 
   it("--help lists every option", () => {
@@ -156,11 +172,11 @@ describe("tsmoe bench", () => {
     expect(md[2]).toMatch(/\| +tg4 \| +\d+\.\d+ ± \d+\.\d+ \|$/);
   });
 
-  it("rejects bad values and lists its options", () => {
-    expectOneLineError(["bench", "-m", moe, "--moe-mask", "soft,medium"], /--moe-mask: expected soft or hard/);
-    expectOneLineError(["bench", "-m", moe, "-r", "0"], /--repetitions: must be at least 1/);
+  it("rejects bad values and lists its options", async () => {
+    await expectUserError(["bench", "-m", moe, "--moe-mask", "soft,medium"], /--moe-mask: expected soft or hard/);
+    await expectUserError(["bench", "-m", moe, "-r", "0"], /--repetitions: must be at least 1/);
     expectOneLineError(["bench", "-m", moe, "-o", "xml"], /xml/);
-    expectOneLineError(["bench", "-m", moe, "-p", "0", "-n", "0"], /nothing to measure/);
+    await expectUserError(["bench", "-m", moe, "-p", "0", "-n", "0"], /nothing to measure/);
     const h = runCli(["bench", "--help"]);
     for (const flag of ["--model", "--n-prompt", "--n-gen", "--repetitions", "--threads", "--batch-size", "--moe-n-expert", "--moe-mask", "--moe-cum-p", "--moe-ser", "--override-kv", "--output"])
       expect(h.stdout).toContain(flag);
@@ -197,11 +213,11 @@ describe("tsmoe tradeoff", () => {
     expect(svg).not.toMatch(/NaN|undefined/);
   });
 
-  it("rejects bad values and lists its options", () => {
+  it("rejects bad values and lists its options", async () => {
     expectOneLineError(["tradeoff", "-m", dense, "-f", textPath, "-c", "32"], /dense model/);
-    expectOneLineError(["tradeoff", "-m", moe, "-f", textPath, "--moe-ser", "2;0.2"], /--moe-ser: expected KMIN,T/);
-    expectOneLineError(["tradeoff", "-m", moe, "-f", textPath, "--moe-cum-p", "1.5"], /--moe-cum-p: P must be in/);
-    expectOneLineError(["tradeoff", "-m", moe], /no text/);
+    await expectUserError(["tradeoff", "-m", moe, "-f", textPath, "--moe-ser", "2;0.2"], /--moe-ser: expected KMIN,T/);
+    await expectUserError(["tradeoff", "-m", moe, "-f", textPath, "--moe-cum-p", "1.5"], /--moe-cum-p: P must be in/);
+    await expectUserError(["tradeoff", "-m", moe], /no text/);
     const h = runCli(["tradeoff", "--help"]);
     for (const flag of ["--model", "--file", "--ctx-size", "--chunks", "--batch-size", "--threads", "--n-gen", "--repetitions", "--moe-n-expert", "--moe-mask", "--moe-cum-p", "--moe-ser", "--override-kv", "--out", "--out-md", "--out-json", "--out-csv", "--out-svg", "--kl-divergence-base"])
       expect(h.stdout).toContain(flag);

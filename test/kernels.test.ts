@@ -124,6 +124,7 @@ describe("matmul kernels, every weight type", () => {
     const what = isFloat ? "random values" : "random blocks";
     it(`${typeName(type)}: ${what}, 1 token, odd row count`, () => checkType(type, 2 * bs, 7, 1, isFloat, 100 + type));
     it(`${typeName(type)}: ${what}, 5 tokens, several blocks per row`, () => checkType(type, bs === 256 ? 512 : 96, 13, 5, isFloat, 200 + type));
+    if (isFloat) it(`${typeName(type)}: odd row length, 1, 3 and 6 tokens`, () => [1, 3, 6].forEach((T) => checkType(type, 37, 5, T, true, 400 + T)));
     if (QUANTIZABLE.has(type)) {
       it(`${typeName(type)}: weights quantized from floats, 3 tokens`, () => checkType(type, 512, 9, 3, true, 300 + type));
     }

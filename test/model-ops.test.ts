@@ -1,6 +1,6 @@
 /**
  * The forward-pass operations against their definitions computed in float64: RMSNorm, RoPE (NORM and NEOX
- * pairings, linear frequency scaling, Llama 3 frequency factors, partial rotation), SwiGLU, softmax, and
+ * pairings, linear frequency scaling, Llama 3 frequency factors, partial rotation, YaRN), SwiGLU, softmax, and
  * attention (causal, grouped-query) against a direct computation.
  */
 import { describe, expect, it } from "vitest";
@@ -54,10 +54,19 @@ describe("rope", () => {
       for (let h = 0; h < nHeads; h++) {
         const base = (t * nHeads + h) * headDim;
         for (let i = 0; i < half; i++) {
-          const theta = (p.freqScale * pos * p.freqBase ** ((-2 * i) / p.nRot)) / (p.freqFactors?.[i] ?? 1);
+          const extrap = (pos * p.freqBase ** ((-2 * i) / p.nRot)) / (p.freqFactors?.[i] ?? 1);
+          let theta = p.freqScale * extrap;
+          let m = p.attnFactor;
+          if (p.extFactor) {
+            // YaRN: blend interpolated and extrapolated angles by a ramp over the pair index
+            const y = (i - p.corrDims[0]) / Math.max(0.001, p.corrDims[1] - p.corrDims[0]);
+            const mix = (1 - Math.min(1, Math.max(0, y))) * p.extFactor;
+            theta = theta * (1 - mix) + extrap * mix;
+            m *= 1 + 0.1 * Math.log(1 / p.freqScale);
+          }
           const [a, b] = p.neox ? [base + i, base + i + half] : [base + 2 * i, base + 2 * i + 1];
-          out[a] = x[a] * Math.cos(theta) - x[b] * Math.sin(theta);
-          out[b] = x[a] * Math.sin(theta) + x[b] * Math.cos(theta);
+          out[a] = (x[a] * Math.cos(theta) - x[b] * Math.sin(theta)) * m;
+          out[b] = (x[a] * Math.sin(theta) + x[b] * Math.cos(theta)) * m;
         }
       }
     });
@@ -70,6 +79,7 @@ describe("rope", () => {
     ["linear scaling", { neox: true, freqScale: 0.25 }],
     ["frequency factors", { neox: false, freqFactors: Float32Array.from({ length: headDim / 2 }, (_, i) => 1 + i) }],
     ["partial rotation", { neox: true, nRot: 8 }],
+    ["YaRN", { neox: true, freqScale: 0.25, extFactor: 1, attnFactor: 0.9, corrDims: [2, 5] }],
   ];
   for (const [name, over] of cases) {
     it(name, () => {

@@ -131,7 +131,7 @@ describe("model errors", () => {
   /** a copy of a small random llama with edits to its metadata / tensors */
   function writeVariant(
     name: string,
-    edit: { arch?: string; dropTensor?: string; retype?: { tensor: string; type: GGMLType } },
+    edit: { arch?: string; dropTensor?: string; retype?: { tensor: string; type: GGMLType }; reshape?: { tensor: string; shape: number[] } },
   ): string {
     const opts = { arch: "llama", seed: 1, nLayer: 1 };
     const s = resolveShape(opts);
@@ -142,6 +142,7 @@ describe("model errors", () => {
     });
     const tensors = modelTensors("llama", s)
       .filter((t) => t.name !== edit.dropTensor)
+      .map((t) => (edit.reshape?.tensor === t.name ? { ...t, shape: edit.reshape.shape } : t))
       .map((t) => {
         const values = tensorValues(1, t);
         if (edit.retype?.tensor === t.name) {
@@ -169,6 +170,11 @@ describe("model errors", () => {
   it("a missing tensor is named", async () => {
     const path = writeVariant("missing.gguf", { dropTensor: "blk.0.attn_k.weight" });
     await expect(loadModel(path, { threads: 1 })).rejects.toThrow(/missing tensor 'blk\.0\.attn_k\.weight'/);
+  });
+
+  it("a tensor of the wrong shape is named with both shapes", async () => {
+    const path = writeVariant("shape.gguf", { reshape: { tensor: "blk.0.attn_q.weight", shape: [256, 128] } });
+    await expect(loadModel(path, { threads: 1 })).rejects.toThrow(/tensor 'blk\.0\.attn_q\.weight' has shape \[256, 128\], expected \[256, 256\]/);
   });
 
   it("a tensor type the engine cannot compute with is named", async () => {

@@ -6,6 +6,8 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { buildProgram } from "../src/cli/main.ts";
+import { TsmoeError } from "../src/errors.ts";
 import { KldBaseReader } from "../src/eval/kld-file.ts";
 import { writeRandomModel } from "../src/gguf/random-model.ts";
 import { loadModel } from "../src/model/load.ts";
@@ -133,7 +135,7 @@ describe("tsmoe perplexity (generated model)", () => {
     expect(less.stderr).toMatch(/mean experts per token: 1\.00/);
   });
 
-  it("gives one-line errors for bad input", () => {
+  it("gives one-line errors for bad input", async () => {
     const cases: [string[], RegExp][] = [
       [["-f", textPath, "-c", "4096"], /you need at least 8192 tokens/],
       [["-f", textPath, "-c", "abc"], /--ctx-size: expected an integer/],
@@ -144,11 +146,23 @@ describe("tsmoe perplexity (generated model)", () => {
       [["-f", join(dir, "missing.txt")], /cannot read/],
       [["-f", textPath, "--moe-n-expert", "9"], /only 8 experts/],
     ];
-    for (const [args, re] of cases) {
-      const r = runCli(["perplexity", "-m", modelPath, ...args]);
-      expect(r.status, args.join(" ")).toBe(1);
-      expect(r.stderr.trim().split("\n").length, r.stderr).toBe(1);
-      expect(r.stderr).toMatch(re);
+    // as a user runs it: one line on stderr, exit code 1
+    const r = runCli(["perplexity", "-m", modelPath, ...cases[0][0]]);
+    expect(r.status).toBe(1);
+    expect(r.stderr.trim().split("\n").length, r.stderr).toBe(1);
+    expect(r.stderr).toMatch(/^error: /);
+    expect(r.stderr).toMatch(cases[0][1]);
+    // the others in this process: one-line TsmoeErrors (which the CLI prints the same way)
+    for (const [args, re] of cases.slice(1)) {
+      let err: unknown;
+      try {
+        await buildProgram().parseAsync(["node", "tsmoe", "perplexity", "-m", modelPath, ...args]);
+      } catch (e) {
+        err = e;
+      }
+      expect(err, args.join(" ")).toBeInstanceOf(TsmoeError);
+      expect((err as Error).message).not.toContain("\n");
+      expect((err as Error).message).toMatch(re);
     }
   });
 

@@ -200,6 +200,9 @@ describe("tsmoe tokenize (generated model file)", () => {
     writeFileSync(file, "a\\nb\n");
     expect(runCli(["tokenize", "-m", model, "-f", file, "--ids"]).stdout).toBe(`[${tok.tokenize("a\nb\n").join(", ")}]\n`);
     expect(runCli(["tokenize", "-m", model, "-f", file, "--ids", "--no-escape"]).stdout).toBe(`[${tok.tokenize("a\\nb\n").join(", ")}]\n`);
+    expect(runCli(["tokenize", "-m", model, "--stdin", "--ids", "--show-count"], { input: "x y" }).stdout).toBe(
+      `[${tok.tokenize("x y").join(", ")}]\nTotal number of tokens: ${tok.tokenize("x y").length}\n`,
+    );
     expect(runCli(["tokenize", "-m", model, "-p", "a</s>", "--ids"]).stdout).toBe(
       `[${tok.tokenize("a</s>", { parseSpecial: true }).join(", ")}]\n`,
     );

@@ -23,20 +23,30 @@ export function loadProgress(label: string, opts: { delayMs?: number; stream?: N
   const stream = opts.stream ?? process.stderr;
   const delay = opts.delayMs ?? 1000;
   const start = performance.now();
+  const enabled = Boolean(stream.isTTY);
   let shown = false;
   let lastDraw = 0;
-  const enabled = Boolean(stream.isTTY);
+  let done = 0;
+  let total = 0;
+  const draw = () => {
+    const now = performance.now();
+    if (now - start < delay) return;
+    lastDraw = now;
+    shown = true;
+    stream.write(`\r${renderBar(label, done, total, stream.columns || 80)}`);
+  };
+  // redraws while the event loop is free (loading can go on after the bytes are read)
+  const timer = enabled ? setInterval(draw, 250) : undefined;
+  timer?.unref();
   return {
-    update(done, total) {
-      if (!enabled) return;
-      const now = performance.now();
-      if (now - start < delay || (now - lastDraw < 50 && done < total)) return;
-      lastDraw = now;
-      shown = true;
-      stream.write(`\r${renderBar(label, done, total, stream.columns ?? 80)}`);
+    update(d, t) {
+      done = d;
+      total = t;
+      if (enabled && performance.now() - lastDraw >= 50) draw();
     },
     finish() {
-      if (shown) stream.write(`\r${" ".repeat(Math.max(0, (stream.columns ?? 80) - 1))}\r`);
+      if (timer) clearInterval(timer);
+      if (shown) stream.write(`\r${" ".repeat(Math.max(0, (stream.columns || 80) - 1))}\r`);
       shown = false;
     },
   };

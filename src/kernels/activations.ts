@@ -50,37 +50,15 @@ export function vecDotType(wtype: GGMLType): GGMLType {
   return c.family === "q8_0" ? GGMLType.Q8_0 : c.family === "q8_1" ? GGMLType.Q8_1 : GGMLType.Q8_K;
 }
 
-function sharedF32(n: number): Float32Array {
-  return new Float32Array(new SharedArrayBuffer(Math.max(n, 1) * 4), 0, n);
-}
+type ViewCtor<V> = { new (buffer: ArrayBufferLike, byteOffset: number, length: number): V; BYTES_PER_ELEMENT: number };
 
-/** A view of `n` elements over `prev`'s buffer when it is big enough, else a new shared array. */
-function reuseF32(prev: Float32Array | undefined, n: number): Float32Array {
-  if (prev && prev.buffer instanceof SharedArrayBuffer && prev.buffer.byteLength - prev.byteOffset >= n * 4) {
-    return new Float32Array(prev.buffer, prev.byteOffset, n);
+/** n elements over `prev`'s shared buffer when it is big enough, else over a new SharedArrayBuffer. */
+function sharedView<V extends ArrayBufferView>(Ctor: ViewCtor<V>, prev: V | undefined, n: number): V {
+  const bytes = n * Ctor.BYTES_PER_ELEMENT;
+  if (prev && prev.buffer instanceof SharedArrayBuffer && prev.buffer.byteLength - prev.byteOffset >= bytes) {
+    return new Ctor(prev.buffer, prev.byteOffset, n);
   }
-  return sharedF32(n);
-}
-
-function reuseI8(prev: Int8Array | undefined, n: number): Int8Array {
-  if (prev && prev.buffer instanceof SharedArrayBuffer && prev.buffer.byteLength - prev.byteOffset >= n) {
-    return new Int8Array(prev.buffer, prev.byteOffset, n);
-  }
-  return new Int8Array(new SharedArrayBuffer(Math.max(n, 1)), 0, n);
-}
-
-function reuseF64(prev: Float64Array | undefined, n: number): Float64Array {
-  if (prev && prev.buffer instanceof SharedArrayBuffer && prev.buffer.byteLength - prev.byteOffset >= n * 8) {
-    return new Float64Array(prev.buffer, prev.byteOffset, n);
-  }
-  return new Float64Array(new SharedArrayBuffer(Math.max(n, 1) * 8), 0, n);
-}
-
-function reuseI32(prev: Int32Array | undefined, n: number): Int32Array {
-  if (prev && prev.buffer instanceof SharedArrayBuffer && prev.buffer.byteLength - prev.byteOffset >= n * 4) {
-    return new Int32Array(prev.buffer, prev.byteOffset, n);
-  }
-  return new Int32Array(new SharedArrayBuffer(Math.max(n, 1) * 4), 0, n);
+  return new Ctor(new SharedArrayBuffer(Math.max(bytes, 8)), 0, n);
 }
 
 const EMPTY_F32 = new Float32Array(0);
@@ -121,7 +99,7 @@ export function quantizeActivations(
       return act;
     case GGMLType.F16:
     case GGMLType.BF16: {
-      const f = reuseF32(prev?.f, n);
+      const f = sharedView(Float32Array, prev?.f, n);
       const round = dotType === GGMLType.F16 ? roundToF16 : roundToBf16;
       for (let i = 0; i < n; i++) f[i] = round(x[i]!);
       act.f = f;
@@ -133,18 +111,18 @@ export function quantizeActivations(
     throw new TsmoeError(`matmul: row length ${ne0} is not a multiple of ${typeName(wtype)}'s block size`);
   }
   const nb = ne0 / blockSize;
-  act.qs = reuseI8(prev?.qs, n);
-  act.d = reuseF32(prev?.d, nTokens * nb);
+  act.qs = sharedView(Int8Array, prev?.qs, n);
+  act.d = sharedView(Float32Array, prev?.d, nTokens * nb);
   if (dotType === GGMLType.Q8_K) {
-    act.bsums = reuseI32(prev?.bsums, n / 16);
+    act.bsums = sharedView(Int32Array, prev?.bsums, n / 16);
     for (let t = 0; t < nTokens; t++) quantizeQ8KBlocks(x, t * ne0, ne0, act.qs, t * ne0, act.d, t * nb, act.bsums);
   } else {
-    if (dotType === GGMLType.Q8_1) act.s = reuseF32(prev?.s, nTokens * nb);
+    if (dotType === GGMLType.Q8_1) act.s = sharedView(Float32Array, prev?.s, nTokens * nb);
     const s = dotType === GGMLType.Q8_1 ? act.s : undefined;
     for (let t = 0; t < nTokens; t++) quantizeQ8Blocks(x, t * ne0, ne0, act.qs, t * ne0, act.d, t * nb, s);
   }
   if (nTokens >= 2) {
-    act.pk = reuseF64(prev?.pk, (nTokens >> 1) * ne0);
+    act.pk = sharedView(Float64Array, prev?.pk, (nTokens >> 1) * ne0);
     packPairs(act.qs, nTokens, ne0, act.pk);
   }
   return act;

@@ -126,8 +126,12 @@ function dotK(dr: DecodedRow, hasMins: boolean, act: Activations, nsb: number, o
   }
 }
 
-/** k family, token pairs [0, nPairs). */
-function dotKPairs(dr: DecodedRow, hasMins: boolean, act: Activations, nsb: number, out: Float32Array, outStride: number, r: number, nPairs: number): void {
+/**
+ * k family, token pairs [0, nPairs). `span`: groups of 16 that share one scale (2 for Q4_K, Q5_K and
+ * IQ4_XS, whose scales are per 32 values: their packed sums are separated once per 32 products, which
+ * stays within the bound since |q| <= 127 gives |sum| <= 32 * 127 * 127 < 2^20).
+ */
+function dotKPairs(dr: DecodedRow, hasMins: boolean, span: number, act: Activations, nsb: number, out: Float32Array, outStride: number, r: number, nPairs: number): void {
   const { q: wq, d: wd, m: wdmin, sc, mn } = dr;
   const { pk, d: ad, bsums } = act;
   const K = act.ne0;
@@ -138,11 +142,12 @@ function dotKPairs(dr: DecodedRow, hasMins: boolean, act: Activations, nsb: numb
     for (let B = 0; B < nsb; B++) {
       let i0 = 0, i1 = 0;
       const g0 = B * 16;
-      for (let g = 0; g < 16; g++) {
+      const len = 16 * span;
+      for (let g = 0; g < 16; g += span) {
         const wo = (g0 + g) * 16;
         const a = ao + wo;
         let x0 = 0, x1 = 0;
-        for (let i = 0; i < 16; i += 2) {
+        for (let i = 0; i < len; i += 2) {
           x0 += wq[wo + i]! * pk[a + i]!;
           x1 += wq[wo + i + 1]! * pk[a + i + 1]!;
         }
@@ -167,6 +172,7 @@ function dotKPairs(dr: DecodedRow, hasMins: boolean, act: Activations, nsb: numb
 }
 
 const HAS_MINS = new Set<GGMLType>([GGMLType.Q2_K, GGMLType.Q4_K, GGMLType.Q5_K]);
+const SCALE_PER_32 = new Set<GGMLType>([GGMLType.Q4_K, GGMLType.Q5_K, GGMLType.IQ4_XS]);
 
 /** out[t * outStride + r] = dot(weight row r, activation row t) for r in [rowStart, rowEnd). */
 export function matmulQuantRange(
@@ -205,6 +211,7 @@ export function matmulQuantRange(
   }
   const decode = codec.decode;
   const hasMins = HAS_MINS.has(w.type);
+  const span = SCALE_PER_32.has(w.type) ? 2 : 1;
   for (let r = rowStart; r < rowEnd; r++) {
     decode(src, r * rb, nb, dr);
     if (codec.family !== "k") {
@@ -212,7 +219,7 @@ export function matmulQuantRange(
       if (nPairs) dotQ8Pairs(dr.q, 0, 32, dr.d, wm, act, nb, out, outStride, r, nPairs);
       dotQ8(dr.q, 0, 32, dr.d, wm, act, nb, out, outStride, r, t1, T);
     } else {
-      if (nPairs) dotKPairs(dr, hasMins, act, nb, out, outStride, r, nPairs);
+      if (nPairs) dotKPairs(dr, hasMins, span, act, nb, out, outStride, r, nPairs);
       dotK(dr, hasMins, act, nb, out, outStride, r, t1, T);
     }
   }

@@ -51,9 +51,13 @@ export function matmulRange(
   else matmulQuantRange(w, act, out, outStride, rowStart, rowEnd);
 }
 
+/** Activations of the last `matmul` call per weight type: their buffers are reused by the next call. */
+const scratchActs = new Map<GGMLType, Activations>();
+
 /** out[t * w.ne1 + r] = sum_i w[r][i] * x[t * w.ne0 + i] for t < nTokens, r < w.ne1 */
 export function matmul(w: Weight, x: Float32Array, nTokens: number, out: Float32Array): void {
-  const act = quantizeActivations(w.type, x, nTokens, w.ne0);
+  const act = quantizeActivations(w.type, x, nTokens, w.ne0, scratchActs.get(w.type));
+  scratchActs.set(w.type, act);
   matmulRange(w, act, out, w.ne1, 0, w.ne1);
 }
 

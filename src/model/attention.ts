@@ -7,16 +7,9 @@
  * Cache layout per layer: one row per position, K rows of nHeadKv * headDimK values, V rows of
  * nHeadKv * headDimV values. `f16` rounds what is stored to half precision (llama.cpp's default F16 cache).
  *
- * `attendFlashF16` reproduces llama.cpp's default CPU attention (flash attention on, F16 cache): batches of
- * 64 queries or more take the tiled kernel (F32 queries against the F16-rounded cache: `attend` on an f16
- * cache), smaller batches the one-query-at-a-time kernel, which rounds the query to F16 and accumulates
- * the weighted V sum in F16 with an online softmax. Matching it matters for quantized models, whose
- * activation quantization amplifies tiny differences.
+ * llama.cpp's default attention (flash attention, F16 cache) is in ./flash-attention.ts.
  */
 import { roundToF16 } from "../tensor/f16.ts";
-
-/** llama.cpp's flash-attention query tile: batches with at least this many queries use the tiled kernel */
-export const FA_TILE_Q = 64;
 import { softmaxInPlace } from "./ops.ts";
 
 export interface AttentionShape {
@@ -37,7 +30,7 @@ export interface AttentionOptions {
 }
 
 /** first key position a query at position p sees */
-function firstKey(p: number, window: number | undefined): number {
+export function firstKey(p: number, window: number | undefined): number {
   return window && window > 0 ? Math.max(0, p - window + 1) : 0;
 }
 
@@ -103,6 +96,7 @@ export function attend(
   const vRow = cache.vRow;
   const qRow = nHead * dk;
   const oRow = nHead * dv;
+  const acc = new Float64Array(dv);
   for (let t = 0; t < nTokens; t++) {
     const nKeys = pos0 + t + 1;
     const j0 = firstKey(pos0 + t, opts.window);
@@ -110,92 +104,42 @@ export function attend(
       const g = Math.floor(h / group);
       const qo = t * qRow + h * dk;
       const ko = g * dk;
+      // scores: q . k, four partial sums for instruction-level parallelism
       for (let j = j0; j < nKeys; j++) {
         const kj = j * kRow + ko;
-        let s = 0;
-        for (let d = 0; d < dk; d++) s += q[qo + d] * K[kj + d];
-        scores[j - j0] = Math.fround(s) * scale;
+        let s0 = 0;
+        let s1 = 0;
+        let s2 = 0;
+        let s3 = 0;
+        let d = 0;
+        for (; d + 3 < dk; d += 4) {
+          s0 += q[qo + d] * K[kj + d];
+          s1 += q[qo + d + 1] * K[kj + d + 1];
+          s2 += q[qo + d + 2] * K[kj + d + 2];
+          s3 += q[qo + d + 3] * K[kj + d + 3];
+        }
+        for (; d < dk; d++) s0 += q[qo + d] * K[kj + d];
+        scores[j - j0] = Math.fround(s0 + s1 + (s2 + s3)) * scale;
       }
       softmaxInPlace(scores, nKeys - j0, opts.sinks?.[h]);
-      const oo = t * oRow + h * dv;
-      out.fill(0, oo, oo + dv);
+      // out = sum_j p_j v_j, two keys per pass over the accumulator
+      acc.fill(0);
       const vo = g * dv;
-      for (let j = j0; j < nKeys; j++) {
+      let j = j0;
+      for (; j + 1 < nKeys; j += 2) {
+        const p0 = scores[j - j0];
+        const p1 = scores[j + 1 - j0];
+        const v0 = j * vRow + vo;
+        const v1 = v0 + vRow;
+        for (let d = 0; d < dv; d++) acc[d] += p0 * V[v0 + d] + p1 * V[v1 + d];
+      }
+      if (j < nKeys) {
         const p = scores[j - j0];
-        const vj = j * vRow + vo;
-        for (let d = 0; d < dv; d++) out[oo + d] += p * V[vj + d];
+        const v0 = j * vRow + vo;
+        for (let d = 0; d < dv; d++) acc[d] += p * V[v0 + d];
       }
-    }
-  }
-}
-
-/** Attention as llama.cpp's default CPU context computes it (flash attention, F16 cache): see the file comment. */
-export function attendFlashF16(
-  cache: KvCache,
-  il: number,
-  shape: AttentionShape,
-  q: Float32Array,
-  nTokens: number,
-  pos0: number,
-  out: Float32Array,
-  scores: Float32Array,
-  opts: AttentionOptions = {},
-): void {
-  if (nTokens >= FA_TILE_Q) {
-    attend(cache, il, shape, q, nTokens, pos0, out, scores, opts);
-    return;
-  }
-  const f32 = Math.fround;
-  const { nHead, nHeadKv, headDimK: dk, headDimV: dv, scale } = shape;
-  const group = nHead / nHeadKv;
-  const K = cache.k[il];
-  const V = cache.v[il];
-  const kRow = cache.kRow;
-  const vRow = cache.vRow;
-  const q16 = new Float32Array(dk);
-  for (let t = 0; t < nTokens; t++) {
-    const nKeys = pos0 + t + 1;
-    for (let h = 0; h < nHead; h++) {
-      const g = Math.floor(h / group);
-      const qo = t * nHead * dk + h * dk;
-      for (let d = 0; d < dk; d++) q16[d] = roundToF16(q[qo + d]);
-      const oo = t * nHead * dv + h * dv;
-      out.fill(0, oo, oo + dv); // the F16 accumulator (values stay F16-exact)
-      let S = 0;
-      let M = -Infinity;
-      for (let j = firstKey(pos0 + t, opts.window); j < nKeys; j++) {
-        const kj = j * kRow + g * dk;
-        let dot = 0;
-        for (let d = 0; d < dk; d++) dot += q16[d] * K[kj + d];
-        const s = f32(f32(dot) * scale);
-        let ms = 1;
-        let vs = 1;
-        if (s > M) {
-          const mOld = M;
-          M = s;
-          ms = f32(Math.exp(mOld - M));
-          for (let d = 0; d < dv; d++) out[oo + d] = roundToF16(out[oo + d] * ms);
-        } else {
-          vs = f32(Math.exp(s - M));
-        }
-        const vj = j * vRow + g * dv;
-        for (let d = 0; d < dv; d++) out[oo + d] = roundToF16(out[oo + d] + V[vj + d] * vs);
-        S = f32(f32(S * ms) + vs);
-      }
-      if (opts.sinks) {
-        // the sink joins the online softmax after the keys, on the F32 accumulator
-        const s = opts.sinks[h];
-        let ms = 1;
-        let vs = 1;
-        if (s > M) {
-          ms = f32(Math.exp(M - s));
-          M = s;
-          for (let d = 0; d < dv; d++) out[oo + d] *= ms;
-        } else vs = f32(Math.exp(s - M));
-        S = f32(f32(S * ms) + vs);
-      }
-      const inv = S === 0 ? 0 : f32(1 / S);
-      for (let d = 0; d < dv; d++) out[oo + d] *= inv;
+      const oo = t * oRow + h * dv;
+      for (let d = 0; d < dv; d++) out[oo + d] = acc[d];
     }
   }
 }

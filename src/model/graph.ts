@@ -10,7 +10,8 @@
  */
 import type { MatmulBackend } from "../kernels/backend.ts";
 import { getRowsF32, type Weight } from "../kernels/matmul.ts";
-import { attend, attendFlashF16, KvCache, type AttentionShape } from "./attention.ts";
+import { attend, KvCache, type AttentionShape } from "./attention.ts";
+import { attendFlashF16 } from "./flash-attention.ts";
 import { buildMoeFfn, denseFfn, sharedExpertFfn, type FfnBuffers } from "./ffn.ts";
 import type { MetaReader, ModelHParams } from "./hparams.ts";
 import type { Router } from "./moe.ts";

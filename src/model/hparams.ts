@@ -9,7 +9,7 @@ import { metaArray, metaBool, metaFloat, metaInt, metaString } from "../gguf/met
 import type { HParams, KvOverride } from "./api.ts";
 
 export type RopeType = "norm" | "neox";
-export type RopeScaling = "none" | "linear" | "yarn" | "longrope";
+export type RopeScaling = "none" | "linear" | "yarn";
 
 /** Everything the forward pass needs beyond the public HParams. */
 export interface ModelHParams extends HParams {
@@ -19,12 +19,14 @@ export interface ModelHParams extends HParams {
   ropeScaling: RopeScaling;
   /** 1 / rope.scaling.factor (1 when absent or scaling type none) */
   ropeFreqScale: number;
-  /** YaRN: original training context, extrapolation mix, magnitude factor, correction betas */
+  /** YaRN: original training context, correction betas */
   nCtxOrigYarn: number;
-  yarnExtFactor: number;
-  yarnAttnFactor: number;
   yarnBetaFast: number;
   yarnBetaSlow: number;
+  /** rope.scaling.attn_factor (1 when absent) */
+  ropeAttnFactor: number;
+  /** YaRN log multiplier (rope.scaling.yarn_log_multiplier) for the architectures that read it, else 0 */
+  ropeYarnLogMul: number;
   /** shared-expert FFN width (0 if none) */
   nFfShexp: number;
   /** expert_weights_scale as llama.cpp reads it for the architecture (0 or 1 = no scaling) */
@@ -92,7 +94,8 @@ export function applyKvOverrides(file: GgufFile, overrides: KvOverride[] | undef
   return { ...file, metadata };
 }
 
-const ROPE_SCALING: Record<string, RopeScaling> = { none: "none", linear: "linear", yarn: "yarn", longrope: "longrope" };
+/** rope scaling types this engine computes (longrope needs per-layer factor tensors: not supported) */
+const ROPE_SCALING: Record<string, RopeScaling> = { none: "none", linear: "linear", yarn: "yarn" };
 
 /**
  * The hyperparameters every architecture shares (llama_model::load_hparams plus the context-level rope
@@ -122,18 +125,6 @@ export function readCommonHParams(file: GgufFile, arch: string, ropeType: RopeTy
   if (ropeScaling === "none") ropeFreqScale = 1;
   const nCtxTrain = r.int("context_length");
 
-  // llama_context: YaRN extrapolation and attention factor
-  const yarnExtFactor = ropeScaling === "yarn" ? 1 : 0;
-  let yarnAttnFactor = 1;
-  if (yarnExtFactor !== 0) {
-    const factor = 1 / ropeFreqScale;
-    const mscale = (scale: number, m: number) => (scale <= 1 ? 1 : 0.1 * m * Math.log(scale) + 1);
-    const logMul = r.float("rope.scaling.yarn_log_multiplier", 0);
-    yarnAttnFactor = logMul !== 0 ? mscale(factor, 1) / mscale(factor, logMul) : mscale(factor, 1);
-    yarnAttnFactor *= 1 / (1 + 0.1 * Math.log(factor));
-  }
-  yarnAttnFactor *= r.float("rope.scaling.attn_factor", 1);
-
   return {
     arch,
     nLayer,
@@ -155,10 +146,10 @@ export function readCommonHParams(file: GgufFile, arch: string, ropeType: RopeTy
     ropeScaling,
     ropeFreqScale,
     nCtxOrigYarn: r.int("rope.scaling.original_context_length", nCtxTrain) || nCtxTrain,
-    yarnExtFactor,
-    yarnAttnFactor,
     yarnBetaFast: 32,
     yarnBetaSlow: 1,
+    ropeAttnFactor: r.float("rope.scaling.attn_factor", 1),
+    ropeYarnLogMul: 0,
     nFfShexp: 0,
     expertWeightsScale: 0,
     attentionScale: 0,

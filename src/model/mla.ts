@@ -11,7 +11,7 @@
  */
 import type { LayerGraph } from "./graph.ts";
 import { rmsNorm } from "./ops.ts";
-import type { MlaWeights } from "./weights.ts";
+import type { LayerWeights } from "./weights.ts";
 
 /** MLA dimensions of a model */
 export interface MlaShape {
@@ -72,7 +72,8 @@ function scatterHead(src: Float32Array, n: number, rowWidth: number, off: number
  * F32 kernel as configured), decompresses with wv_b and returns the rows [n x nHead * vDim] to project
  * with attn_output.
  */
-export function mlaAttention(g: LayerGraph, w: MlaWeights, s: MlaShape, x: Float32Array, il: number): Float32Array {
+export function mlaAttention(g: LayerGraph, L: LayerWeights, s: MlaShape, x: Float32Array, il: number): Float32Array {
+  const w = L.mla!;
   const n = g.n;
   const eps = g.hp.rmsEps;
   const sc = scratch(g, s);
@@ -120,7 +121,7 @@ export function mlaAttention(g: LayerGraph, w: MlaWeights, s: MlaShape, x: Float
     scatterHead(sc.gatherOut, n, qRowOut, h * kRow, s.kvLora, q);
   }
 
-  g.attendCurrent(il);
+  g.attend(L, il);
 
   // decompress each head's latent output with wv_b
   const attn = g.attn;

@@ -92,8 +92,21 @@ export interface RopeParams {
   freqFactors?: Float32Array;
 }
 
+/**
+ * RoPE parameters as llama_context derives them: YaRN (ext_factor 1) when the scaling type is yarn, with
+ * its magnitude correction folded into the attention factor.
+ */
 export function ropeParams(hp: ModelHParams, freqFactors?: Float32Array): RopeParams {
   const nRot = hp.nRot;
+  const extFactor = hp.ropeScaling === "yarn" ? 1 : 0;
+  let attnFactor = 1;
+  if (extFactor !== 0) {
+    const factor = 1 / hp.ropeFreqScale;
+    const mscale = (scale: number, m: number) => (scale <= 1 ? 1 : 0.1 * m * Math.log(scale) + 1);
+    attnFactor = hp.ropeYarnLogMul !== 0 ? mscale(factor, 1) / mscale(factor, hp.ropeYarnLogMul) : mscale(factor, 1);
+    attnFactor *= 1 / (1 + 0.1 * Math.log(factor));
+  }
+  attnFactor *= hp.ropeAttnFactor;
   const corrDim = (beta: number) =>
     (nRot * Math.log(hp.nCtxOrigYarn / (beta * 2 * Math.PI))) / (2 * Math.log(hp.ropeBase));
   const start = Math.floor(f32(corrDim(hp.yarnBetaFast)));
@@ -103,8 +116,8 @@ export function ropeParams(hp: ModelHParams, freqFactors?: Float32Array): RopePa
     neox: hp.ropeType === "neox",
     freqBase: hp.ropeBase,
     freqScale: f32(hp.ropeFreqScale),
-    extFactor: hp.yarnExtFactor,
-    attnFactor: f32(hp.yarnAttnFactor),
+    extFactor,
+    attnFactor: f32(attnFactor),
     corrDims: [Math.max(0, start), Math.min(nRot - 1, end)],
     freqFactors,
   };

@@ -185,8 +185,9 @@ export class Vocab {
       this.ignoreMerges = this.pre.ignoreMerges;
       this.escapeWhitespaces = false;
       const merges = arr(meta, "tokenizer.ggml.merges");
-      if (!merges) throw new TsmoeError("cannot find tokenizer merges (tokenizer.ggml.merges) in the model file");
-      merges.forEach((m, i) => {
+      // Kimi-K2 vocabularies may come without merges (llama.cpp accepts that for them only)
+      if (!merges && this.pre.name !== "kimi-k2") throw new TsmoeError("cannot find tokenizer merges (tokenizer.ggml.merges) in the model file");
+      merges?.forEach((m, i) => {
         const s = String(m);
         const cut = s.indexOf(" ", 1);
         const [left, right] = cut < 0 ? ["", ""] : [s.slice(0, cut), s.slice(cut + 1)];

@@ -3,6 +3,7 @@
  */
 import { TsmoeError } from "../../errors.ts";
 import type { Arch } from "../graph.ts";
+import { deepseek2 } from "./deepseek2.ts";
 import { glm4moe } from "./glm4moe.ts";
 import { gptOss } from "./gpt-oss.ts";
 import { llama } from "./llama.ts";
@@ -12,7 +13,7 @@ import { qwen2moe } from "./qwen2moe.ts";
 import { qwen3 } from "./qwen3.ts";
 import { qwen3moe } from "./qwen3moe.ts";
 
-export const ARCHS: ReadonlyMap<string, Arch> = new Map([llama, qwen2, qwen3, qwen2moe, qwen3moe, olmoe, glm4moe, gptOss].map((a) => [a.name, a]));
+export const ARCHS: ReadonlyMap<string, Arch> = new Map([llama, qwen2, qwen3, qwen2moe, qwen3moe, olmoe, glm4moe, gptOss, deepseek2].map((a) => [a.name, a]));
 
 export function getArch(name: string): Arch {
   const a = ARCHS.get(name);
