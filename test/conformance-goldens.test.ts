@@ -9,12 +9,13 @@
  * F32 cache and must agree far more tightly; the default goldens (flash attention, F16 cache) with
  * kvType "f16", which reproduces that attention.
  */
-import { existsSync, readdirSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { loadModel } from "../src/model/load.ts";
 import type { Model } from "../src/model/api.ts";
-import { FIXTURES, HAVE_SHARED, SHARED_SKIP_MESSAGE } from "./helpers.ts";
+import { FIXTURES, HAVE_SHARED, runCli, SHARED_SKIP_MESSAGE } from "./helpers.ts";
 import { compareLogits, readGolden } from "./model-compare.ts";
 
 const FIXTURE_ARCH: Record<string, string> = {
@@ -83,6 +84,36 @@ describe.skipIf(!HAVE_SHARED)("conformance with llama.cpp goldens (../shared/fix
     const fixtures = new Set(goldens.map((g) => g.fixture));
     expect([...fixtures].sort()).toEqual(Object.keys(FIXTURE_ARCH).sort());
     expect(goldens.filter((g) => g.ref).length).toBeGreaterThanOrEqual(7 * 2);
+  });
+
+  it("tsmoe eval with --override-kv reproduces a reduced-expert golden from the command line", () => {
+    const fixture = join(FIXTURES, "qwen3moe");
+    const golden = readGolden(join(fixture, "qwen3moe.F32.logits.k2.s16.json.gz"));
+    const out = join(mkdtempSync(join(tmpdir(), "tsmoe-eval-")), "out.json");
+    const r = runCli([
+      "eval",
+      "-m",
+      join(fixture, "qwen3moe.F32.gguf"),
+      "--tokens",
+      golden.tokens.join(","),
+      "--override-kv",
+      "qwen3moe.expert_used_count=int:2",
+      "--kv-type",
+      "f16",
+      "-t",
+      "1",
+      "--logits-out",
+      out,
+    ]);
+    expect(r.stderr).toBe("");
+    expect(r.status).toBe(0);
+    const ours = JSON.parse(readFileSync(out, "utf8")) as { tokens: number[]; n_vocab: number; logits: number[][] };
+    expect(ours.tokens).toEqual(golden.tokens);
+    expect(ours.n_vocab).toBe(golden.n_vocab);
+    const a = compareLogits(golden.logits, Float32Array.from(ours.logits.flat()), golden.n_vocab, golden.router_margins?.per_position_min, 1e-3);
+    expect(a.positions).toBeGreaterThan(10);
+    expect(a.meanKl).toBeLessThan(1e-6);
+    expect(a.top1).toBe(1);
   });
 
   for (const g of goldens) {

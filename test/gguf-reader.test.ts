@@ -85,6 +85,22 @@ describe("GGUF round trip", () => {
     expect([...head.tensors.values()].map((t) => t.nBytes)).toEqual([...full.tensors.values()].map((t) => t.nBytes));
   });
 
+  it("writes headers larger than the writer's initial 64 KiB buffer (a real-size vocabulary)", async () => {
+    const { metadata, tensors } = sampleModel();
+    const pieces = Array.from({ length: 20_000 }, (_, i) => `piece-${i}-${"x".repeat(i % 13)}`);
+    const scores = pieces.map((_, i) => -i / 7);
+    const big: MetaEntry[] = [
+      ...metadata,
+      { key: "tokenizer.ggml.tokens", type: V.ARRAY, arrayType: V.STRING, value: pieces },
+      { key: "tokenizer.ggml.scores", type: V.ARRAY, arrayType: V.FLOAT32, value: scores },
+    ];
+    const path = tmp();
+    writeGguf(path, big, tensors);
+    const back = await loadGguf(path);
+    expectSameMetadata(back.metadata, big);
+    for (const t of tensors) expect(Buffer.from(back.tensors.get(t.name)!.data).equals(Buffer.from(t.data))).toBe(true);
+  });
+
   it("reads a GGUF v2 file", async () => {
     const { metadata, tensors } = sampleModel();
     const path = tmp();

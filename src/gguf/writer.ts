@@ -18,7 +18,10 @@ export interface TensorToWrite {
   data: Uint8Array;
 }
 
-/** Growable little-endian byte sink for the header. */
+/**
+ * Growable little-endian byte sink for the header. Every write reserves its room first: `room` may swap in
+ * a larger buffer, so `this.buf` must be read after it.
+ */
 class ByteSink {
   private buf = Buffer.alloc(1 << 16);
   length = 0;
@@ -34,42 +37,54 @@ class ByteSink {
     return at;
   }
   u8(v: number): void {
-    this.buf.writeUInt8(v, this.room(1));
+    const at = this.room(1);
+    this.buf.writeUInt8(v, at);
   }
   i8(v: number): void {
-    this.buf.writeInt8(v, this.room(1));
+    const at = this.room(1);
+    this.buf.writeInt8(v, at);
   }
   u16(v: number): void {
-    this.buf.writeUInt16LE(v, this.room(2));
+    const at = this.room(2);
+    this.buf.writeUInt16LE(v, at);
   }
   i16(v: number): void {
-    this.buf.writeInt16LE(v, this.room(2));
+    const at = this.room(2);
+    this.buf.writeInt16LE(v, at);
   }
   u32(v: number): void {
-    this.buf.writeUInt32LE(v, this.room(4));
+    const at = this.room(4);
+    this.buf.writeUInt32LE(v, at);
   }
   i32(v: number): void {
-    this.buf.writeInt32LE(v, this.room(4));
+    const at = this.room(4);
+    this.buf.writeInt32LE(v, at);
   }
   f32(v: number): void {
-    this.buf.writeFloatLE(v, this.room(4));
+    const at = this.room(4);
+    this.buf.writeFloatLE(v, at);
   }
   f64(v: number): void {
-    this.buf.writeDoubleLE(v, this.room(8));
+    const at = this.room(8);
+    this.buf.writeDoubleLE(v, at);
   }
   u64(v: number | bigint): void {
-    this.buf.writeBigUInt64LE(BigInt(v), this.room(8));
+    const at = this.room(8);
+    this.buf.writeBigUInt64LE(BigInt(v), at);
   }
   i64(v: number | bigint): void {
-    this.buf.writeBigInt64LE(BigInt(v), this.room(8));
+    const at = this.room(8);
+    this.buf.writeBigInt64LE(BigInt(v), at);
   }
   str(s: string): void {
     const bytes = Buffer.from(s, "utf8");
     this.u64(bytes.length);
-    bytes.copy(this.buf, this.room(bytes.length));
+    const at = this.room(bytes.length);
+    bytes.copy(this.buf, at);
   }
   zeros(n: number): void {
-    this.buf.fill(0, this.room(n), this.length);
+    const at = this.room(n);
+    this.buf.fill(0, at, this.length);
   }
   bytes(): Buffer {
     return this.buf.subarray(0, this.length);
