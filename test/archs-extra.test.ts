@@ -15,7 +15,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { getLlama, type Llama } from "node-llama-cpp";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { writeRandomModel } from "../src/gguf/random-model.ts";
+import { writeRandomModel, type RandomModelOptions } from "../src/gguf/random-model.ts";
 import type { Model } from "../src/model/api.ts";
 import { loadModel } from "../src/model/load.ts";
 import { GGMLType } from "../src/tensor/types.ts";
@@ -23,7 +23,15 @@ import { FIXTURES, HAVE_SHARED, SHARED_SKIP_MESSAGE } from "./helpers.ts";
 import { compareLogits, readGolden, type Agreement } from "./model-compare.ts";
 import { withLlamaCppContext } from "./model-helpers.ts";
 
+/** architectures with fixture goldens */
 const ARCHS = ["glm4moe", "deepseek2", "gpt-oss"];
+/** generated models compared with node-llama-cpp */
+const GENERATED: { name: string; opts: Omit<RandomModelOptions, "weightType" | "seed"> }[] = [
+  ...ARCHS.map((arch) => ({ name: arch, opts: { arch } })),
+  { name: "qwen3vlmoe", opts: { arch: "qwen3vlmoe" } },
+  { name: "granitemoe", opts: { arch: "granitemoe" } },
+  { name: "granitemoe-shared", opts: { arch: "granitemoe", nFfShexp: 64 } },
+];
 const TOKENS = [1, 342, 431, 265, 403, 287, 447, 426, 271, 436, 443, 198, 172, 265, 263, 441, 440, 306, 433, 448, 363, 438, 276, 273];
 const FLOAT_TYPES = new Set(["F32", "F16", "BF16"]);
 
@@ -110,18 +118,18 @@ describe("generated models against node-llama-cpp", () => {
     expect(r.top1).toBe(1);
   });
 
-  for (const arch of ARCHS) {
+  for (const { name, opts } of GENERATED) {
     for (const [typeName, type] of [
       ["F32", GGMLType.F32],
       ["Q4_K", GGMLType.Q4_K],
     ] as const) {
-      it(`${arch} ${typeName}`, async () => {
-        const path = join(dir, `${arch}.${typeName}.gguf`);
-        await writeRandomModel(path, { arch, weightType: type, seed: 42 });
+      it(`${name} ${typeName}`, async () => {
+        const path = join(dir, `${name}.${typeName}.gguf`);
+        await writeRandomModel(path, { ...opts, weightType: type, seed: 42 });
         const { logits, model } = await tsmoeLogits(path, TOKENS);
         const ref = await llamaCppLogProbs(path, model.hparams.nVocab);
         const r = compareLogits(ref, logits, model.hparams.nVocab);
-        report(`${arch} ${typeName} (generated)`, r, false);
+        report(`${name} ${typeName} (generated)`, r, false);
         expectWithinBounds(r, typeName === "F32");
       });
     }

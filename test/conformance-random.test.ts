@@ -1,11 +1,12 @@
 /**
- * Conformance with llama.cpp (through node-llama-cpp) on random models the project generates (always run):
- * each architecture in F32, F16, Q8_0 and Q4_K, the same file and the same tokens evaluated by tsmoe and
- * by llama.cpp (flash attention off, F32 KV cache, so tsmoe's default F32 attention is comparable).
+ * Conformance with llama.cpp (through node-llama-cpp) on the embedded trained model and on random models the
+ * project generates (always run): each architecture in F32, F16, Q8_0 and Q4_K, the same file and the same
+ * tokens evaluated by tsmoe and by llama.cpp (flash attention off, F32 KV cache, so tsmoe's default F32
+ * attention is comparable).
  * Per-position next-token distributions must agree: mean KL(llama.cpp || tsmoe) < 1e-3 nats and the same
  * top-1 token on >= 98% of positions for F32/F16; mean KL < 2e-2 for the quantized types.
  */
-import { mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -13,6 +14,7 @@ import { getLlama, type Llama } from "node-llama-cpp";
 import { writeRandomModel } from "../src/gguf/random-model.ts";
 import { loadModel } from "../src/model/load.ts";
 import { GGMLType } from "../src/tensor/types.ts";
+import { ROOT, SHARED } from "./helpers.ts";
 import { RANDOM_ARCH_CASES, withLlamaCppContext } from "./model-helpers.ts";
 
 const TOKENS = [1, 342, 431, 265, 403, 287, 447, 426, 271, 436, 443, 198, 172, 265, 263, 441, 440, 306, 433, 448, 363, 438, 276, 273];
@@ -50,6 +52,16 @@ async function llamaCppProbabilities(path: string, tokens: number[], nVocab: num
   });
 }
 
+/** tsmoe's logits for every position (one batch, F32 attention) */
+async function tsmoeLogits(path: string, tokens: number[]): Promise<{ ours: Float32Array; nVocab: number }> {
+  const model = await loadModel(path, { threads: 1 });
+  try {
+    return { ours: await model.createSession({ nCtx: 64 }).eval(tokens, { allLogits: true }), nVocab: model.hparams.nVocab };
+  } finally {
+    await model.dispose();
+  }
+}
+
 /** mean KL(p || softmax(ours)) and top-1 agreement over positions */
 function agreement(ref: Float64Array[], ours: Float32Array, nVocab: number): { meanKl: number; maxKl: number; top1: number } {
   let sum = 0;
@@ -78,21 +90,32 @@ function agreement(ref: Float64Array[], ours: Float32Array, nVocab: number): { m
   return { meanKl: sum / ref.length, maxKl, top1: same / ref.length };
 }
 
+describe("conformance with node-llama-cpp on the trained models", () => {
+  // the embedded model ships with the project; its F16 original is in ../shared/models when present
+  const models = [
+    { path: join(ROOT, "models", "tiny-moe-32x8-q8_0.gguf"), float: false },
+    { path: join(SHARED, "models", "tiny-moe-32x8-f16.gguf"), float: true },
+  ].filter((m) => existsSync(m.path));
+  const tokens = [1, 450, 300, 77, 1200, 3000, 15, 999, 2048, 7, 64, 128, 256, 512, 1024, 4000, 33, 44, 55, 66];
+  for (const m of models) {
+    it(m.path.split("/").pop()!, async () => {
+      const { ours, nVocab } = await tsmoeLogits(m.path, tokens);
+      const a = agreement(await llamaCppProbabilities(m.path, tokens, nVocab), ours, nVocab);
+      console.log(`${m.path.split("/").pop()}: mean KL ${a.meanKl.toExponential(2)}, max KL ${a.maxKl.toExponential(2)}, top-1 ${(100 * a.top1).toFixed(1)}%`);
+      expect(a.meanKl).toBeLessThan(m.float ? 1e-3 : 2e-2);
+      if (m.float) expect(a.top1).toBeGreaterThanOrEqual(0.98);
+    });
+  }
+  it("finds the embedded model", () => expect(models.length).toBeGreaterThanOrEqual(1));
+});
+
 describe("conformance with node-llama-cpp on generated models", () => {
   for (const c of RANDOM_ARCH_CASES) {
     for (const t of TYPES) {
       it(`${c.name} ${t.name}`, async () => {
         const path = join(dir, `${c.name}.${t.name}.gguf`);
         await writeRandomModel(path, { arch: c.arch, nExpert: c.nExpert, nExpertUsed: c.nExpertUsed, weightType: t.type, seed: 42 });
-        const model = await loadModel(path, { threads: 1 });
-        let ours: Float32Array;
-        let nVocab: number;
-        try {
-          nVocab = model.hparams.nVocab;
-          ours = await model.createSession({ nCtx: 64 }).eval(TOKENS, { allLogits: true });
-        } finally {
-          await model.dispose();
-        }
+        const { ours, nVocab } = await tsmoeLogits(path, TOKENS);
         const ref = await llamaCppProbabilities(path, TOKENS, nVocab);
         const a = agreement(ref, ours, nVocab);
         console.log(`${c.name} ${t.name}: mean KL ${a.meanKl.toExponential(2)}, max KL ${a.maxKl.toExponential(2)}, top-1 ${(100 * a.top1).toFixed(1)}%`);

@@ -6,7 +6,7 @@ import { Command, CommanderError } from "commander";
 import { TsmoeError } from "../errors.ts";
 import { register as registerInfo } from "./info.ts";
 import { register as registerBench } from "./bench.ts";
-import { register as registerRun } from "./run.ts";
+import { register as registerRun, expandLlamaFlags } from "./run.ts";
 import { register as registerPerplexity } from "./perplexity.ts";
 import { register as registerTradeoff } from "./tradeoff.ts";
 import { register as registerTokenize } from "./tokenize.ts";
@@ -42,7 +42,7 @@ export function reportError(err: unknown): never {
 
 export async function main(argv: string[]): Promise<void> {
   try {
-    await buildProgram().parseAsync(argv);
+    await buildProgram().parseAsync(expandLlamaFlags(argv));
   } catch (err) {
     reportError(err);
   }

@@ -357,4 +357,46 @@ export const ARCHS: Record<string, ArchSpec> = {
       ...biasedMoeFfn(i, s),
     ],
   },
+  // Qwen3-VL-MoE's language model: qwen3moe layers, interleaved multi-section RoPE (Qwen3-VL's 24/20/20 split of 64 pairs, scaled)
+  qwen3vlmoe: {
+    moe: "required",
+    defaults: { ...BASE, nHead: 8, nFf: 512, nExpert: 8, nExpertUsed: 4, nFfExp: 32, tiedOutput: false },
+    canTieOutput: true,
+    hparams: (a, s) => {
+      const half = s.ropeDims / 2;
+      const hw = Math.floor((half * 5) / 16);
+      return [
+        ...commonHparams(a, s, s.nFf),
+        ...expertHparams(a, s, { expertFf: true }),
+        { key: `${a}.rope.dimension_sections`, type: GgufValueType.ARRAY, arrayType: GgufValueType.INT32, value: [half - 2 * hw, hw, hw, 0] },
+      ];
+    },
+    layer: (i, s) => [...attention(i, s, { qkNorm: "head" }), ...moeFfn(i, s)],
+  },
+  // IBM Granite MoE (optionally with a shared expert): expert width = feed_forward_length; Granite 3.0 1B-A400M's multipliers
+  granitemoe: {
+    moe: "required",
+    defaults: { ...BASE, nExpert: 8, nExpertUsed: 4, nFfExp: 32, nFfShexp: 0, ropeBase: 10000, tiedOutput: true },
+    extra: { embeddingScale: 12, residualScale: 0.22, attentionScale: 0.015625, logitScale: 6 },
+    canTieOutput: true,
+    hparams: (a, s) => [
+      ...commonHparams(a, s, s.nFfExp),
+      ...expertHparams(a, s, { sharedFf: s.nFfShexp > 0 }),
+      { key: `${a}.embedding_scale`, type: F32, value: s.extra.embeddingScale! },
+      { key: `${a}.residual_scale`, type: F32, value: s.extra.residualScale! },
+      { key: `${a}.attention.scale`, type: F32, value: s.extra.attentionScale! },
+      { key: `${a}.logit_scale`, type: F32, value: s.extra.logitScale! },
+    ],
+    layer: (i, s) => [
+      ...attention(i, s),
+      ...moeFfn(i, s),
+      ...(s.nFfShexp > 0
+        ? [
+            { name: blk(i, "ffn_gate_shexp.weight"), shape: [s.nEmbd, s.nFfShexp], init: "proj" as const },
+            { name: blk(i, "ffn_up_shexp.weight"), shape: [s.nEmbd, s.nFfShexp], init: "proj" as const },
+            { name: blk(i, "ffn_down_shexp.weight"), shape: [s.nFfShexp, s.nEmbd], init: "proj" as const },
+          ]
+        : []),
+    ],
+  },
 };

@@ -5,7 +5,7 @@
  * h / (nHead / nHeadKv)). Scores are q.k * scale, softmaxed in float32 like ggml_soft_max_ext.
  *
  * Cache layout per layer: one row per position, K rows of nHeadKv * headDimK values, V rows of
- * nHeadKv * headDimV values. `f16` rounds what is stored to half precision (llama.cpp's default F16 cache).
+ * nHeadKv * headDimV values, allocated as positions are used (up to the session's context size). `f16` rounds what is stored to half precision (llama.cpp's default F16 cache).
  *
  * llama.cpp's default attention (flash attention, F16 cache) is in ./flash-attention.ts.
  */
@@ -34,7 +34,11 @@ export function firstKey(p: number, window: number | undefined): number {
   return window && window > 0 ? Math.max(0, p - window + 1) : 0;
 }
 
+/** Cache rows allocated at first, and the growth factor when more are needed (up to nCtx). */
+const INITIAL_ROWS = 256;
+
 export class KvCache {
+  /** per layer: K / V rows of the positions stored so far (capacity grows on demand up to nCtx) */
   readonly k: Float32Array[] = [];
   readonly v: Float32Array[] = [];
   readonly kRow: number;
@@ -48,14 +52,29 @@ export class KvCache {
   ) {
     this.kRow = shape.nHeadKv * shape.headDimK;
     this.vRow = shape.nHeadKv * shape.headDimV;
+    const rows = Math.min(nCtx, INITIAL_ROWS);
     for (let il = 0; il < nLayer; il++) {
-      this.k.push(new Float32Array(nCtx * this.kRow));
-      this.v.push(new Float32Array(nCtx * this.vRow));
+      this.k.push(new Float32Array(rows * this.kRow));
+      this.v.push(new Float32Array(rows * this.vRow));
     }
+  }
+
+  /** Makes room for `rows` positions in layer il (doubling, capped at nCtx), keeping what is stored. */
+  private reserve(il: number, rows: number): void {
+    const have = this.k[il].length / this.kRow;
+    if (rows <= have) return;
+    const cap = Math.min(this.nCtx, Math.max(rows, 2 * have));
+    const k = new Float32Array(cap * this.kRow);
+    const v = new Float32Array(cap * this.vRow);
+    k.set(this.k[il]);
+    v.set(this.v[il]);
+    this.k[il] = k;
+    this.v[il] = v;
   }
 
   /** Stores nTokens rows of K and V for layer il at positions pos0.. */
   store(il: number, pos0: number, nTokens: number, k: Float32Array, v: Float32Array): void {
+    this.reserve(il, pos0 + nTokens);
     const kc = this.k[il];
     const vc = this.v[il];
     const kn = nTokens * this.kRow;

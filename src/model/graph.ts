@@ -16,7 +16,7 @@ import { buildMoeFfn, denseFfn, sharedExpertFfn, type FfnBuffers } from "./ffn.t
 import type { MetaReader, ModelHParams } from "./hparams.ts";
 import type { Router } from "./moe.ts";
 import type { RouterConfig } from "./moe-types.ts";
-import { addInPlace, addRowBias, rmsNorm, rope, ropeParams, ropeTable, type RopeParams } from "./ops.ts";
+import { addInPlace, addRowBias, rmsNorm, rope, ropeParams, ropeTable, type RopeParams, scaleInPlace } from "./ops.ts";
 import type { LayerWeights, ModelWeights, TensorSource } from "./weights.ts";
 
 /** What an architecture file provides (see src/model/archs/). */
@@ -230,6 +230,7 @@ export function forwardBatch(
   const hp = g.hp;
   g.begin(n, pos0);
   getRowsF32(w.tokEmbd, tokens, g.x); // token embeddings
+  if (w.embeddingScale !== undefined) scaleInPlace(g.x, w.embeddingScale, n * hp.nEmbd);
   for (let il = 0; il < hp.nLayer; il++) arch.layer(g, w.layers[il], il);
 
   const first = allLogits ? 0 : n - 1;
@@ -238,5 +239,6 @@ export function forwardBatch(
   rmsNorm(xs, g.cur, rows, hp.nEmbd, hp.rmsEps, w.outputNorm);
   g.backend.matmul(w.output, g.cur, rows, logits);
   if (w.outputBias) addRowBias(logits, w.outputBias, rows, hp.nVocab);
+  if (w.logitScale !== undefined) scaleInPlace(logits, w.logitScale, rows * hp.nVocab);
   return logits.subarray(0, rows * hp.nVocab);
 }

@@ -42,6 +42,12 @@ export function addInPlace(a: Float32Array, b: Float32Array, n: number): void {
   for (let i = 0; i < n; i++) a[i] += b[i];
 }
 
+/** x[i] = x[i] * s in float32 for i < n (ggml_scale) */
+export function scaleInPlace(x: Float32Array, s: number, n: number): void {
+  const f = f32(s);
+  for (let i = 0; i < n; i++) x[i] *= f;
+}
+
 /** Adds the bias vector b (length n) to each of nRows rows of x. */
 export function addRowBias(x: Float32Array, b: Float32Array, nRows: number, n: number): void {
   for (let r = 0; r < nRows; r++) {

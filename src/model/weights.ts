@@ -88,6 +88,9 @@ export interface ModelWeights {
   /** output projection (token_embd when tied) and its optional bias */
   output: Weight;
   outputBias?: Float32Array;
+  /** multipliers of the token embeddings and of the logits (Granite embedding_scale, 1 / logit_scale) */
+  embeddingScale?: number;
+  logitScale?: number;
   /** RoPE frequency factors (Llama 3 rope_freqs.weight), shared by all layers */
   ropeFreqs?: Float32Array;
   layers: LayerWeights[];

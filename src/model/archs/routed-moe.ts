@@ -7,7 +7,7 @@
 import { TsmoeError } from "../../errors.ts";
 import type { ModelHParams, MetaReader } from "../hparams.ts";
 import type { RouterConfig } from "../moe-types.ts";
-import type { LayerWeights, TensorSource } from "../weights.ts";
+import type { LayerWeights, SharedExpertWeights, TensorSource } from "../weights.ts";
 import { blk, loadExperts } from "./common.ts";
 
 export type Gating = RouterConfig["gating"];
@@ -88,13 +88,15 @@ export function loadRoutedMoeFfn(t: TensorSource, hp: ModelHParams, i: number): 
       ffnDown: t.weight(blk(i, "ffn_down.weight"), nFf, nEmbd),
     };
   const moe = { ...loadExperts(t, hp, i), selectionBias: t.vector(blk(i, "exp_probs_b.bias"), hp.nExpert, true) };
-  const shexp =
-    nFfShexp > 0
-      ? {
-          gate: t.weight(blk(i, "ffn_gate_shexp.weight"), nEmbd, nFfShexp),
-          up: t.weight(blk(i, "ffn_up_shexp.weight"), nEmbd, nFfShexp),
-          down: t.weight(blk(i, "ffn_down_shexp.weight"), nFfShexp, nEmbd),
-        }
-      : undefined;
-  return { moe, shexp };
+  return { moe, shexp: nFfShexp > 0 ? loadUngatedSharedExpert(t, hp, i) : undefined };
+}
+
+/** ffn_{gate,up,down}_shexp of width hp.nFfShexp, added to the routed output without a gate */
+export function loadUngatedSharedExpert(t: TensorSource, hp: ModelHParams, i: number): SharedExpertWeights {
+  const { nEmbd, nFfShexp } = hp;
+  return {
+    gate: t.weight(blk(i, "ffn_gate_shexp.weight"), nEmbd, nFfShexp),
+    up: t.weight(blk(i, "ffn_up_shexp.weight"), nEmbd, nFfShexp),
+    down: t.weight(blk(i, "ffn_down_shexp.weight"), nFfShexp, nEmbd),
+  };
 }

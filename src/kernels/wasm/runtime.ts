@@ -1,0 +1,132 @@
+/**
+ * Runs the WASM kernels: compiles the emitted module once per thread, instantiates it over the shared
+ * memory (./memory.ts), copies the activations into this thread's scratch area of that memory, calls the
+ * kernel for a row range and copies the results out. `wasmMatmulRange` returns false (and does nothing)
+ * whenever the WASM path does not apply, so the caller falls back to the TypeScript kernels.
+ */
+import { GGMLType } from "../../tensor/types.ts";
+import type { Activations } from "../activations.ts";
+import type { Weight } from "../matmul.ts";
+import { encodeModule } from "./emitter.ts";
+import { Wasm, type WasmMemory, type WasmModule } from "./webassembly.ts";
+import { emitKernels, type KernelInfo } from "./kernels.ts";
+import { MAX_PAGES, disableWasm, isWasmBuffer, wasmAlloc, wasmDisabled, wasmMemory } from "./memory.ts";
+
+type KernelFn = (w: number, rb: number, nb: number, r0: number, r1: number, aq: number, ad: number, abs: number, T: number, K: number, out: number, tmp: number) => void;
+
+interface Runtime {
+  memory: WasmMemory;
+  kernels: Map<string, { fn: KernelFn; info: KernelInfo }>;
+}
+
+let moduleCache: { module: WasmModule; info: Map<string, KernelInfo> } | undefined;
+let runtime: Runtime | undefined;
+let failed = false;
+
+/** The module's bytes, generated here and now. */
+export function kernelModuleBytes(): Uint8Array {
+  const { funcs } = emitKernels();
+  return encodeModule(funcs, 1, MAX_PAGES);
+}
+
+function compile(): { module: WasmModule; info: Map<string, KernelInfo> } {
+  if (!moduleCache) {
+    const { funcs, info } = emitKernels();
+    moduleCache = { module: new Wasm!.Module(encodeModule(funcs, 1, MAX_PAGES)), info };
+  }
+  return moduleCache;
+}
+
+/** This thread's kernels over the shared memory, or undefined when WASM is off or unavailable. */
+export function wasmRuntime(): Runtime | undefined {
+  if (failed) return undefined;
+  const memory = wasmMemory();
+  if (!memory || wasmDisabled()) return undefined;
+  if (runtime && runtime.memory === memory) return runtime;
+  scratch = { addr: 0, size: 0 }; // a newly attached memory: this thread's scratch is allocated anew
+  try {
+    const { module, info } = compile();
+    const inst = new Wasm!.Instance(module, { env: { memory } });
+    const kernels = new Map<string, { fn: KernelFn; info: KernelInfo }>();
+    for (const [name, i] of info) kernels.set(name, { fn: inst.exports[name] as KernelFn, info: i });
+    runtime = { memory, kernels };
+  } catch {
+    // no fixed-width SIMD in this engine: TypeScript kernels only
+    failed = true;
+    disableWasm();
+  }
+  return runtime;
+}
+
+/**
+ * The kernel for weights of this type and this many tokens, if there is one and it is adopted (faster than
+ * the TypeScript kernel in bench/wasm-kernels.ts).
+ */
+export function kernelName(type: GGMLType, nTokens: number): string | undefined {
+  switch (type) {
+    case GGMLType.Q8_0:
+      return "q8_0";
+    case GGMLType.Q5_0:
+      return "q5_0";
+    case GGMLType.Q4_K:
+      return "q4_k";
+    case GGMLType.Q6_K:
+      return nTokens === 1 ? "q6_k_single" : "q6_k_batch";
+  }
+  return undefined;
+}
+
+/** This thread's scratch area in the shared memory (activations, outputs, per-row scratch). */
+let scratch = { addr: 0, size: 0 };
+
+function scratchAddr(n: number): number | undefined {
+  if (scratch.size < n) {
+    const size = Math.max(n, 2 * scratch.size, 1 << 16);
+    const addr = wasmAlloc(size);
+    if (addr === undefined) return undefined;
+    scratch = { addr, size };
+  }
+  return scratch.addr;
+}
+
+const align64 = (n: number) => Math.ceil(n / 64) * 64;
+
+/**
+ * out[t * outStride + r] = dot(row r of w, activation row t) for r in [rowStart, rowEnd), computed by the
+ * WASM kernel; false when the WASM path does not apply (no kernel for the type, weights outside the WASM
+ * memory, WASM off), in which case nothing was written. Arguments are checked by the caller (matmulRange).
+ */
+export function wasmMatmulRange(w: Weight, act: Activations, out: Float32Array, outStride: number, rowStart: number, rowEnd: number, name = kernelName(w.type, act.nTokens)): boolean {
+  if (name === undefined || !isWasmBufferCached(w.data)) return false;
+  const rt = wasmRuntime();
+  const k = rt?.kernels.get(name);
+  if (!rt || !k) return false;
+  const T = act.nTokens;
+  const K = w.ne0;
+  const nRows = rowEnd - rowStart;
+  if (T === 0 || nRows === 0) return true;
+  const { typeSize, blockSize, tmpPerBlock } = k.info;
+  const nb = K / blockSize;
+  const qsBytes = align64(T * K);
+  const dBytes = align64(T * nb * 4);
+  const bsBytes = act.bsums.length > 0 ? align64(T * (K / 16) * 4) : 0;
+  const outBytes = align64(T * nRows * 4);
+  const tmpBytes = align64(nb * tmpPerBlock);
+  const base = scratchAddr(qsBytes + dBytes + bsBytes + outBytes + tmpBytes);
+  if (base === undefined) return false;
+  const buf = rt.memory.buffer;
+  const aq = base, ad = aq + qsBytes, abs = ad + dBytes, o = abs + bsBytes, tmp = o + outBytes;
+  new Int8Array(buf, aq, T * K).set(act.qs.subarray(0, T * K));
+  new Float32Array(buf, ad, T * nb).set(act.d.subarray(0, T * nb));
+  if (bsBytes) new Int32Array(buf, abs, T * (K / 16)).set(act.bsums.subarray(0, T * (K / 16)));
+  k.fn(w.data.byteOffset, nb * typeSize, nb, rowStart, rowEnd, aq, ad, abs, T, K, o, tmp);
+  const res = new Float32Array(buf, o, T * nRows);
+  if (T === 1) out.set(res, rowStart);
+  else for (let t = 0; t < T; t++) out.set(res.subarray(t * nRows, (t + 1) * nRows), t * outStride + rowStart);
+  return true;
+}
+
+/** isWasmBuffer on the weight's buffer (the memory must exist in this thread first). */
+function isWasmBufferCached(data: Uint8Array): boolean {
+  return !wasmDisabled() && wasmRuntime() !== undefined && isWasmBuffer(data.buffer);
+}

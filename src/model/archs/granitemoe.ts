@@ -1,0 +1,90 @@
+/**
+ * `granitemoe`: IBM Granite 3.x MoE (and Granite MoE Shared): Llama-style layers (NORM RoPE unless
+ * rope.scaling.finetuned is false, optional rope_freqs, optional attention-output bias), routed experts of
+ * width feed_forward_length (softmax router, top-k weights renormalised), an optional ungated shared
+ * expert (expert_shared_feed_forward_length), and Granite's multipliers: embedding_scale on the token
+ * embeddings, attention.scale as the kq scale, residual_scale on each branch before it joins the residual
+ * stream, and logits divided by logit_scale. Mirrors llama.cpp src/models/granite-moe.cpp / granite.cpp.
+ */
+import { TsmoeError } from "../../errors.ts";
+import type { Arch } from "../graph.ts";
+import type { ModelHParams } from "../hparams.ts";
+import { scaleInPlace } from "../ops.ts";
+import { blk, loadAttention, loadEmbeddingsAndOutput, loadExperts, requireFullRope } from "./common.ts";
+import { loadUngatedSharedExpert } from "./routed-moe.ts";
+
+/** per model: Granite's multipliers (0 = none) and whether RoPE is applied */
+const extras = new WeakMap<ModelHParams, { residualScale: number; rope: boolean; embeddingScale: number; logitScale: number }>();
+
+export const granitemoe: Arch = {
+  name: "granitemoe",
+  ropeType: "norm",
+
+  hparams(r, hp) {
+    requireFullRope(hp);
+    if (hp.nExpert === 0) throw new TsmoeError("granitemoe: expert_count must be > 0");
+    if (r.str("rope.scaling.type", "linear") === "longrope") throw new TsmoeError("granitemoe: LongRoPE scaling is not supported");
+    hp.nFfExp = hp.nFf;
+    hp.nFfShexp = r.int("expert_shared_feed_forward_length", 0);
+    hp.attentionScale = r.float("attention.scale", 0);
+    const logitScale = r.float("logit_scale");
+    if (logitScale === 0) throw new TsmoeError(`${r.file.path}: '${r.key("logit_scale")}' must not be 0`);
+    extras.set(hp, {
+      residualScale: r.float("residual_scale", 0),
+      embeddingScale: r.float("embedding_scale", 0),
+      logitScale,
+      rope: r.bool("rope.scaling.finetuned", true),
+    });
+  },
+
+  tensors(t, hp) {
+    const x = extras.get(hp)!;
+    const head = loadEmbeddingsAndOutput(t, hp, { tiedAllowed: true });
+    const layers = [];
+    for (let i = 0; i < hp.nLayer; i++) {
+      layers.push({
+        ...loadAttention(t, hp, i, hp.nEmbdHeadK * hp.nHead, { outputBias: true }),
+        ffnNorm: t.vector(blk(i, "ffn_norm.weight"), hp.nEmbd),
+        moe: loadExperts(t, hp, i),
+        shexp: hp.nFfShexp > 0 ? loadUngatedSharedExpert(t, hp, i) : undefined,
+      });
+    }
+    const ropeFreqs = t.vector("rope_freqs.weight", hp.nRot / 2, true);
+    return {
+      ...head,
+      ropeFreqs,
+      layers,
+      ...(x.embeddingScale !== 0 ? { embeddingScale: x.embeddingScale } : {}),
+      logitScale: Math.fround(1 / x.logitScale),
+    };
+  },
+
+  router: (hp) => ({
+    nExpert: hp.nExpert,
+    nExpertUsed: hp.nExpertUsed,
+    gating: "softmax",
+    normTopK: true,
+    scale: hp.expertWeightsScale || 1,
+  }),
+
+  layer(g, L, il) {
+    const hp = g.hp;
+    const x = extras.get(hp)!;
+    const n = g.n * hp.nEmbd;
+    g.norm(g.x, L.attnNorm, g.cur);
+    g.qkv(L, g.cur);
+    if (x.rope) {
+      g.rope(g.q, hp.nHead);
+      g.rope(g.k, hp.nHeadKv);
+    }
+    g.attention(L, il, g.tmp);
+    if (x.residualScale) scaleInPlace(g.tmp, x.residualScale, n);
+    g.add(g.x, g.tmp); // ffn_inp
+
+    g.norm(g.x, L.ffnNorm, g.cur);
+    g.moeFfn(L, g.cur, g.tmp, il);
+    if (L.shexp) g.sharedExpert(L, g.cur, g.tmp);
+    if (x.residualScale) scaleInPlace(g.tmp, x.residualScale, n);
+    g.add(g.x, g.tmp);
+  },
+};
