@@ -167,8 +167,8 @@ export class Code {
   sumI32x4(): this {
     // v + v[2,3,..] then + lane 1
     const t = this.scratchV128();
-    this.tee(t).get(t).shuffle([8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7]).simd(Simd.i32x4Add);
-    this.tee(t).get(t).shuffle([4, 5, 6, 7, 0, 1, 2, 3, 8, 9, 10, 11, 12, 13, 14, 15]).simd(Simd.i32x4Add);
+    this.tee(t).get(t).get(t).shuffle([8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7]).simd(Simd.i32x4Add);
+    this.tee(t).get(t).get(t).shuffle([4, 5, 6, 7, 0, 1, 2, 3, 8, 9, 10, 11, 12, 13, 14, 15]).simd(Simd.i32x4Add);
     return this.lane(Simd.i32x4ExtractLane, 0);
   }
 

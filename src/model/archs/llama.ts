@@ -3,6 +3,7 @@
  * weights renormalised, expert width = feed_forward_length). NORM RoPE with optional Llama 3 frequency
  * factors (rope_freqs.weight). Mirrors llama.cpp src/models/llama.cpp.
  */
+import { TsmoeError } from "../../errors.ts";
 import type { Arch } from "../graph.ts";
 import { blk, loadAttention, loadDenseFfn, loadEmbeddingsAndOutput, loadExperts, requireFullRope } from "./common.ts";
 
@@ -19,6 +20,8 @@ export const llama: Arch = {
     const head = loadEmbeddingsAndOutput(t, hp, { tiedAllowed: true });
     const layers = [];
     for (let i = 0; i < hp.nLayer; i++) {
+      for (const b of ["ffn_gate.bias", "ffn_up.bias", "ffn_down.bias"])
+        if (t.has(blk(i, b))) throw new TsmoeError(`llama: FFN bias tensors (${blk(i, b)}) are not supported`);
       layers.push({
         ...loadAttention(t, hp, i, hp.nEmbdHeadK * hp.nHead, { outputBias: true }),
         ffnNorm: t.vector(blk(i, "ffn_norm.weight"), hp.nEmbd),
