@@ -10,6 +10,7 @@ import { TsmoeError } from "../errors.ts";
 import { quantizeActivations, type Activations } from "./activations.ts";
 import { matmulFloatRange } from "./dot-float.ts";
 import { matmulQuantRange } from "./dot-quant.ts";
+import { wasmMatmulRange } from "./wasm/runtime.ts";
 
 export { quantizeActivations, vecDotType, type Activations } from "./activations.ts";
 
@@ -27,7 +28,9 @@ function isFloat(type: GGMLType): boolean {
 
 /**
  * out[t * outStride + r] = dot(row r of w, activation row t) for rowStart <= r < rowEnd and every token t
- * of `act` (prepared by quantizeActivations for w.type).
+ * of `act` (prepared by quantizeActivations for w.type). Runs the WebAssembly SIMD kernel when there is an
+ * adopted one for the type and the weights live in the WASM memory (see ./wasm/), else the TypeScript
+ * kernels; both give bit-identical results, for any split of the rows.
  */
 export function matmulRange(
   w: Weight,
@@ -37,6 +40,27 @@ export function matmulRange(
   rowStart: number,
   rowEnd: number,
 ): void {
+  checkRange(w, act, out, outStride, rowStart, rowEnd);
+  if (wasmMatmulRange(w, act, out, outStride, rowStart, rowEnd)) return;
+  if (isFloat(w.type)) matmulFloatRange(w, act, out, outStride, rowStart, rowEnd);
+  else matmulQuantRange(w, act, out, outStride, rowStart, rowEnd);
+}
+
+/** matmulRange with the plain-TypeScript kernels only: the reference the WASM kernels are tested against. */
+export function matmulTsRange(
+  w: Weight,
+  act: Activations,
+  out: Float32Array,
+  outStride: number,
+  rowStart: number,
+  rowEnd: number,
+): void {
+  checkRange(w, act, out, outStride, rowStart, rowEnd);
+  if (isFloat(w.type)) matmulFloatRange(w, act, out, outStride, rowStart, rowEnd);
+  else matmulQuantRange(w, act, out, outStride, rowStart, rowEnd);
+}
+
+function checkRange(w: Weight, act: Activations, out: Float32Array, outStride: number, rowStart: number, rowEnd: number): void {
   if (act.wtype !== w.type || act.ne0 !== w.ne0) {
     throw new TsmoeError(
       `matmul: activations prepared for ${typeName(act.wtype)} rows of ${act.ne0}, weight is ${typeName(w.type)} with rows of ${w.ne0}`,
@@ -47,8 +71,6 @@ export function matmulRange(
     throw new TsmoeError(`matmul: ${typeName(w.type)} weight [${w.ne0} x ${w.ne1}] needs ${w.ne1 * rowBytes(w.type, w.ne0)} bytes, has ${w.data.byteLength}`);
   }
   if (act.nTokens > 0 && out.length < (act.nTokens - 1) * outStride + rowEnd) throw new TsmoeError(`matmul: output buffer too small`);
-  if (isFloat(w.type)) matmulFloatRange(w, act, out, outStride, rowStart, rowEnd);
-  else matmulQuantRange(w, act, out, outStride, rowStart, rowEnd);
 }
 
 /** Activations of the last `matmul` call per weight type: their buffers are reused by the next call. */
