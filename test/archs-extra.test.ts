@@ -164,6 +164,30 @@ function top2Gap(v: ArrayLike<number>): number {
   return a - b;
 }
 
+describe("unsupported variants are refused with a clear error", () => {
+  let dir: string;
+  beforeAll(() => {
+    dir = mkdtempSync(join(tmpdir(), "tsmoe-archs-refuse-"));
+  });
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  const cases: { arch: string; key: string; type: "int" | "float"; value: number; message: RegExp }[] = [
+    { arch: "deepseek2", key: "attention.key_length_mla", type: "int", value: 0, message: /legacy attn_kv_b.*not supported/ },
+    { arch: "deepseek2", key: "attention.temperature_scale", type: "float", value: 0.1, message: /temperature scaling is not supported/ },
+    { arch: "deepseek2", key: "attention.head_count_kv", type: "int", value: 4, message: /absorbed MLA needs head_count_kv 1/ },
+    { arch: "gpt-oss", key: "rope.freq_base_swa", type: "float", value: 1000, message: /freq_base_swa\) is not supported/ },
+    { arch: "glm4moe", key: "expert_gating_func", type: "int", value: 9, message: /gating function 9 is not supported/ },
+    { arch: "glm4moe", key: "nextn_predict_layers", type: "int", value: 2, message: /nextn_predict_layers 2 must be < block_count 2/ },
+  ];
+  for (const c of cases) {
+    it(`${c.arch}: ${c.key} = ${c.value}`, async () => {
+      const path = join(dir, `${c.arch}.gguf`);
+      if (!existsSync(path)) await writeRandomModel(path, { arch: c.arch, seed: 1 });
+      await expect(loadModel(path, { threads: 1, overrideKv: [{ key: `${c.arch}.${c.key}`, type: c.type, value: c.value }] })).rejects.toThrow(c.message);
+    });
+  }
+});
+
 interface GoldenFile {
   arch: string;
   type: string;

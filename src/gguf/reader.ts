@@ -1,7 +1,8 @@
 /**
  * Loads a GGUF model (all shards of a split model) into memory: header via ./header.ts, tensor data read with
- * plain `fs.readSync` straight into one SharedArrayBuffer per tensor, so worker threads can share the weights
- * without copying and the file is never held in one big JS buffer.
+ * plain `fs.readSync` straight into SharedArrayBuffer-backed memory (the WebAssembly kernels' shared memory when
+ * it has room, see src/kernels/wasm/memory.ts, else one SharedArrayBuffer per tensor), so worker threads can share
+ * the weights without copying and the file is never held in one big JS buffer.
  */
 import { closeSync, openSync, readSync } from "node:fs";
 import { basename } from "node:path";
@@ -10,6 +11,7 @@ import { readGgufHeader, type GgufHeader } from "./header.ts";
 import type { GgufFile, TensorEntry } from "./types.ts";
 import { splitShardPaths } from "./split.ts";
 import { q } from "./quote.ts";
+import { allocTensorBytes } from "../kernels/wasm/memory.ts";
 
 export interface LoadGgufOptions {
   /** parse headers only: every tensor gets `data = new Uint8Array(0)` */
@@ -65,13 +67,13 @@ export async function loadGguf(path: string, opts: LoadGgufOptions = {}): Promis
 }
 
 function readTensorData(fd: number, file: string, name: string, position: number, nBytes: number): Uint8Array {
-  let sab: SharedArrayBuffer;
+  let data: Uint8Array;
   try {
-    sab = new SharedArrayBuffer(nBytes);
+    // inside the WebAssembly kernels' shared memory when it has room, else a SharedArrayBuffer of its own
+    data = allocTensorBytes(nBytes);
   } catch {
     throw new GgufError(file, `cannot allocate ${nBytes} bytes for tensor ${q(name)}`);
   }
-  const data = new Uint8Array(sab);
   let got = 0;
   while (got < nBytes) {
     const r = readSync(fd, data, got, Math.min(READ_CHUNK, nBytes - got), position + got);

@@ -23,7 +23,6 @@ export const granitemoe: Arch = {
   hparams(r, hp) {
     requireFullRope(hp);
     if (hp.nExpert === 0) throw new TsmoeError("granitemoe: expert_count must be > 0");
-    if (r.str("rope.scaling.type", "linear") === "longrope") throw new TsmoeError("granitemoe: LongRoPE scaling is not supported");
     hp.nFfExp = hp.nFf;
     hp.nFfShexp = r.int("expert_shared_feed_forward_length", 0);
     hp.attentionScale = r.float("attention.scale", 0);

@@ -1,0 +1,209 @@
+/**
+ * The WebAssembly SIMD kernels (src/kernels/wasm/) against the plain-TypeScript reference kernels: results
+ * must be bit-identical for every adopted type, shape, token count and row split, in the main thread and
+ * in a worker thread sharing the memory. Also the emitter's encodings and the shared-memory allocator.
+ */
+import { describe, expect, it } from "vitest";
+import { MessageChannel, Worker, receiveMessageOnPort } from "node:worker_threads";
+import { GGMLType, rowBytes, typeName } from "../src/tensor/types.ts";
+import { quantize } from "../src/tensor/quantize.ts";
+import { randn, randomBlocks, uniformRng } from "../src/tensor/random.ts";
+import { matmulRange, matmulTsRange, quantizeActivations, type Weight } from "../src/kernels/matmul.ts";
+import { Code, I32, Op, Simd, V128, encodeModule, sleb, uleb } from "../src/kernels/wasm/emitter.ts";
+import { allocTensorBytes, isWasmBuffer, wasmAlloc, wasmMemory } from "../src/kernels/wasm/memory.ts";
+import { kernelModuleBytes, kernelName, wasmMatmulRange, wasmRuntime } from "../src/kernels/wasm/runtime.ts";
+
+const TYPES = [GGMLType.Q8_0, GGMLType.Q5_0, GGMLType.Q4_K, GGMLType.Q6_K];
+
+function wasmWeight(type: GGMLType, ne0: number, ne1: number, bytes: Uint8Array): Weight {
+  const data = allocTensorBytes(bytes.length);
+  data.set(bytes);
+  return { type, ne0, ne1, data };
+}
+
+/** Activations with some awkward rows: all zero, one huge value, tiny values. */
+function activations(K: number, T: number, seed: number): Float32Array {
+  const x = randn(K * T, seed);
+  const u = uniformRng(seed + 1);
+  for (let t = 0; t < T; t++) {
+    const kind = Math.floor(u() * 4);
+    if (kind === 0) x.fill(0, t * K, t * K + 32);
+    if (kind === 1) x[t * K + Math.floor(u() * K)] = 1e4;
+    if (kind === 2) for (let i = 0; i < K; i++) x[t * K + i]! *= 1e-6;
+  }
+  return x;
+}
+
+function expectSameBits(a: Float32Array, b: Float32Array, what: string): void {
+  for (let i = 0; i < a.length; i++) {
+    if (!Object.is(a[i], b[i])) throw new Error(`${what}: element ${i}: TS ${a[i]} vs WASM ${b[i]}`);
+  }
+}
+
+describe("wasm emitter", () => {
+  it("encodes LEB128", () => {
+    expect(uleb(0)).toEqual([0]);
+    expect(uleb(127)).toEqual([127]);
+    expect(uleb(128)).toEqual([0x80, 1]);
+    expect(uleb(624485)).toEqual([0xe5, 0x8e, 0x26]);
+    expect(uleb(2 ** 32 - 1)).toEqual([0xff, 0xff, 0xff, 0xff, 0x0f]);
+    expect(sleb(-1)).toEqual([0x7f]);
+    expect(sleb(63)).toEqual([63]);
+    expect(sleb(64)).toEqual([0xc0, 0]);
+    expect(sleb(-64)).toEqual([0x40]);
+    expect(sleb(-65)).toEqual([0xbf, 0x7f]);
+    expect(sleb(-123456)).toEqual([0xc0, 0xbb, 0x78]);
+  });
+
+  it("builds modules that run: loops, memory, SIMD dot products", () => {
+    // f(a, n): sum over i < n of dot(i8 x 16 at a + 16 i, itself) via i32x4.dot_i16x8_s, plus a scalar check
+    const c = new Code(2);
+    const i = c.local(I32), s = c.local(I32), v = c.local(V128);
+    c.i32(0).set(s);
+    c.forLoop(i, () => c.i32(0), () => c.get(1), 1, () => {
+      c.get(0).get(i).i32(4).op(Op.i32Shl, Op.i32Add).simdMem(Simd.v128Load).set(v);
+      c.get(v).simd(Simd.i16x8ExtendLowI8x16S).get(v).simd(Simd.i16x8ExtendLowI8x16S).simd(Simd.i32x4DotI16x8S);
+      c.get(v).simd(Simd.i16x8ExtendHighI8x16S).get(v).simd(Simd.i16x8ExtendHighI8x16S).simd(Simd.i32x4DotI16x8S);
+      c.simd(Simd.i32x4Add).sumI32x4().get(s).op(Op.i32Add).set(s);
+    });
+    c.get(s);
+    const bytes = encodeModule([{ name: "f", params: [I32, I32], results: [I32], code: c }], 1, 2);
+    const mem = new WebAssembly.Memory({ initial: 1, maximum: 2, shared: true });
+    const inst = new WebAssembly.Instance(new WebAssembly.Module(bytes), { env: { memory: mem } });
+    const q = new Int8Array(mem.buffer, 64, 48);
+    const u = uniformRng(3);
+    let want = 0;
+    for (let k = 0; k < q.length; k++) {
+      q[k] = Math.floor(u() * 256) - 128;
+      want += q[k]! * q[k]!;
+    }
+    expect((inst.exports.f as (a: number, n: number) => number)(64, 3)).toBe(want);
+  });
+
+  it("emits a kernel module that validates", () => {
+    expect(WebAssembly.validate(kernelModuleBytes())).toBe(true);
+    expect(wasmRuntime()).toBeDefined();
+  });
+});
+
+describe("wasm kernels vs TypeScript kernels (bit-identical)", () => {
+  for (const type of TYPES) {
+    it(`${typeName(type)}: random blocks and quantized weights, shapes, token counts, row splits`, () => {
+      const bs = type === GGMLType.Q4_K || type === GGMLType.Q6_K ? 256 : 32;
+      const u = uniformRng(type + 100);
+      let seed = 1;
+      for (const K of [bs, 2 * bs, 5 * bs, 2048]) {
+        for (const N of [1, 3, 16, 37]) {
+          const random = seed % 2 === 0;
+          const bytes = random ? randomBlocks(type, K, N, seed) : quantize(type, randn(K * N, seed, 0.2), N, K);
+          const w = wasmWeight(type, K, N, bytes);
+          for (const T of [1, 2, 3, 4, 7]) {
+            seed++;
+            const act = quantizeActivations(type, activations(K, T, seed), T, K);
+            const ref = new Float32Array(T * N + 5).fill(-1);
+            matmulTsRange(w, act, ref, N, 0, N);
+            // the WASM kernel over random row splits, each range on its own
+            const got = new Float32Array(T * N + 5).fill(-1);
+            let r = 0;
+            while (r < N) {
+              const end = Math.min(N, r + 1 + Math.floor(u() * N));
+              expect(wasmMatmulRange(w, act, got, N, r, end)).toBe(true);
+              r = end;
+            }
+            expectSameBits(ref, got, `${typeName(type)} K=${K} N=${N} T=${T}`);
+            // and through the dispatching matmulRange
+            const viaDispatch = new Float32Array(T * N + 5).fill(-1);
+            matmulRange(w, act, viaDispatch, N, 0, N);
+            expectSameBits(ref, viaDispatch, `${typeName(type)} K=${K} N=${N} T=${T} (matmulRange)`);
+          }
+        }
+      }
+    });
+  }
+
+  it("writes with an output stride wider than the row count, leaving other entries alone", () => {
+    const K = 256, N = 9, T = 3, stride = 20;
+    const w = wasmWeight(GGMLType.Q4_K, K, N, randomBlocks(GGMLType.Q4_K, K, N, 5));
+    const act = quantizeActivations(GGMLType.Q4_K, randn(K * T, 6), T, K);
+    const ref = new Float32Array(T * stride).fill(7);
+    const got = new Float32Array(T * stride).fill(7);
+    matmulTsRange(w, act, ref, stride, 2, 8);
+    expect(wasmMatmulRange(w, act, got, stride, 2, 8)).toBe(true);
+    expectSameBits(ref, got, "strided");
+    expect(got[0]).toBe(7);
+    expect(got[stride + 8]).toBe(7);
+  });
+
+  it("falls back to TypeScript for weights outside the WASM memory and for types without a kernel", () => {
+    const K = 64, N = 4;
+    const plain: Weight = { type: GGMLType.Q8_0, ne0: K, ne1: N, data: quantize(GGMLType.Q8_0, randn(K * N, 9), N, K) };
+    const act = quantizeActivations(GGMLType.Q8_0, randn(K, 10), 1, K);
+    expect(wasmMatmulRange(plain, act, new Float32Array(N), N, 0, N)).toBe(false);
+    const a = new Float32Array(N), b = new Float32Array(N);
+    matmulRange(plain, act, a, N, 0, N);
+    matmulTsRange(plain, act, b, N, 0, N);
+    expectSameBits(b, a, "fallback");
+    expect(kernelName(GGMLType.Q2_K, 1)).toBeUndefined();
+    const q2 = wasmWeight(GGMLType.Q2_K, 256, 2, randomBlocks(GGMLType.Q2_K, 256, 2, 11));
+    expect(wasmMatmulRange(q2, quantizeActivations(GGMLType.Q2_K, randn(256, 12), 1, 256), new Float32Array(2), 2, 0, 2)).toBe(false);
+  });
+});
+
+describe("wasm shared memory", () => {
+  it("allocates aligned, disjoint tensor bytes inside the memory and refuses more than 4 GiB", () => {
+    const mem = wasmMemory()!;
+    const a = allocTensorBytes(100);
+    const b = allocTensorBytes(1000);
+    expect(a.buffer).toBeInstanceOf(SharedArrayBuffer);
+    expect(a.byteOffset % 64).toBe(0);
+    expect(b.byteOffset).toBeGreaterThanOrEqual(a.byteOffset + 100);
+    expect(isWasmBuffer(b.buffer)).toBe(true);
+    expect(b.byteOffset + b.length).toBeLessThanOrEqual(mem.buffer.byteLength);
+    expect(wasmAlloc(2 ** 33)).toBeUndefined();
+    const c = allocTensorBytes(10);
+    expect(c.byteOffset).toBeGreaterThanOrEqual(b.byteOffset + 1000);
+    expect(isWasmBuffer(new SharedArrayBuffer(mem.buffer.byteLength))).toBe(false);
+  });
+
+  it("recognises the memory's buffer when it arrives as another object (posted between threads)", () => {
+    const data = allocTensorBytes(64);
+    const { port1, port2 } = new MessageChannel();
+    port1.postMessage(data.buffer);
+    const received = receiveMessageOnPort(port2)!.message as SharedArrayBuffer;
+    port1.close();
+    expect(received).not.toBe(data.buffer);
+    expect(isWasmBuffer(received)).toBe(true);
+  });
+
+  it("runs the kernels in a worker thread over the same memory, with the same results", async () => {
+    const type = GGMLType.Q6_K, K = 512, N = 24, T = 3;
+    const w = wasmWeight(type, K, N, randomBlocks(type, K, N, 21));
+    const act = quantizeActivations(type, randn(K * T, 22), T, K);
+    const ref = new Float32Array(T * N);
+    matmulTsRange(w, act, ref, N, 0, N);
+    const out = new Float32Array(new SharedArrayBuffer(T * N * 4));
+    const runtimeUrl = new URL("../src/kernels/wasm/runtime.ts", import.meta.url).href;
+    const memoryUrl = new URL("../src/kernels/wasm/memory.ts", import.meta.url).href;
+    const code = `
+      const { workerData, parentPort } = require("node:worker_threads");
+      (async () => {
+        (await import("tsx/esm/api")).register();
+        const mem = await import(${JSON.stringify(memoryUrl)});
+        const rt = await import(${JSON.stringify(runtimeUrl)});
+        mem.attachWasmMemory(workerData.memory);
+        const ok = rt.wasmMatmulRange(workerData.w, workerData.act, workerData.out, ${N}, 5, ${N});
+        parentPort.postMessage({ ok });
+      })().catch((e) => parentPort.postMessage({ error: String(e) }));`;
+    const worker = new Worker(code, { eval: true, workerData: { memory: wasmMemory(), w, act, out } });
+    const reply = await new Promise<{ ok?: boolean; error?: string }>((resolve, reject) => {
+      worker.once("message", resolve);
+      worker.once("error", reject);
+    });
+    await worker.terminate();
+    expect(reply.error).toBeUndefined();
+    expect(reply.ok).toBe(true);
+    expect(wasmMatmulRange(w, act, out, N, 0, 5)).toBe(true);
+    expectSameBits(ref, out, "worker");
+    expect(rowBytes(type, K) * N).toBe(w.data.length);
+  });
+});
