@@ -11,9 +11,10 @@
  * Q6_K for output, attn_v and ffn_down in llama-quantize's "more bits" layers).
  *
  * Per model: prompt processing of 64 tokens (pp64, fresh session) and decode of 32 tokens after it (tg32,
- * one token per eval, greedy), tsmoe and llama.cpp alternating `reps` times (best run kept); then tsmoe
- * with 1 thread for the thread scaling; peak RSS of the tsmoe run. Each model is measured in a child
- * process so peak RSS is tsmoe's own. Prints a table; --write also writes bench/RESULTS.md.
+ * one token per eval, greedy) with tsmoe and llama.cpp at `threads` and at 1 thread, alternating `reps`
+ * times (best run kept); tokens per CPU-second of the 1-thread runs compare the kernels independently of
+ * other load. Each model is measured in a child process so the peak RSS taken after tsmoe's first run is
+ * tsmoe's own. Prints a table; --write also writes bench/RESULTS.md.
  */
 import { spawnSync } from "node:child_process";
 import { existsSync, readFileSync, renameSync, statSync, writeFileSync } from "node:fs";
@@ -181,7 +182,10 @@ interface ChildResult {
   llama: Speed;
   tsmoe1: Speed;
   llama1: Speed;
+  /** peak RSS after loading and running the model with `threads` threads (before anything else loads) */
   tsmoeRssMB: number;
+  /** RSS of the process before loading the model */
+  baseRssMB: number;
   fileMB: number;
   load: number;
 }
@@ -190,30 +194,37 @@ interface ChildResult {
 async function measure(path: string, threads: number, reps: number): Promise<void> {
   const { getLlama, LlamaLogLevel } = await import("node-llama-cpp");
   const fileMB = statSync(path).size / 2 ** 20;
+  const baseRssMB = process.memoryUsage().rss / 2 ** 20;
 
   const model = await loadModel(path, { threads });
   const prompt = promptTokens(model.hparams.nVocab);
-  const tsmoeRuns: Speed[] = [];
-  const llamaRuns: Speed[] = [];
-  tsmoeRuns.push(await runTsmoe(model, prompt));
+  const runs = { tsmoe: [] as Speed[], llama: [] as Speed[], tsmoe1: [] as Speed[], llama1: [] as Speed[] };
+  runs.tsmoe.push(await runTsmoe(model, prompt));
   const tsmoeRssMB = process.resourceUsage().maxRSS / 1024;
 
+  const model1 = await loadModel(path, { threads: 1 });
   const llama = await getLlama({ gpu: false, build: "never", maxThreads: 0, logLevel: LlamaLogLevel.error });
   const lm = await llama.loadModel({ modelPath: path });
-  llamaRuns.push(await runLlama(lm, threads, prompt));
-  for (let r = 1; r < reps; r++) {
-    tsmoeRuns.push(await runTsmoe(model, prompt));
-    llamaRuns.push(await runLlama(lm, threads, prompt));
+  for (let r = 0; r < reps; r++) {
+    if (r > 0) runs.tsmoe.push(await runTsmoe(model, prompt));
+    runs.llama.push(await runLlama(lm, threads, prompt));
+    runs.tsmoe1.push(await runTsmoe(model1, prompt));
+    runs.llama1.push(await runLlama(lm, 1, prompt));
   }
   await model.dispose();
-
-  const model1 = await loadModel(path, { threads: 1 });
-  const tsmoe1 = await runTsmoe(model1, prompt);
   await model1.dispose();
-  const llama1 = await runLlama(lm, 1, prompt);
   await lm.dispose();
 
-  const result: ChildResult = { tsmoe: best(tsmoeRuns), llama: best(llamaRuns), tsmoe1, llama1, tsmoeRssMB, fileMB, load: loadavg()[0]! };
+  const result: ChildResult = {
+    tsmoe: best(runs.tsmoe),
+    llama: best(runs.llama),
+    tsmoe1: best(runs.tsmoe1),
+    llama1: best(runs.llama1),
+    tsmoeRssMB,
+    baseRssMB,
+    fileMB,
+    load: loadavg()[0]!,
+  };
   console.log("RESULT " + JSON.stringify(result));
 }
 
@@ -269,7 +280,7 @@ async function main(): Promise<void> {
     console.log(l);
     lines.push(l);
   };
-  say(`dispatch: 64x64 F32 matmul ${d.oneUs.toFixed(1)} µs on 1 thread, ${d.twoUs.toFixed(1)} µs through 2 threads (minParallelMacs 0)`);
+  say(`dispatch: 64x64 F32 matmul ${d.oneUs.toFixed(1)} µs on 1 thread, ${d.twoUs.toFixed(1)} µs through 2 threads (minParallelMacs 0); load avg ${loadavg()[0]!.toFixed(1)}`);
   say("");
   const results: { label: string; r: ChildResult }[] = [];
   for (const arch of archs)
@@ -288,11 +299,11 @@ async function main(): Promise<void> {
   const f = (v: number): string => v.toFixed(2);
   say(`${threads} threads, wall clock (tokens/s; ratio = tsmoe / llama.cpp):`);
   say("");
-  say(`| model (${nLayer} layers) | file MB | tsmoe peak RSS MB | pp64 tsmoe | pp64 llama.cpp | pp ratio | tg32 tsmoe | tg32 llama.cpp | tg ratio | load avg |`);
+  say(`| model (${nLayer} layers) | file MB | tsmoe peak RSS MB (before load) | pp64 tsmoe | pp64 llama.cpp | pp ratio | tg32 tsmoe | tg32 llama.cpp | tg ratio | load avg |`);
   say("|---|---|---|---|---|---|---|---|---|---|");
   for (const { label, r } of results)
     say(
-      `| ${label} | ${r.fileMB.toFixed(0)} | ${r.tsmoeRssMB.toFixed(0)} | ${f(r.tsmoe.pp)} | ${f(r.llama.pp)} | ${f(r.tsmoe.pp / r.llama.pp)} | ${f(r.tsmoe.tg)} | ${f(r.llama.tg)} | ${f(r.tsmoe.tg / r.llama.tg)} | ${r.load.toFixed(1)} |`,
+      `| ${label} | ${r.fileMB.toFixed(0)} | ${r.tsmoeRssMB.toFixed(0)} (${r.baseRssMB.toFixed(0)}) | ${f(r.tsmoe.pp)} | ${f(r.llama.pp)} | ${f(r.tsmoe.pp / r.llama.pp)} | ${f(r.tsmoe.tg)} | ${f(r.llama.tg)} | ${f(r.tsmoe.tg / r.llama.tg)} | ${r.load.toFixed(1)} |`,
     );
   say("");
   say(`Thread scaling (tg32 tokens/s) and single-thread efficiency (tokens per CPU-second, 1 thread; insensitive to other load):`);
@@ -304,7 +315,7 @@ async function main(): Promise<void> {
       `| ${label} | ${f(r.tsmoe1.tg)} | ${f(r.tsmoe.tg / r.tsmoe1.tg)} | ${f(r.llama1.tg)} | ${f(r.llama.tg / r.llama1.tg)} | ${f(r.tsmoe1.ppCpu)} | ${f(r.llama1.ppCpu)} | ${f(r.tsmoe1.ppCpu / r.llama1.ppCpu)} | ${f(r.tsmoe1.tgCpu)} | ${f(r.llama1.tgCpu)} | ${f(r.tsmoe1.tgCpu / r.llama1.tgCpu)} |`,
     );
   say("");
-  say("Best of the alternating runs for the multi-thread numbers; one run each with 1 thread.");
+  say(`Best of ${reps} runs each; tsmoe ${threads}t, llama.cpp ${threads}t, tsmoe 1t and llama.cpp 1t alternate. load avg: 1-minute load average at the end of the model's measurement (other processes share the machine).`);
 
   if (process.argv.includes("--write")) {
     const cpu = cpus()[0]?.model ?? "unknown CPU";

@@ -1,8 +1,10 @@
 /**
- * glm4moe, deepseek2 and gpt-oss against llama.cpp:
- *  - node-llama-cpp on models the project generates (always run): the same file (F32 and Q4_K) and the
- *    same tokens through tsmoe and llama.cpp (flash attention off, F32 KV cache, like tsmoe's default
- *    attention), at the model's expert count;
+ * glm4moe, deepseek2, gpt-oss, qwen3vlmoe and granitemoe against llama.cpp:
+ *  - node-llama-cpp on models the project generates (always run; also qwen3vlmoe and granitemoe): the same
+ *    file (F32 and Q4_K) and the same tokens through tsmoe and llama.cpp (flash attention off, F32 KV
+ *    cache, like tsmoe's default attention), at the model's expert count; the soft mask N = 2 against
+ *    llama.cpp on the file written with expert_used_count = 2; flash attention with an F16 cache on both
+ *    sides (glm4moe, deepseek2);
  *  - the goldens of ../shared/fixtures (skipped when absent): every golden of these fixtures, default and
  *    reduced expert counts (`--override-kv <arch>.expert_used_count`), F32 (`.ref` and default), Q4_K_M
  *    and gpt-oss MXFP4_MOE.
@@ -13,7 +15,7 @@
 import { existsSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { getLlama, type Llama } from "node-llama-cpp";
+import { getLlama, type Llama, type LlamaContext } from "node-llama-cpp";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { writeRandomModel, type RandomModelOptions } from "../src/gguf/random-model.ts";
 import type { Model } from "../src/model/api.ts";
@@ -23,14 +25,17 @@ import { FIXTURES, HAVE_SHARED, SHARED_SKIP_MESSAGE } from "./helpers.ts";
 import { compareLogits, readGolden, type Agreement } from "./model-compare.ts";
 import { withLlamaCppContext } from "./model-helpers.ts";
 
+const GRANITE_SHARP = { embeddingScale: 2, residualScale: 0.5, attentionScale: 0.125, logitScale: 0.25 };
 /** architectures with fixture goldens */
 const ARCHS = ["glm4moe", "deepseek2", "gpt-oss"];
 /** generated models compared with node-llama-cpp */
 const GENERATED: { name: string; opts: Omit<RandomModelOptions, "weightType" | "seed"> }[] = [
   ...ARCHS.map((arch) => ({ name: arch, opts: { arch } })),
   { name: "qwen3vlmoe", opts: { arch: "qwen3vlmoe" } },
-  { name: "granitemoe", opts: { arch: "granitemoe" } },
-  { name: "granitemoe-shared", opts: { arch: "granitemoe", nFfShexp: 64 } },
+  // multipliers that keep the random model's next-token distributions sharp enough for the KL bounds to
+  // notice a missing multiplier or expert (the Granite 3.0 defaults of the generator flatten them)
+  { name: "granitemoe", opts: { arch: "granitemoe", extra: GRANITE_SHARP } },
+  { name: "granitemoe-shared", opts: { arch: "granitemoe", nFfShexp: 64, extra: GRANITE_SHARP } },
 ];
 const TOKENS = [1, 342, 431, 265, 403, 287, 447, 426, 271, 436, 443, 198, 172, 265, 263, 441, 440, 306, 433, 448, 363, 438, 276, 273];
 const FLOAT_TYPES = new Set(["F32", "F16", "BF16"]);
@@ -75,20 +80,21 @@ describe("generated models against node-llama-cpp", () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  /** llama.cpp's next-token log-probabilities after each token, as rows of "logits" for compareLogits */
-  async function llamaCppLogProbs(path: string, nVocab: number): Promise<Float64Array[]> {
-    return withLlamaCppContext(llama, path, async (ctx) => {
-      const items = TOKENS.map((t) => [t, { generateNext: { probabilities: true } }] as const);
-      const res = await ctx.getSequence().controlledEvaluate(items as never);
-      return res.map((r) => {
-        const probs = (r as { next?: { probabilities?: Map<number, number> } }).next?.probabilities;
-        if (!probs) throw new Error("node-llama-cpp returned no probabilities");
-        const row = new Float64Array(nVocab).fill(-1e30); // log 0
-        for (const [tok, p] of probs) if (p > 0) row[tok] = Math.log(p);
-        return row;
-      });
+  /** llama.cpp's next-token log-probabilities after each of TOKENS, as rows of "logits" for compareLogits */
+  async function evalLogProbs(ctx: LlamaContext, nVocab: number): Promise<Float64Array[]> {
+    const items = TOKENS.map((t) => [t, { generateNext: { probabilities: true } }] as const);
+    const res = await ctx.getSequence().controlledEvaluate(items as never);
+    return res.map((r) => {
+      const probs = (r as { next?: { probabilities?: Map<number, number> } }).next?.probabilities;
+      if (!probs) throw new Error("node-llama-cpp returned no probabilities");
+      const row = new Float64Array(nVocab).fill(-1e30); // log 0
+      for (const [tok, p] of probs) if (p > 0) row[tok] = Math.log(p);
+      return row;
     });
   }
+
+  /** with flash attention off and an F32 cache (tsmoe's default attention) */
+  const llamaCppLogProbs = (path: string, nVocab: number) => withLlamaCppContext(llama, path, (ctx) => evalLogProbs(ctx, nVocab));
 
   // llama.cpp's default attention (flash attention, F16 cache): tsmoe's kvType "f16" reproduces
   // node-llama-cpp's for MLA as closely as for ordinary attention (see KNOWN_FA_DEVIATION). gpt-oss is left
@@ -102,12 +108,7 @@ describe("generated models against node-llama-cpp", () => {
     let ref: Float64Array[];
     try {
       const ctx = await m.createContext({ contextSize: 64, batchSize: 64, threads: 1, flashAttention: true });
-      const res = await ctx.getSequence().controlledEvaluate(TOKENS.map((t) => [t, { generateNext: { probabilities: true } }] as const) as never);
-      ref = res.map((x) => {
-        const row = new Float64Array(nVocab).fill(-1e30);
-        for (const [tok, p] of (x as { next: { probabilities: Map<number, number> } }).next.probabilities) if (p > 0) row[tok] = Math.log(p);
-        return row;
-      });
+      ref = await evalLogProbs(ctx, nVocab);
       await ctx.dispose();
     } finally {
       await m.dispose();
@@ -117,6 +118,27 @@ describe("generated models against node-llama-cpp", () => {
     expect(r.meanKl).toBeLessThan(1e-6);
     expect(r.top1).toBe(1);
   });
+
+  // the soft mask N = 2 on the k = 4 file against llama.cpp on the same weights written with expert_used_count = 2
+  for (const { name, opts } of GENERATED) {
+    it(`${name} F32 --moe-n-expert 2 (soft) vs expert_used_count = 2`, async () => {
+      const path4 = await writeRandomModel(join(dir, `${name}.k4.gguf`), { ...opts, nExpertUsed: 4, seed: 11 });
+      const path2 = await writeRandomModel(join(dir, `${name}.k2.gguf`), { ...opts, nExpertUsed: 2, seed: 11 });
+      const model = await loadModel(path4, { threads: 1, moe: { nExpert: 2, mask: "soft" } });
+      let logits: Float32Array;
+      try {
+        logits = await model.createSession({ nCtx: 64 }).eval(TOKENS, { allLogits: true });
+      } finally {
+        await model.dispose();
+      }
+      const r = compareLogits(await llamaCppLogProbs(path2, model.hparams.nVocab), logits, model.hparams.nVocab);
+      report(`${name} F32 soft N=2 (generated)`, r, false);
+      expectWithinBounds(r, true);
+      // and N = 2 is not the model's k = 4: with k = 4 the same comparison is far off
+      const k4 = (await tsmoeLogits(path4, TOKENS)).logits;
+      expect(compareLogits(await llamaCppLogProbs(path2, model.hparams.nVocab), k4, model.hparams.nVocab).meanKl).toBeGreaterThan(1e-3);
+    });
+  }
 
   for (const { name, opts } of GENERATED) {
     for (const [typeName, type] of [

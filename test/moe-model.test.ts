@@ -35,7 +35,14 @@ const SMALL = { nLayer: 2, nEmbd: 128, nHead: 4, nHeadKv: 4, headDim: 32, nFf: 1
 /** Generated MoE models: every architecture both the generator and the engine know. */
 const MOE_ARCHS: RandomModelOptions[] = Object.entries(GENERATED_ARCHS)
   .filter(([name, spec]) => spec.moe !== "none" && ENGINE_ARCHS.has(name))
-  .map(([arch, spec]) => ({ arch, seed: 5, ...SMALL, ...(spec.moe === "optional" ? { nExpert: 8, nExpertUsed: 4 } : {}) }));
+  .map(([arch, spec]) => ({
+    arch,
+    seed: 5,
+    ...SMALL,
+    ...(spec.moe === "optional" ? { nExpert: 8, nExpertUsed: 4 } : {}),
+    // absorbed multi-head latent attention stores one shared latent "head"
+    ...(arch === "deepseek2" ? { nHeadKv: 1 } : {}),
+  }));
 
 let dir: string;
 beforeAll(() => {

@@ -13,7 +13,7 @@ import { Code, I32, Op, Simd, V128, encodeModule, sleb, uleb } from "../src/kern
 import { allocTensorBytes, isWasmBuffer, wasmAlloc, wasmMemory } from "../src/kernels/wasm/memory.ts";
 import { kernelModuleBytes, kernelName, wasmMatmulRange, wasmRuntime } from "../src/kernels/wasm/runtime.ts";
 
-const TYPES = [GGMLType.Q8_0, GGMLType.Q5_0, GGMLType.Q4_K, GGMLType.Q6_K];
+const TYPES = [GGMLType.Q8_0, GGMLType.Q5_0, GGMLType.Q4_0, GGMLType.Q4_K, GGMLType.Q5_K, GGMLType.Q6_K];
 
 function wasmWeight(type: GGMLType, ne0: number, ne1: number, bytes: Uint8Array): Weight {
   const data = allocTensorBytes(bytes.length);
@@ -89,7 +89,7 @@ describe("wasm emitter", () => {
 describe("wasm kernels vs TypeScript kernels (bit-identical)", () => {
   for (const type of TYPES) {
     it(`${typeName(type)}: random blocks and quantized weights, shapes, token counts, row splits`, () => {
-      const bs = type === GGMLType.Q4_K || type === GGMLType.Q6_K ? 256 : 32;
+      const bs = type === GGMLType.Q4_K || type === GGMLType.Q5_K || type === GGMLType.Q6_K ? 256 : 32;
       const u = uniformRng(type + 100);
       let seed = 1;
       for (const K of [bs, 2 * bs, 5 * bs, 2048]) {

@@ -4,7 +4,9 @@
  *  - buildMoeFfn: router logits -> route() -> for each expert any token of the batch uses, gather those
  *    tokens, run that expert's gate/up/down on them only (cost scales with experts used, not experts that
  *    exist), weight each output, and sum each token's experts in its routing order (as llama.cpp adds them);
- *  - sharedExpertFfn: Qwen2-MoE's shared expert, out += sigmoid(gateInp . x) * ffn(x).
+ *    optional per-layer pieces from MoeWeights: router bias, selection bias (exp_probs_b), per-expert
+ *    gate/up/down biases and the clamped SwiGLU-OAI activation (gpt-oss);
+ *  - sharedExpertFfn: Qwen2-MoE's shared expert, out += sigmoid(gateInp . x) * ffn(x) (ungated: out += ffn(x)).
  */
 import type { MatmulBackend } from "../kernels/backend.ts";
 import type { Weight } from "../kernels/matmul.ts";

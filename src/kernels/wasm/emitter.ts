@@ -201,7 +201,7 @@ export interface FuncDef {
 /**
  * A module importing `env.memory` (shared, minPages..maxPages) and exporting the given functions.
  */
-export function encodeModule(funcs: FuncDef[], minPages: number, maxPages: number): Uint8Array {
+export function encodeModule(funcs: FuncDef[], minPages: number, maxPages: number): Uint8Array<ArrayBuffer> {
   const types = funcs.map((f) => [0x60, ...vec(f.params.map((p) => [p])), ...vec(f.results.map((r) => [r]))]);
   const imports = [[...name("env"), ...name("memory"), 0x02, 0x03, ...uleb(minPages), ...uleb(maxPages)]];
   const bytes = [

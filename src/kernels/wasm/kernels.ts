@@ -7,8 +7,8 @@
  * of every block is computed exactly with i16x8 products (`i32x4.dot_i16x8_s` on sign-extended int8 quants),
  * and the float part is the same f64 expression, in the same order, as the TypeScript code:
  *
- * - Q8_0, Q5_0 (x Q8_0):  acc += (dw * da) * isum
- * - Q4_K (x Q8_K):        acc += da * (dw * isum - dmin * msum)
+ * - Q8_0, Q5_0, Q4_0 (x Q8_0):  acc += (dw * da) * isum
+ * - Q4_K, Q5_K (x Q8_K):        acc += da * (dw * isum - dmin * msum)
  * - Q6_K (x Q8_K):        acc += (da * dw) * isum for one token (dot-fused.ts), da * (dw * isum) for a batch
  *
  * with acc a double summed over the blocks of the row in order, rounded once to float32.
@@ -43,23 +43,30 @@ const P = {
 } as const;
 const N_PARAMS = 12;
 
-/** Locals a block body may use. */
-interface Ctx {
-  c: Code;
-  /** current weight block */
-  wb: number;
-  /** current activation block (quants) */
+/** Per-token locals of a block body (tokens t .. t + nTok - 1 go through the block together). */
+interface TokenCtx {
+  /** current activation block (int8 quants) */
   aqb: number;
   /** current activation block scale (float32) */
   adb: number;
   /** current activation block sums (Q8_K: 16 int32) */
   absb: number;
-  /** this block's per-row scratch */
-  tb: number;
   /** the f64 accumulator */
   acc: number;
-  /** i32x4 integer accumulator */
+  /** i32x4 integer accumulator of the block */
   vacc: number;
+  /** the block's integer sum */
+  isum: number;
+}
+
+/** Locals a block body may use. */
+interface Ctx {
+  c: Code;
+  /** current weight block */
+  wb: number;
+  /** this block's per-row scratch */
+  tb: number;
+  toks: TokenCtx[];
 }
 
 interface KernelSpec {
@@ -69,7 +76,7 @@ interface KernelSpec {
   tmpPerBlock: number;
   /** run once per weight block of a row before its tokens: wb and tb are set */
   prepBlock?: (x: Ctx) => void;
-  /** adds the block's contribution to x.acc */
+  /** adds the block's contribution to every token's acc */
   block: (x: Ctx) => void;
 }
 
@@ -83,106 +90,149 @@ function f32AsF64(c: Code, a: number, off = 0): void {
   c.get(a).mem(Mem.f32Load, off).op(Op.f64PromoteF32);
 }
 
-/** i32x4 dot of 16 int8 quants (the v128 in local q) with 16 int8 activations at (local a) + off. */
-function dot16(c: Code, q: number, a: number, off: number): void {
-  c.get(q).simd(Simd.i16x8ExtendLowI8x16S).get(a).simdMem(Simd.load8x8S, off).simd(Simd.i32x4DotI16x8S);
-  c.get(q).simd(Simd.i16x8ExtendHighI8x16S).get(a).simdMem(Simd.load8x8S, off + 8).simd(Simd.i32x4DotI16x8S);
-  c.simd(Simd.i32x4Add);
+/** 16 quants widened to two i16x8 (locals lo, hi), as they are dotted with the activations. */
+type Wide = { lo: number; hi: number };
+
+/** Sets w.lo, w.hi to the int8 quants in local q8 sign-extended to i16 [times the i16x8 in local `scale`]. */
+function widen(c: Code, q8: number, w: Wide, scale?: number): void {
+  c.get(q8).simd(Simd.i16x8ExtendLowI8x16S);
+  if (scale !== undefined) c.get(scale).simd(Simd.i16x8Mul);
+  c.set(w.lo);
+  c.get(q8).simd(Simd.i16x8ExtendHighI8x16S);
+  if (scale !== undefined) c.get(scale).simd(Simd.i16x8Mul);
+  c.set(w.hi);
+}
+
+/**
+ * For every token: vacc (= if first, else +=) sum over parts of the i32x4 dot of the 16 widened quants
+ * with the 16 int8 activations at offset off of the token's block. Products and pair sums stay exact:
+ * widened (scaled) quants are at most 4096 in magnitude, activations at most 127.
+ */
+function accumulate(x: Ctx, parts: [w: Wide, off: number][], first: boolean): void {
+  const { c } = x;
+  for (const tk of x.toks) {
+    if (!first) c.get(tk.vacc);
+    parts.forEach(([w, off], k) => {
+      c.get(w.lo).get(tk.aqb).simdMem(Simd.load8x8S, off).simd(Simd.i32x4DotI16x8S);
+      c.get(w.hi).get(tk.aqb).simdMem(Simd.load8x8S, off + 8).simd(Simd.i32x4DotI16x8S);
+      c.simd(Simd.i32x4Add);
+      if (k > 0) c.simd(Simd.i32x4Add);
+    });
+    if (!first) c.simd(Simd.i32x4Add);
+    c.set(tk.vacc);
+  }
+}
+
+/** isum = horizontal sum of vacc, for every token. */
+function sumTokens(x: Ctx): void {
+  for (const tk of x.toks) x.c.get(tk.vacc).sumI32x4().set(tk.isum);
+}
+
+function wide(c: Code): Wide {
+  return { lo: c.local(V128), hi: c.local(V128) };
 }
 
 function splat8(c: Code, v: number): void {
   c.v128Const(new Array(16).fill(v));
 }
 
-/** acc += (dw * da) * isum, isum = the i32 on top of the stack is consumed after dw, da are pushed. */
-function accQ8(x: Ctx, dw: () => void, isum: number): void {
-  const { c } = x;
-  c.get(x.acc);
-  dw();
-  f32AsF64(c, x.adb);
-  c.op(Op.f64Mul).get(isum).op(Op.f64ConvertI32S).op(Op.f64Mul).op(Op.f64Add).set(x.acc);
+/** Declares the locals a spec needs, once per kernel (a spec's block is emitted once per kernel). */
+function lazyLocals<T>(make: (c: Code) => T): (c: Code) => T {
+  let v: T | undefined;
+  return (c) => (v ??= make(c));
 }
 
-const q8_0: KernelSpec = {
-  typeSize: 34,
-  blockSize: 32,
-  tmpPerBlock: 0,
-  block(x) {
-    const { c } = x;
-    const isum = x.c.local(I32);
-    for (let k = 0; k < 4; k++) {
-      c.get(x.wb).simdMem(Simd.load8x8S, 2 + 8 * k).get(x.aqb).simdMem(Simd.load8x8S, 8 * k).simd(Simd.i32x4DotI16x8S);
-      if (k > 0) c.simd(Simd.i32x4Add);
-    }
-    c.sumI32x4().set(isum);
-    accQ8(x, () => f16AsF64(c, x.wb, 0), isum);
-  },
-};
+/** acc += (dw * da) * isum for every token, dw = the f64 in local dw. */
+function accQ8(x: Ctx, dw: number): void {
+  const { c } = x;
+  for (const tk of x.toks) {
+    c.get(tk.acc).get(dw);
+    f32AsF64(c, tk.adb);
+    c.op(Op.f64Mul).get(tk.isum).op(Op.f64ConvertI32S).op(Op.f64Mul).op(Op.f64Add).set(tk.acc);
+  }
+}
+
+function q8_0Spec(): KernelSpec {
+  const L = lazyLocals((c) => ({ q: c.local(V128), w: [wide(c), wide(c)], dw: c.local(F64) }));
+  return {
+    typeSize: 34,
+    blockSize: 32,
+    tmpPerBlock: 0,
+    block(x) {
+      const { c } = x;
+      const { q, w, dw } = L(c);
+      for (let k = 0; k < 2; k++) {
+        c.get(x.wb).simdMem(Simd.v128Load, 2 + 16 * k).set(q);
+        widen(c, q, w[k]!);
+      }
+      accumulate(x, [[w[0]!, 0], [w[1]!, 16]], true);
+      sumTokens(x);
+      f16AsF64(c, x.wb, 0);
+      c.set(dw);
+      accQ8(x, dw);
+    },
+  };
+}
 
 /** Lane i of the result takes byte `bytes[i]` of the operand: the qh byte holding quant i's high bit. */
 const Q5_SPREAD_LO = [0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1];
 const Q5_SPREAD_HI = [2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3];
 const BIT_OF_LANE = [1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128];
 
-function q5_0Spec(): KernelSpec {
-  let qs = -1, qh = -1, q = -1, isum = -1;
+/** Q5_0, or Q4_0 (`four`: nibbles at 2, minus 8, no high bits). */
+function q5_0Spec(four = false): KernelSpec {
+  const L = lazyLocals((c) => ({ qs: c.local(V128), qh: c.local(V128), q: c.local(V128), w: [wide(c), wide(c)], dw: c.local(F64) }));
   return {
-    typeSize: 22,
+    typeSize: four ? 18 : 22,
     blockSize: 32,
     tmpPerBlock: 0,
     block(x) {
       const { c } = x;
-      if (qs < 0) {
-        qs = c.local(V128);
-        qh = c.local(V128);
-        q = c.local(V128);
-        isum = c.local(I32);
-      }
-      c.get(x.wb).simdMem(Simd.v128Load, 6).set(qs);
-      c.get(x.wb).mem(Mem.i32Load, 2).simd(Simd.i32x4Splat).set(qh);
-      const half = (lowNibbles: boolean, spread: number[], aOff: number) => {
+      const { qs, qh, q, w, dw } = L(c);
+      c.get(x.wb).simdMem(Simd.v128Load, four ? 2 : 6).set(qs);
+      if (!four) c.get(x.wb).mem(Mem.i32Load, 2).simd(Simd.i32x4Splat).set(qh);
+      const half = (lowNibbles: boolean, spread: number[], dst: Wide) => {
         // nibble | (high bit << 4), minus 16
         c.get(qs);
         if (lowNibbles) {
           splat8(c, 15);
           c.simd(Simd.v128And);
         } else c.i32(4).simd(Simd.i8x16ShrU);
-        c.get(qh).get(qh).shuffle(spread).v128Const(BIT_OF_LANE).simd(Simd.v128And).v128Const(BIT_OF_LANE).simd(Simd.i8x16Eq);
-        splat8(c, 16);
-        c.simd(Simd.v128And).simd(Simd.v128Or);
-        splat8(c, 16);
+        if (!four) {
+          c.get(qh).get(qh).shuffle(spread).v128Const(BIT_OF_LANE).simd(Simd.v128And).v128Const(BIT_OF_LANE).simd(Simd.i8x16Eq);
+          splat8(c, 16);
+          c.simd(Simd.v128And).simd(Simd.v128Or);
+        }
+        splat8(c, four ? 8 : 16);
         c.simd(Simd.i8x16Sub).set(q);
-        dot16(c, q, x.aqb, aOff);
+        widen(c, q, dst);
       };
-      half(true, Q5_SPREAD_LO, 0);
-      half(false, Q5_SPREAD_HI, 16);
-      c.simd(Simd.i32x4Add).sumI32x4().set(isum);
-      accQ8(x, () => f16AsF64(c, x.wb, 0), isum);
+      half(true, Q5_SPREAD_LO, w[0]!);
+      half(false, Q5_SPREAD_HI, w[1]!);
+      accumulate(x, [[w[0]!, 0], [w[1]!, 16]], true);
+      sumTokens(x);
+      f16AsF64(c, x.wb, 0);
+      c.set(dw);
+      accQ8(x, dw);
     },
   };
 }
 
 /**
- * Q4_K: per row, the 6-bit scales and mins of each super-block are unpacked into the row scratch (8 int32
- * scales, then 16 int32 mins: each min twice, one per group of 16, matching the 16 block sums of Q8_K).
+ * Q4_K and Q5_K (`five`: a fifth bit per quant from the 32 qh bytes at 16, quants at 48): per row, the
+ * 6-bit scales and mins of each super-block are unpacked into the row scratch (8 int32 scales, then 16
+ * int32 mins: each min twice, one per group of 16, matching the 16 block sums of Q8_K).
  */
-function q4KSpec(): KernelSpec {
-  let q = -1, isum = -1, msum = -1, s = -1, m = -1;
-  const ensure = (c: Code) => {
-    if (q >= 0) return;
-    q = c.local(V128);
-    isum = c.local(I32);
-    msum = c.local(I32);
-    s = c.local(I32);
-    m = c.local(I32);
-  };
+function q4KSpec(five: boolean): KernelSpec {
+  const L = lazyLocals((c) => ({ q: c.local(V128), w: [wide(c), wide(c)], sv: c.local(V128), msum: c.local(I32), s: c.local(I32), m: c.local(I32), d: c.local(F64), dmin: c.local(F64) }));
+  const qsOff = five ? 48 : 16;
   return {
-    typeSize: 144,
+    typeSize: five ? 176 : 144,
     blockSize: 256,
     tmpPerBlock: 96,
     prepBlock(x) {
       const { c, wb, tb } = x;
-      ensure(c);
+      const { s, m } = L(c);
       const sb = (k: number) => c.get(wb).mem(Mem.i32Load8U, 4 + k);
       for (let j = 0; j < 8; j++) {
         if (j < 4) {
@@ -201,60 +251,68 @@ function q4KSpec(): KernelSpec {
     },
     block(x) {
       const { c, wb, tb } = x;
-      ensure(c);
-      // isum = sum_j sc_j * (integer dot of sub-block j)
+      const { q, w, sv, msum, d, dmin } = L(c);
+      // isum = sum over the 8 sub-blocks of 32 of sc * (integer dot of the sub-block)
       for (let j = 0; j < 4; j++) {
         for (const high of [false, true]) {
           const sub = 2 * j + (high ? 1 : 0);
-          for (let k = 0; k < 2; k++) {
-            c.get(wb).simdMem(Simd.v128Load, 16 + 32 * j + 16 * k);
+          c.get(tb).mem(Mem.i32Load, 4 * sub).simd(Simd.i16x8Splat).set(sv);
+          w.forEach((wk, k) => {
+            c.get(wb).simdMem(Simd.v128Load, qsOff + 32 * j + 16 * k);
             if (high) c.i32(4).simd(Simd.i8x16ShrU);
             else {
               splat8(c, 15);
               c.simd(Simd.v128And);
             }
+            if (five) {
+              // | bit (2j + high) of qh, moved to bit 4
+              const bit = 2 * j + (high ? 1 : 0);
+              c.get(wb).simdMem(Simd.v128Load, 16 + 16 * k);
+              splat8(c, 1 << bit);
+              c.simd(Simd.v128And);
+              if (bit < 4) c.i32(4 - bit).simd(Simd.i8x16Shl);
+              else if (bit > 4) c.i32(bit - 4).simd(Simd.i8x16ShrU);
+              c.simd(Simd.v128Or);
+            }
             c.set(q);
-            dot16(c, q, x.aqb, 64 * j + (high ? 32 : 0) + 16 * k);
-            if (k > 0) c.simd(Simd.i32x4Add);
-          }
-          c.get(tb).mem(Mem.i32Load, 4 * sub).simd(Simd.i32x4Splat).simd(Simd.i32x4Mul);
-          if (sub > 0) c.simd(Simd.i32x4Add);
+            widen(c, q, wk, sv);
+          });
+          const a = 64 * j + (high ? 32 : 0);
+          accumulate(x, [[w[0]!, a], [w[1]!, a + 16]], sub === 0);
         }
       }
-      c.sumI32x4().set(isum);
-      // msum = sum_g mn_g * bsum_g
-      for (let k = 0; k < 4; k++) {
-        c.get(tb).simdMem(Simd.v128Load, 32 + 16 * k).get(x.absb).simdMem(Simd.v128Load, 16 * k).simd(Simd.i32x4Mul);
-        if (k > 0) c.simd(Simd.i32x4Add);
-      }
-      c.sumI32x4().set(msum);
-      // acc += da * (d * isum - dmin * msum)
-      c.get(x.acc);
-      f32AsF64(c, x.adb);
+      sumTokens(x);
       f16AsF64(c, wb, 0);
-      c.get(isum).op(Op.f64ConvertI32S, Op.f64Mul);
+      c.set(d);
       f16AsF64(c, wb, 2);
-      c.get(msum).op(Op.f64ConvertI32S, Op.f64Mul, Op.f64Sub, Op.f64Mul, Op.f64Add).set(x.acc);
+      c.set(dmin);
+      for (const tk of x.toks) {
+        // msum = sum_g mn_g * bsum_g
+        for (let k = 0; k < 4; k++) {
+          c.get(tb).simdMem(Simd.v128Load, 32 + 16 * k).get(tk.absb).simdMem(Simd.v128Load, 16 * k).simd(Simd.i32x4Mul);
+          if (k > 0) c.simd(Simd.i32x4Add);
+        }
+        c.sumI32x4().set(msum);
+        // acc += da * (d * isum - dmin * msum)
+        c.get(tk.acc);
+        f32AsF64(c, tk.adb);
+        c.get(d).get(tk.isum).op(Op.f64ConvertI32S, Op.f64Mul);
+        c.get(dmin).get(msum).op(Op.f64ConvertI32S, Op.f64Mul, Op.f64Sub, Op.f64Mul, Op.f64Add).set(tk.acc);
+      }
     },
   };
 }
 
 /** Q6_K; `single`: the one-token formula of dot-fused.ts ((da * d) * isum), else dot-quant.ts's da * (d * isum). */
 function q6KSpec(single: boolean): KernelSpec {
-  let ql0 = -1, ql1 = -1, qh = -1, q = -1, isum = -1;
+  const L = lazyLocals((c) => ({ ql0: c.local(V128), ql1: c.local(V128), qh: c.local(V128), q: c.local(V128), w: wide(c), sv: c.local(V128), d: c.local(F64) }));
   return {
     typeSize: 210,
     blockSize: 256,
     tmpPerBlock: 0,
     block(x) {
       const { c, wb } = x;
-      if (ql0 < 0) {
-        ql0 = c.local(V128);
-        ql1 = c.local(V128);
-        qh = c.local(V128);
-        q = c.local(V128);
-        isum = c.local(I32);
-      }
+      const { ql0, ql1, qh, q, w, sv, d } = L(c);
       let first = true;
       for (let h = 0; h < 2; h++) {
         for (let half = 0; half < 32; half += 16) {
@@ -277,55 +335,81 @@ function q6KSpec(single: boolean): KernelSpec {
             c.simd(Simd.v128Or);
             splat8(c, 32);
             c.simd(Simd.i8x16Sub).set(q);
-            dot16(c, q, x.aqb, 128 * h + 32 * part + half);
-            c.get(wb).mem(Mem.i32Load8S, 192 + 8 * h + (half >> 4) + 2 * part).simd(Simd.i32x4Splat).simd(Simd.i32x4Mul);
-            if (!first) c.simd(Simd.i32x4Add);
+            c.get(wb).mem(Mem.i32Load8S, 192 + 8 * h + (half >> 4) + 2 * part).simd(Simd.i16x8Splat).set(sv);
+            widen(c, q, w, sv);
+            accumulate(x, [[w, 128 * h + 32 * part + half]], first);
             first = false;
           }
         }
       }
-      c.sumI32x4().set(isum);
-      c.get(x.acc);
-      f32AsF64(c, x.adb);
+      sumTokens(x);
       f16AsF64(c, wb, 208);
-      if (single) c.op(Op.f64Mul).get(isum).op(Op.f64ConvertI32S, Op.f64Mul);
-      else c.get(isum).op(Op.f64ConvertI32S, Op.f64Mul, Op.f64Mul);
-      c.op(Op.f64Add).set(x.acc);
+      c.set(d);
+      for (const tk of x.toks) {
+        c.get(tk.acc);
+        f32AsF64(c, tk.adb);
+        if (single) c.get(d).op(Op.f64Mul).get(tk.isum).op(Op.f64ConvertI32S, Op.f64Mul);
+        else c.get(d).get(tk.isum).op(Op.f64ConvertI32S, Op.f64Mul, Op.f64Mul);
+        c.op(Op.f64Add).set(tk.acc);
+      }
     },
   };
 }
 
-/** The row/token/block loops around a block body. */
-function emitKernel(name: string, spec: KernelSpec): FuncDef {
+/**
+ * The row/token/block loops around a block body: for each row, tokens go through the blocks nTok at a
+ * time (each weight block is unpacked once for them), the last T % nTok one at a time. The block body is
+ * emitted once per token grouping, so `makeSpec` is called once per grouping.
+ */
+function emitKernel(name: string, makeSpec: () => KernelSpec, nTok: number): FuncDef {
   const c = new Code(N_PARAMS);
   const r = c.local(I32), t = c.local(I32), b = c.local(I32);
-  const wr = c.local(I32), nRows = c.local(I32);
-  const x: Ctx = { c, wb: c.local(I32), aqb: c.local(I32), adb: c.local(I32), absb: c.local(I32), tb: c.local(I32), acc: c.local(F64), vacc: c.local(V128) };
-  c.get(P.r1).get(P.r0).op(Op.i32Sub).set(nRows);
+  const wr = c.local(I32), nRows = c.local(I32), tEnd = c.local(I32);
   const param = (i: number) => () => c.get(i);
-  c.forLoop(r, param(P.r0), param(P.r1), 1, () => {
-    c.get(P.w).get(r).get(P.rb).op(Op.i32Mul, Op.i32Add).set(wr);
-    if (spec.prepBlock) {
+  const tokenCtx = (): TokenCtx => ({ aqb: c.local(I32), adb: c.local(I32), absb: c.local(I32), acc: c.local(F64), vacc: c.local(V128), isum: c.local(I32) });
+  const prepSpec = makeSpec();
+  /** the token loop over groups of n tokens, from the current t */
+  const tokenLoop = (n: number, spec: KernelSpec, toks: TokenCtx[]) => {
+    const x: Ctx = { c, wb: c.local(I32), tb: c.local(I32), toks };
+    c.get(P.T).i32(n - 1).op(Op.i32Sub).set(tEnd);
+    c.forLoop(t, () => c.get(t), () => c.get(tEnd), n, () => {
       c.get(wr).set(x.wb).get(P.tmp).set(x.tb);
-      c.forLoop(b, () => c.i32(0), param(P.nb), 1, () => {
-        spec.prepBlock!(x);
-        c.inc(x.wb, spec.typeSize).inc(x.tb, spec.tmpPerBlock);
+      toks.forEach((tk, i) => {
+        c.f64(0).set(tk.acc);
+        c.get(P.aq).get(t).i32(i).op(Op.i32Add).tee(tk.isum).get(P.K).op(Op.i32Mul, Op.i32Add).set(tk.aqb);
+        c.get(P.ad).get(tk.isum).get(P.nb).op(Op.i32Mul).i32(2).op(Op.i32Shl, Op.i32Add).set(tk.adb);
+        c.get(P.abs).get(tk.isum).get(P.K).op(Op.i32Mul).i32(2).op(Op.i32ShrU, Op.i32Add).set(tk.absb); // K/16 int32 per token
       });
-    }
-    c.forLoop(t, () => c.i32(0), param(P.T), 1, () => {
-      c.f64(0).set(x.acc);
-      c.get(wr).set(x.wb).get(P.tmp).set(x.tb);
-      c.get(P.aq).get(t).get(P.K).op(Op.i32Mul, Op.i32Add).set(x.aqb);
-      c.get(P.ad).get(t).get(P.nb).op(Op.i32Mul).i32(2).op(Op.i32Shl, Op.i32Add).set(x.adb);
-      c.get(P.abs).get(t).get(P.K).op(Op.i32Mul).i32(2).op(Op.i32ShrU, Op.i32Add).set(x.absb); // K/16 int32 per token
       c.forLoop(b, () => c.i32(0), param(P.nb), 1, () => {
         spec.block(x);
-        c.inc(x.wb, spec.typeSize).inc(x.aqb, spec.blockSize).inc(x.adb, 4).inc(x.absb, spec.blockSize / 4).inc(x.tb, spec.tmpPerBlock);
+        c.inc(x.wb, spec.typeSize).inc(x.tb, spec.tmpPerBlock);
+        for (const tk of toks) c.inc(tk.aqb, spec.blockSize).inc(tk.adb, 4).inc(tk.absb, spec.blockSize / 4);
       });
-      // out[t * nRows + r - r0] = f32(acc)
-      c.get(P.out).get(t).get(nRows).op(Op.i32Mul).get(r).op(Op.i32Add).get(P.r0).op(Op.i32Sub).i32(2).op(Op.i32Shl, Op.i32Add);
-      c.get(x.acc).op(Op.f32DemoteF64).mem(Mem.f32Store);
+      // out[(t + i) * nRows + r - r0] = f32(acc)
+      toks.forEach((tk, i) => {
+        c.get(P.out).get(t).i32(i).op(Op.i32Add).get(nRows).op(Op.i32Mul).get(r).op(Op.i32Add).get(P.r0).op(Op.i32Sub).i32(2).op(Op.i32Shl, Op.i32Add);
+        c.get(tk.acc).op(Op.f32DemoteF64).mem(Mem.f32Store);
+      });
     });
+  };
+  c.get(P.r1).get(P.r0).op(Op.i32Sub).set(nRows);
+  const groupSpec = nTok > 1 ? makeSpec() : undefined;
+  const groupToks = Array.from({ length: nTok }, tokenCtx);
+  const singleSpec = makeSpec();
+  const singleToks = [tokenCtx()];
+  c.forLoop(r, param(P.r0), param(P.r1), 1, () => {
+    c.get(P.w).get(r).get(P.rb).op(Op.i32Mul, Op.i32Add).set(wr);
+    if (prepSpec.prepBlock) {
+      const x: Ctx = { c, wb: c.local(I32), tb: c.local(I32), toks: [] };
+      c.get(wr).set(x.wb).get(P.tmp).set(x.tb);
+      c.forLoop(b, () => c.i32(0), param(P.nb), 1, () => {
+        prepSpec.prepBlock!(x);
+        c.inc(x.wb, prepSpec.typeSize).inc(x.tb, prepSpec.tmpPerBlock);
+      });
+    }
+    c.i32(0).set(t);
+    if (groupSpec) tokenLoop(nTok, groupSpec, groupToks);
+    tokenLoop(1, singleSpec, singleToks);
   });
   return { name, params: new Array(N_PARAMS).fill(I32), results: [], code: c };
 }
@@ -338,22 +422,26 @@ export interface KernelInfo {
   tmpPerBlock: number;
 }
 
-const SPECS: Record<string, () => KernelSpec> = {
-  q8_0: () => q8_0,
-  q5_0: q5_0Spec,
-  q4_k: q4KSpec,
-  q6_k_single: () => q6KSpec(true),
-  q6_k_batch: () => q6KSpec(false),
+/** Tokens that go through a weight block together in the batch kernels. */
+export const TOKENS_PER_PASS = 2;
+
+const KERNELS: Record<string, { make: () => KernelSpec; nTok: number }> = {
+  q8_0: { make: q8_0Spec, nTok: TOKENS_PER_PASS },
+  q5_0: { make: q5_0Spec, nTok: TOKENS_PER_PASS },
+  q4_0: { make: () => q5_0Spec(true), nTok: TOKENS_PER_PASS },
+  q4_k: { make: () => q4KSpec(false), nTok: TOKENS_PER_PASS },
+  q5_k: { make: () => q4KSpec(true), nTok: TOKENS_PER_PASS },
+  q6_k_single: { make: () => q6KSpec(true), nTok: 1 },
+  q6_k_batch: { make: () => q6KSpec(false), nTok: TOKENS_PER_PASS },
 };
-export type KernelName = keyof typeof SPECS & string;
 
 /** Every kernel function of the module, and what the dispatcher needs to know about each. */
 export function emitKernels(): { funcs: FuncDef[]; info: Map<string, KernelInfo> } {
   const funcs: FuncDef[] = [];
   const info = new Map<string, KernelInfo>();
-  for (const [name, make] of Object.entries(SPECS)) {
+  for (const [name, { make, nTok }] of Object.entries(KERNELS)) {
     const spec = make();
-    funcs.push(emitKernel(name, spec));
+    funcs.push(emitKernel(name, make, nTok));
     info.set(name, { name, typeSize: spec.typeSize, blockSize: spec.blockSize, tmpPerBlock: spec.tmpPerBlock });
   }
   return { funcs, info };

@@ -27,6 +27,8 @@ const PROBE_BASE = 1024; // 8 bytes per probe slot
 const N_PROBES = 4096;
 const HEAP_START = F16_TABLE_ADDR + 65536 * 4;
 const ALIGN = 64;
+/** 64 MiB */
+const GROW_PAGES = 1024;
 
 let memory: WasmMemory | undefined;
 /** this thread's probe slot (an address in page 0) */
@@ -102,8 +104,11 @@ export function wasmAlloc(n: number): number | undefined {
   }
   const end = start + units * ALIGN;
   while (m.buffer.byteLength < end) {
+    const have = m.buffer.byteLength / PAGE;
+    // at least GROW_PAGES at a time (untouched pages cost no RAM), so a model's tensors share few buffers
+    const want = Math.min(MAX_PAGES, Math.max(Math.ceil(end / PAGE), have + GROW_PAGES));
     try {
-      m.grow(Math.ceil((end - m.buffer.byteLength) / PAGE));
+      m.grow(want - have);
     } catch {
       // another thread may have grown it meanwhile; otherwise the system refused the memory
       if (m.buffer.byteLength < end) return undefined;

@@ -24,7 +24,7 @@ let runtime: Runtime | undefined;
 let failed = false;
 
 /** The module's bytes, generated here and now. */
-export function kernelModuleBytes(): Uint8Array {
+export function kernelModuleBytes(): Uint8Array<ArrayBuffer> {
   const { funcs } = emitKernels();
   return encodeModule(funcs, 1, MAX_PAGES);
 }
@@ -44,6 +44,7 @@ export function wasmRuntime(): Runtime | undefined {
   if (!memory || wasmDisabled()) return undefined;
   if (runtime && runtime.memory === memory) return runtime;
   scratch = { addr: 0, size: 0 }; // a newly attached memory: this thread's scratch is allocated anew
+  copiedAct = undefined;
   try {
     const { module, info } = compile();
     const inst = new Wasm!.Instance(module, { env: { memory } });
@@ -68,8 +69,12 @@ export function kernelName(type: GGMLType, nTokens: number): string | undefined 
       return "q8_0";
     case GGMLType.Q5_0:
       return "q5_0";
+    case GGMLType.Q4_0:
+      return "q4_0";
     case GGMLType.Q4_K:
       return "q4_k";
+    case GGMLType.Q5_K:
+      return "q5_k";
     case GGMLType.Q6_K:
       return nTokens === 1 ? "q6_k_single" : "q6_k_batch";
   }
@@ -78,6 +83,12 @@ export function kernelName(type: GGMLType, nTokens: number): string | undefined 
 
 /** This thread's scratch area in the shared memory (activations, outputs, per-row scratch). */
 let scratch = { addr: 0, size: 0 };
+/**
+ * The activations last copied into the scratch area: a pool thread computes several row chunks of one
+ * job with the same Activations object, which is copied once (quantizeActivations makes a new object for
+ * every product, and nothing changes an Activations object's arrays afterwards).
+ */
+let copiedAct: Activations | undefined;
 
 function scratchAddr(n: number): number | undefined {
   if (scratch.size < n) {
@@ -85,6 +96,7 @@ function scratchAddr(n: number): number | undefined {
     const addr = wasmAlloc(size);
     if (addr === undefined) return undefined;
     scratch = { addr, size };
+    copiedAct = undefined;
   }
   return scratch.addr;
 }
@@ -107,18 +119,21 @@ export function wasmMatmulRange(w: Weight, act: Activations, out: Float32Array, 
   if (T === 0 || nRows === 0) return true;
   const { typeSize, blockSize, tmpPerBlock } = k.info;
   const nb = K / blockSize;
+  // scratch layout: quants, scales, block sums (Q8_K), per-row scratch, output
   const qsBytes = align64(T * K);
   const dBytes = align64(T * nb * 4);
   const bsBytes = act.bsums.length > 0 ? align64(T * (K / 16) * 4) : 0;
-  const outBytes = align64(T * nRows * 4);
   const tmpBytes = align64(nb * tmpPerBlock);
-  const base = scratchAddr(qsBytes + dBytes + bsBytes + outBytes + tmpBytes);
+  const base = scratchAddr(qsBytes + dBytes + bsBytes + tmpBytes + T * nRows * 4);
   if (base === undefined) return false;
   const buf = rt.memory.buffer;
-  const aq = base, ad = aq + qsBytes, abs = ad + dBytes, o = abs + bsBytes, tmp = o + outBytes;
-  new Int8Array(buf, aq, T * K).set(act.qs.subarray(0, T * K));
-  new Float32Array(buf, ad, T * nb).set(act.d.subarray(0, T * nb));
-  if (bsBytes) new Int32Array(buf, abs, T * (K / 16)).set(act.bsums.subarray(0, T * (K / 16)));
+  const aq = base, ad = aq + qsBytes, abs = ad + dBytes, tmp = abs + bsBytes, o = tmp + tmpBytes;
+  if (copiedAct !== act) {
+    new Int8Array(buf, aq, T * K).set(act.qs.subarray(0, T * K));
+    new Float32Array(buf, ad, T * nb).set(act.d.subarray(0, T * nb));
+    if (bsBytes) new Int32Array(buf, abs, T * (K / 16)).set(act.bsums.subarray(0, T * (K / 16)));
+    copiedAct = act;
+  }
   k.fn(w.data.byteOffset, nb * typeSize, nb, rowStart, rowEnd, aq, ad, abs, T, K, o, tmp);
   const res = new Float32Array(buf, o, T * nRows);
   if (T === 1) out.set(res, rowStart);
