@@ -13,7 +13,7 @@ import { matmulTsRange, quantizeActivations, type Weight } from "../src/kernels/
 import { allocTensorBytes } from "../src/kernels/wasm/memory.ts";
 import { kernelName, wasmMatmulRange, wasmRuntime } from "../src/kernels/wasm/runtime.ts";
 
-const DEFAULT_TYPES = ["Q8_0", "Q4_0", "Q5_0", "Q4_K", "Q5_K", "Q6_K"];
+const DEFAULT_TYPES = ["F32", "F16", "BF16", "Q8_0", "Q4_0", "Q5_0", "Q4_K", "Q5_K", "Q6_K"];
 
 function arg(name: string, def: string): string {
   const i = process.argv.indexOf(`--${name}`);

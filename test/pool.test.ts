@@ -14,6 +14,7 @@ import { randn } from "../src/tensor/random.ts";
 import { GGMLType, typeName } from "../src/tensor/types.ts";
 import { TsmoeError } from "../src/errors.ts";
 import { loadModel } from "../src/model/load.ts";
+import { allocTensorBytes } from "../src/kernels/wasm/memory.ts";
 import { ROOT } from "./helpers.ts";
 
 const WEIGHT_TYPES = [
@@ -30,10 +31,13 @@ const WEIGHT_TYPES = [
   GGMLType.Q6_K,
 ];
 
-/** A weight whose data sits in a SharedArrayBuffer, as the GGUF loader makes them. */
-function sharedWeight(type: GGMLType, ne0: number, ne1: number, seed: number): Weight {
+/**
+ * A weight allocated as the GGUF loader allocates tensors: in the shared WebAssembly memory (where the WASM
+ * kernels read it), or in a SharedArrayBuffer of its own.
+ */
+function sharedWeight(type: GGMLType, ne0: number, ne1: number, seed: number, where: "wasm" | "sab" = "wasm"): Weight {
   const bytes = quantize(type, randn(ne0 * ne1, seed), ne1, ne0);
-  const data = new Uint8Array(new SharedArrayBuffer(bytes.length));
+  const data = where === "wasm" ? allocTensorBytes(bytes.length) : new Uint8Array(new SharedArrayBuffer(bytes.length));
   data.set(bytes);
   return { type, ne0, ne1, data };
 }
@@ -49,17 +53,23 @@ afterAll(async () => {
 });
 
 describe("pool results", () => {
-  // 100 rows: not a multiple of the chunk alignment; minParallelMacs 0 forces every product through the workers
+  // 100 rows: not a multiple of the chunk alignment; minParallelMacs 0 sends every product to the workers
   const shapes = [
     { ne0: 256, ne1: 100, nTokens: 1 },
     { ne0: 512, ne1: 300, nTokens: 5 },
   ];
 
-  it("are bit-identical to the serial kernel for 1, 2 and 3 threads on every weight type", async () => {
-    const backends = [await pool(1), await pool(2, { minParallelMacs: 0 }), await pool(3, { minParallelMacs: 0 })];
+  it("are bit-identical to the serial kernel for 1, 2 and 3 threads on every weight type (WASM and TS kernels)", async () => {
+    // workersOnly: the workers compute every row (the main thread would otherwise take chunks too)
+    const backends = [
+      await pool(1),
+      await pool(2, { minParallelMacs: 0 }),
+      await pool(2, { minParallelMacs: 0, workersOnly: true }),
+      await pool(3, { minParallelMacs: 0, workersOnly: true }),
+    ];
     for (const type of WEIGHT_TYPES)
       for (const [si, s] of shapes.entries()) {
-        const w = sharedWeight(type, s.ne0, s.ne1, 11 + si);
+        const w = sharedWeight(type, s.ne0, s.ne1, 11 + si, si === 0 ? "wasm" : "sab");
         const x = randn(s.ne0 * s.nTokens, 5 + si);
         const expected = new Float32Array(s.ne1 * s.nTokens);
         matmul(w, x, s.nTokens, expected);
@@ -74,7 +84,7 @@ describe("pool results", () => {
   });
 
   it("match a float64 reference for F32 weights", async () => {
-    const b = await pool(2, { minParallelMacs: 0 });
+    const b = await pool(2, { minParallelMacs: 0, workersOnly: true });
     const [ne0, ne1, nTokens] = [128, 70, 3];
     const w = sharedWeight(GGMLType.F32, ne0, ne1, 3);
     const wf = new Float32Array(w.data.buffer, w.data.byteOffset, ne0 * ne1);
@@ -90,7 +100,7 @@ describe("pool results", () => {
   });
 
   it("accept weights and outputs that are not in shared memory", async () => {
-    const b = await pool(2, { minParallelMacs: 0 });
+    const b = await pool(2, { minParallelMacs: 0, workersOnly: true });
     const w = sharedWeight(GGMLType.Q8_0, 256, 64, 8);
     const plain: Weight = { ...w, data: w.data.slice() };
     expect(plain.data.buffer instanceof SharedArrayBuffer).toBe(false);
@@ -123,44 +133,59 @@ describe("pool results", () => {
 });
 
 describe("pool failures", () => {
-  const w = sharedWeight(GGMLType.Q8_0, 256, 128, 21);
+  // enough rows that every worker takes chunks (a fault fires when its worker takes a chunk)
+  const w = sharedWeight(GGMLType.Q8_0, 256, 2048, 21);
   const x = randn(256, 22);
 
   async function failingPool(opts: Parameters<typeof createPoolBackend>[1] = {}): Promise<PoolBackend> {
-    const b = await pool(3, { minParallelMacs: 0, ...opts });
-    b.matmul(w, x, 1, b.allocF32(128)); // healthy first
+    const b = await pool(3, { minParallelMacs: 0, workersOnly: true, ...opts });
+    b.matmul(w, x, 1, b.allocF32(2048)); // healthy first
     return b;
   }
 
-  it("a worker that throws fails the matmul with its message, and later ones too", async () => {
+  /** The error of the first of up to 200 matmuls that fails (the faulty worker may not get a chunk at once). */
+  function firstFailure(b: PoolBackend): unknown {
+    for (let i = 0; i < 200; i++) {
+      try {
+        b.matmul(w, x, 1, b.allocF32(2048));
+      } catch (e) {
+        return e;
+      }
+    }
+    return undefined;
+  }
+
+  it("a worker that throws fails the run with its message, and later matmuls too", async () => {
     const b = await failingPool();
     b.injectFault(1, "throw");
-    expect(() => b.matmul(w, x, 1, b.allocF32(128))).toThrow(new TsmoeError("worker thread 1: injected fault"));
-    expect(() => b.matmul(w, x, 1, b.allocF32(128))).toThrow(TsmoeError);
+    expect(firstFailure(b)).toEqual(new TsmoeError("worker thread 1: injected fault"));
+    expect(() => b.matmul(w, x, 1, b.allocF32(2048))).toThrow(new TsmoeError("worker thread 1: injected fault"));
     await b.dispose();
   });
 
-  it("a worker that exits fails the matmul", async () => {
+  it("a worker that exits fails the run", async () => {
     const b = await failingPool();
     b.injectFault(0, "exit");
-    expect(() => b.matmul(w, x, 1, b.allocF32(128))).toThrow(new TsmoeError("worker thread 0 exited with code 7"));
+    expect(firstFailure(b)).toEqual(new TsmoeError("worker thread 0 exited with code 7"));
     await b.dispose();
   });
 
-  it("a worker that stops responding fails the matmul after the stall timeout", async () => {
+  it("a worker that stops responding fails the run after the stall timeout", async () => {
     const b = await failingPool({ stallTimeoutMs: 300 });
     b.injectFault(1, "hang");
     const t0 = Date.now();
-    expect(() => b.matmul(w, x, 1, b.allocF32(128))).toThrow(/worker threads stopped responding/);
+    const e = firstFailure(b);
+    expect(e).toBeInstanceOf(TsmoeError);
+    expect((e as Error).message).toMatch(/worker threads stopped responding/);
     expect(Date.now() - t0).toBeLessThan(10_000);
     await b.dispose();
   });
 
   it("a worker terminated between matmuls fails the next one", async () => {
     const b = await failingPool();
-    await b.workerThreads[0].terminate();
+    await b.workerThreads[0]!.terminate();
     await new Promise((r) => setTimeout(r, 50)); // the exit event is delivered on the event loop
-    expect(() => b.matmul(w, x, 1, b.allocF32(128))).toThrow(/worker thread .*(exited|failed|stopped)/);
+    expect(() => b.matmul(w, x, 1, b.allocF32(2048))).toThrow(/worker thread .*(exited|failed|stopped)/);
     await b.dispose();
   });
 });

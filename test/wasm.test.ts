@@ -40,6 +40,28 @@ function expectSameBits(a: Float32Array, b: Float32Array, what: string): void {
   }
 }
 
+/**
+ * The TypeScript kernels over all rows vs the WASM kernel over random row splits (each range on its own)
+ * and vs the dispatching matmulRange: every output bit-identical, nothing written outside.
+ */
+function compareKernels(w: Weight, x: Float32Array, T: number, u: () => number, what: string): void {
+  const N = w.ne1;
+  const act = quantizeActivations(w.type, x, T, w.ne0);
+  const ref = new Float32Array(T * N + 5).fill(-1);
+  matmulTsRange(w, act, ref, N, 0, N);
+  const got = new Float32Array(T * N + 5).fill(-1);
+  let r = 0;
+  while (r < N) {
+    const end = Math.min(N, r + 1 + Math.floor(u() * N));
+    expect(wasmMatmulRange(w, act, got, N, r, end)).toBe(true);
+    r = end;
+  }
+  expectSameBits(ref, got, what);
+  const viaDispatch = new Float32Array(T * N + 5).fill(-1);
+  matmulRange(w, act, viaDispatch, N, 0, N);
+  expectSameBits(ref, viaDispatch, `${what} (matmulRange)`);
+}
+
 describe("wasm emitter", () => {
   it("encodes LEB128", () => {
     expect(uleb(0)).toEqual([0]);
@@ -99,23 +121,28 @@ describe("wasm kernels vs TypeScript kernels (bit-identical)", () => {
           const w = wasmWeight(type, K, N, bytes);
           for (const T of [1, 2, 3, 4, 7]) {
             seed++;
-            const act = quantizeActivations(type, activations(K, T, seed), T, K);
-            const ref = new Float32Array(T * N + 5).fill(-1);
-            matmulTsRange(w, act, ref, N, 0, N);
-            // the WASM kernel over random row splits, each range on its own
-            const got = new Float32Array(T * N + 5).fill(-1);
-            let r = 0;
-            while (r < N) {
-              const end = Math.min(N, r + 1 + Math.floor(u() * N));
-              expect(wasmMatmulRange(w, act, got, N, r, end)).toBe(true);
-              r = end;
-            }
-            expectSameBits(ref, got, `${typeName(type)} K=${K} N=${N} T=${T}`);
-            // and through the dispatching matmulRange
-            const viaDispatch = new Float32Array(T * N + 5).fill(-1);
-            matmulRange(w, act, viaDispatch, N, 0, N);
-            expectSameBits(ref, viaDispatch, `${typeName(type)} K=${K} N=${N} T=${T} (matmulRange)`);
+            compareKernels(w, activations(K, T, seed), T, u, `${typeName(type)} K=${K} N=${N} T=${T}`);
           }
+        }
+      }
+    });
+  }
+
+  for (const type of [GGMLType.F32, GGMLType.F16, GGMLType.BF16]) {
+    it(`${typeName(type)}: random values and bit patterns, odd lengths, token counts around the groups of 4, row splits`, () => {
+      const u = uniformRng(type + 200);
+      let seed = 500;
+      for (const K of [1, 2, 3, 5, 8, 13, 64, 67, 300]) {
+        for (const N of [1, 4, 11]) {
+          seed++;
+          let bytes: Uint8Array;
+          if (type !== GGMLType.F32 && seed % 2 === 0) {
+            // every 16-bit pattern can occur: zeros, subnormals, infinities, NaNs
+            bytes = new Uint8Array(K * N * 2);
+            for (let i = 0; i < bytes.length; i++) bytes[i] = Math.floor(u() * 256);
+          } else bytes = quantize(type, randn(K * N, seed, 0.5), N, K);
+          const w = wasmWeight(type, K, N, bytes);
+          for (const T of [1, 2, 3, 4, 5, 8, 9]) compareKernels(w, activations(K, T, seed + T), T, u, `${typeName(type)} K=${K} N=${N} T=${T}`);
         }
       }
     });
@@ -144,6 +171,8 @@ describe("wasm kernels vs TypeScript kernels (bit-identical)", () => {
     matmulTsRange(plain, act, b, N, 0, N);
     expectSameBits(b, a, "fallback");
     expect(kernelName(GGMLType.Q2_K, 1)).toBeUndefined();
+    const f32Plain: Weight = { type: GGMLType.F32, ne0: K, ne1: N, data: quantize(GGMLType.F32, randn(K * N, 13), N, K) };
+    expect(wasmMatmulRange(f32Plain, quantizeActivations(GGMLType.F32, randn(K, 14), 1, K), new Float32Array(N), N, 0, N)).toBe(false);
     const q2 = wasmWeight(GGMLType.Q2_K, 256, 2, randomBlocks(GGMLType.Q2_K, 256, 2, 11));
     expect(wasmMatmulRange(q2, quantizeActivations(GGMLType.Q2_K, randn(256, 12), 1, 256), new Float32Array(2), 2, 0, 2)).toBe(false);
   });

@@ -36,7 +36,8 @@ export interface ParsedMoeOptions {
   stats: boolean;
 }
 
-function collect(value: string, previous: string[] | undefined): string[] {
+/** commander argument parser of a repeatable option: gathers its values in order */
+export function collect(value: string, previous: string[] | undefined): string[] {
   return [...(previous ?? []), value];
 }
 

@@ -3,7 +3,7 @@
  * make a grid of runs (`-t 1,2 --moe-n-expert 8,4,2,1 --moe-mask soft,hard`, `--moe-ser 2,0.2/4,0.4`).
  */
 import type { Command } from "commander";
-import { parseKvOverride, parseSer } from "../cli/moe-options.ts";
+import { collect, parseKvOverride, parseSer } from "../cli/moe-options.ts";
 import { UsageError } from "../errors.ts";
 import type { KvOverride, MoeOptions } from "../model/api.ts";
 
@@ -89,10 +89,6 @@ export interface ExpertGridValues {
   moeCumP?: string;
   moeSer?: string;
   overrideKv?: string[];
-}
-
-function collect(value: string, previous: string[] | undefined): string[] {
-  return [...(previous ?? []), value];
 }
 
 /** Declares the expert-setting list options (and --override-kv) on a command. */

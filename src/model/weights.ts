@@ -159,6 +159,7 @@ export class TensorSource {
   /** A 1-D tensor of n values as float32 (dequantized when stored in another type). */
   vector(name: string, n: number, optional: true): Float32Array | undefined;
   vector(name: string, n: number, optional?: false): Float32Array;
+  vector(name: string, n: number, optional: boolean): Float32Array | undefined;
   vector(name: string, n: number, optional = false): Float32Array | undefined {
     const t = optional ? this.entry(name, [n], true) : this.entry(name, [n]);
     if (!t) return undefined;

@@ -2,8 +2,10 @@
  * The worker-thread matmul backend. Piscina owns the workers' life cycle (spawn, errors, exit); each worker
  * runs one never-ending task (./worker.ts). A matmul is dispatched through shared memory: the main thread
  * quantizes the activations once, writes the job's descriptors into the control block, bumps the job
- * generation (Atomics.notify), computes chunks of output rows itself, then waits (Atomics.wait) until every
- * worker has checked out. Weights travel by reference: each SharedArrayBuffer is posted to the workers once.
+ * generation (Atomics.notify), takes chunks of output rows itself like any worker, then waits
+ * (Atomics.wait) only for chunks other threads took and have not finished: a busy or descheduled worker
+ * never holds the main thread back (it then does the work alone). Weights travel by reference: each
+ * SharedArrayBuffer (the WebAssembly memory's included) is posted to the workers once.
  * Rows are computed by the same kernel call whichever thread takes them, so results do not depend on the
  * thread count. A worker that throws or exits fails the call with a TsmoeError carrying its message.
  */
@@ -13,10 +15,13 @@ import { Piscina } from "piscina";
 import { TsmoeError } from "../errors.ts";
 import type { MatmulBackend } from "../kernels/backend.ts";
 import { matmulRange, quantizeActivations, type Activations, type Weight } from "../kernels/matmul.ts";
+import { wasmMemory } from "../kernels/wasm/memory.ts";
 import { typeName, type GGMLType } from "../tensor/types.ts";
-import { runChunks } from "./job.ts";
+import { chunking, runChunks, type Job } from "./job.ts";
 import {
   createControl,
+  Desc,
+  descHalf,
   failureMessage,
   FailKind,
   recordFailure,
@@ -25,6 +30,7 @@ import {
   type ControlMessage,
   type FaultAction,
   type WorkerTask,
+  ticket,
 } from "./protocol.ts";
 import { SharedEncoder } from "./shared-struct.ts";
 
@@ -33,10 +39,15 @@ export interface PoolOptions {
   minParallelMacs?: number;
   /** a job during which no thread shows progress for this long fails (a worker died silently) */
   stallTimeoutMs?: number;
+  /** tests: the calling thread takes no chunks of parallel products, so the workers compute every row */
+  workersOnly?: boolean;
 }
 
-/** below this many multiply-adds a dispatch (~15 µs) costs more than it saves */
-export const DEFAULT_MIN_PARALLEL_MACS = 1 << 16;
+/**
+ * Below this many multiply-adds a dispatch costs more than it saves: waking a worker takes ~10-20 µs on
+ * an idle machine, and the WASM kernels do ~250k multiply-adds in about that time.
+ */
+export const DEFAULT_MIN_PARALLEL_MACS = 1 << 18;
 const DEFAULT_STALL_TIMEOUT_MS = 60_000;
 /** chunk boundaries are multiples of this many rows, so kernels that group rows group them identically */
 const ROW_ALIGN = 16;
@@ -67,6 +78,7 @@ export class PoolBackend implements MatmulBackend {
   private readonly nWorkers: number;
   private readonly minParallelMacs: number;
   private readonly stallTimeoutMs: number;
+  private readonly workersOnly: boolean;
   private readonly ctl: Control = createControl();
   private readonly encoder = new SharedEncoder((msg) => this.broadcast(msg));
   private piscina?: Piscina;
@@ -83,6 +95,7 @@ export class PoolBackend implements MatmulBackend {
     this.nWorkers = nThreads - 1;
     this.minParallelMacs = opts.minParallelMacs ?? DEFAULT_MIN_PARALLEL_MACS;
     this.stallTimeoutMs = opts.stallTimeoutMs ?? DEFAULT_STALL_TIMEOUT_MS;
+    this.workersOnly = opts.workersOnly ?? false;
   }
 
   /** Spawns the workers and waits until each runs its loop (a blocked main thread could not start them). */
@@ -98,10 +111,12 @@ export class PoolBackend implements MatmulBackend {
     this.piscina = piscina;
     piscina.on("error", (e: unknown) => this.failFromEventLoop(`worker thread failed: ${messageOf(e)}`));
     let startError: string | undefined;
+    // created here if no model made it yet, so that every thread runs the WASM kernels over the same memory
+    const memory = wasmMemory();
     for (let index = 0; index < this.nWorkers; index++) {
       const { port1, port2 } = new MessageChannel();
       this.ports.push(port1);
-      const task: WorkerTask = { control: this.ctl.sab, index, port: port2 };
+      const task: WorkerTask = { control: this.ctl.sab, index, port: port2, wasmMemory: memory };
       const done = piscina.run(task, { transferList: [port2] }).then(
         () => {
           if (!this.stopping) this.failFromEventLoop(`worker thread ${index} stopped`);
@@ -176,50 +191,51 @@ export class PoolBackend implements MatmulBackend {
     return this.piscina?.threads ?? [];
   }
 
-  private dispatch(job: { w: Weight; act: Activations; out: Float32Array }): void {
+  private dispatch(job: Job): void {
     const { i32, desc } = this.ctl;
-    let at = this.encoder.encode(job.w, desc, 0, "stable");
-    at = this.encoder.encode(job.act, desc, at, "volatile");
-    this.encoder.encode({ v: job.out }, desc, at, "volatile");
+    const gen = Atomics.load(i32, Slot.GEN) + 1;
+    const half = descHalf(desc, gen);
+    const c = chunking(job.w.ne1, this.nThreads, CHUNKS_PER_THREAD, ROW_ALIGN);
+    half[Desc.N_CHUNKS] = c.nChunks;
+    half[Desc.ROWS_PER_CHUNK] = c.rowsPerChunk;
+    half[Desc.N_ROWS] = c.nRows;
+    let at = this.encoder.encode(job.w, half, Desc.OBJECTS, "stable");
+    at = this.encoder.encode(job.act, half, at, "volatile");
+    this.encoder.encode({ v: job.out }, half, at, "volatile");
 
-    const nRows = job.w.ne1;
-    const rowsPerChunk = Math.ceil(nRows / (this.nThreads * CHUNKS_PER_THREAD * ROW_ALIGN)) * ROW_ALIGN;
-    Atomics.store(i32, Slot.N_ROWS, nRows);
-    Atomics.store(i32, Slot.ROWS_PER_CHUNK, rowsPerChunk);
-    Atomics.store(i32, Slot.N_CHUNKS, Math.ceil(nRows / rowsPerChunk));
-    Atomics.store(i32, Slot.NEXT, 0);
     Atomics.store(i32, Slot.DONE, 0);
-    Atomics.store(i32, Slot.CHECKED_OUT, 0);
+    Atomics.store(i32, Slot.TICKET, ticket(gen, 0));
     Atomics.store(i32, Slot.MSG_SEQ, this.msgSeq);
-    Atomics.add(i32, Slot.GEN, 1);
+    Atomics.store(i32, Slot.GEN, gen);
     Atomics.notify(i32, Slot.GEN);
 
     let mainError: unknown;
     try {
-      runChunks(i32, job);
+      if (!this.workersOnly) runChunks(i32, gen, c, () => job);
     } catch (e) {
       mainError = e;
     }
-    this.awaitCheckout();
+    // every chunk is taken now (unless workersOnly); wait for those other threads are still computing
+    this.awaitChunks(c.nChunks);
     if (mainError !== undefined) throw mainError;
     this.throwIfFailed();
   }
 
-  /** Waits until every worker has checked out of the current job, a failure is recorded, or progress stalls. */
-  private awaitCheckout(): void {
+  /** Waits until `nChunks` chunks are done, a failure is recorded, or no thread makes progress for too long. */
+  private awaitChunks(nChunks: number): void {
     const i32 = this.ctl.i32;
     let spins = 0;
     let lastProgress = Atomics.load(i32, Slot.PROGRESS);
     let lastChange = 0;
     for (;;) {
-      const checkedOut = Atomics.load(i32, Slot.CHECKED_OUT);
-      if (checkedOut >= this.nWorkers || Atomics.load(i32, Slot.FAILED) !== FailKind.NONE) return;
+      const done = Atomics.load(i32, Slot.DONE);
+      if (done >= nChunks || Atomics.load(i32, Slot.FAILED) !== FailKind.NONE) return;
       if (spins < MAIN_SPIN_ITERATIONS) {
         spins++;
         continue;
       }
       if (lastChange === 0) lastChange = performance.now();
-      Atomics.wait(i32, Slot.CHECKED_OUT, checkedOut, WAIT_SLICE_MS);
+      Atomics.wait(i32, Slot.DONE, done, WAIT_SLICE_MS);
       const progress = Atomics.load(i32, Slot.PROGRESS);
       const now = performance.now();
       if (progress !== lastProgress) {

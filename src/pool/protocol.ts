@@ -1,7 +1,10 @@
 /**
  * The shared-memory protocol between the pool's main thread and its workers: one control SharedArrayBuffer
  * holding Int32 counters (synchronised with Atomics.wait/notify), the first failure's message, and the
- * current job's descriptors (weight, activations, output) encoded as Float64 slots (see ./shared-struct.ts).
+ * job descriptors (weight, activations, output) encoded as Float64 slots (see ./shared-struct.ts).
+ * There is no barrier: a thread takes a chunk only by advancing the ticket tagged with the job it read
+ * the descriptors of, so a worker that wakes late for a finished job takes nothing, and the main thread
+ * only ever waits for chunks that some thread has actually taken.
  * Messages that carry buffers (sent once per buffer) go through a MessagePort per worker; see ControlMessage.
  */
 
@@ -9,29 +12,33 @@
 export const Slot = {
   /** job generation: bumped by the main thread for every job (and for shutdown); workers wait on it */
   GEN: 0,
-  /** next chunk index to take (Atomics.add) */
-  NEXT: 1,
-  /** chunks finished */
+  /** the next chunk to take, tagged with its job: (gen & TAG_MASK) << CHUNK_BITS | chunk (compareExchange) */
+  TICKET: 1,
+  /** chunks of the current job finished; the main thread waits on it */
   DONE: 2,
-  /** chunks in the current job */
-  N_CHUNKS: 3,
-  /** workers that have finished with the current job; the main thread waits on it */
-  CHECKED_OUT: 4,
   /** 0, or FailKind of the first failure */
   FAILED: 5,
   /** 1 once the pool shuts down */
   STOP: 6,
   /** messages posted to every worker's port so far */
   MSG_SEQ: 7,
-  ROWS_PER_CHUNK: 8,
-  N_ROWS: 9,
-  /** bumped on every check-in, chunk and check-out: the main thread's evidence that workers are alive */
+  /** bumped on every chunk taken and finished: the main thread's evidence that workers are alive */
   PROGRESS: 10,
   /** byte length of the failure message */
   ERR_LEN: 11,
   /** workers whose loop is running */
   READY: 12,
 } as const;
+
+/** a job has at most 2^CHUNK_BITS - 1 chunks */
+export const CHUNK_BITS = 12;
+export const MAX_CHUNKS = (1 << CHUNK_BITS) - 1;
+/** generations are told apart modulo 2^20 (a worker would have to sleep through a million jobs to err) */
+export const TAG_MASK = (1 << (32 - CHUNK_BITS)) - 1;
+
+export function ticket(gen: number, chunk: number): number {
+  return (((gen & TAG_MASK) << CHUNK_BITS) | chunk) | 0;
+}
 
 export const FailKind = {
   NONE: 0,
@@ -44,8 +51,19 @@ export type FailKind = (typeof FailKind)[keyof typeof FailKind];
 
 const N_SLOTS = 16;
 const ERR_BYTES = 4096;
-/** Float64 slots for the job's descriptors */
+/**
+ * Float64 slots for job descriptors: two halves, used by even and odd generations, so the main thread
+ * writes job g + 1 while a late worker may still read job g's half. Each half: chunk count, rows per
+ * chunk, row count, then the encoded weight, activations and output.
+ */
 export const DESC_SLOTS = 256;
+export const DESC_HALF = DESC_SLOTS / 2;
+export const Desc = { N_CHUNKS: 0, ROWS_PER_CHUNK: 1, N_ROWS: 2, OBJECTS: 3 } as const;
+
+export function descHalf(desc: Float64Array, gen: number): Float64Array {
+  const o = (gen & 1) * DESC_HALF;
+  return desc.subarray(o, o + DESC_HALF);
+}
 
 const ERR_OFFSET = N_SLOTS * 4;
 const DESC_OFFSET = ERR_OFFSET + ERR_BYTES;
@@ -81,7 +99,7 @@ export function recordFailure(ctl: Control, kind: FailKind, message: string): vo
   Atomics.store(ctl.i32, Slot.ERR_LEN, bytes.length);
   Atomics.store(ctl.i32, Slot.FAILED, kind);
   Atomics.add(ctl.i32, Slot.PROGRESS, 1);
-  Atomics.notify(ctl.i32, Slot.CHECKED_OUT);
+  Atomics.notify(ctl.i32, Slot.DONE);
 }
 
 export function failureMessage(ctl: Control): string {
@@ -95,9 +113,11 @@ export interface WorkerTask {
   /** this worker's index (0-based; the main thread is not counted) */
   index: number;
   port: import("node:worker_threads").MessagePort;
+  /** the main thread's WebAssembly memory (weights the WASM kernels read live in it), if WASM is on */
+  wasmMemory?: import("../kernels/wasm/webassembly.ts").WasmMemory;
 }
 
-/** Test-only faults a worker can be told to produce at the start of its next job. */
+/** Test-only faults a worker can be told to produce when it takes its next chunk. */
 export type FaultAction = "throw" | "exit" | "hang";
 
 /** Messages on a worker's port; each bumps Slot.MSG_SEQ once and is read before the next job starts. */

@@ -1,18 +1,23 @@
 /**
- * A pool worker's whole life: one piscina task that loops until the pool stops. It sleeps on the control
+ * A pool worker's whole life: one piscina task that loops until the pool stops. It first attaches the main
+ * thread's WebAssembly memory (so the WASM kernels read the weights in place), then sleeps on the control
  * block's job generation (Atomics.wait, after a short spin), reads the buffers/layouts posted on its port,
- * decodes the job and takes chunks of rows (./job.ts), then checks out. Exceptions and thread exit are
- * recorded in the control block with their message so the main thread fails instead of waiting.
+ * takes chunks of rows of that job while there are any (./job.ts; it decodes the job's descriptors once it
+ * owns a chunk), then sleeps again. Exceptions and thread exit are recorded in the control block with
+ * their message so the main thread fails instead of waiting.
  */
 import { receiveMessageOnPort } from "node:worker_threads";
-import { controlViews, FailKind, recordFailure, Slot, type Control, type ControlMessage, type FaultAction, type WorkerTask } from "./protocol.ts";
+import { attachWasmMemory } from "../kernels/wasm/memory.ts";
+import { controlViews, Desc, descHalf, FailKind, recordFailure, Slot, type Control, type ControlMessage, type FaultAction, type WorkerTask } from "./protocol.ts";
 import { SharedDecoder } from "./shared-struct.ts";
-import { runChunks, type Job } from "./job.ts";
+import { readChunking, runChunks, type Job } from "./job.ts";
 
 /** spins before sleeping: back-to-back matmuls (single-token decode) then skip the futex wake-up */
 const SPIN_ITERATIONS = 20_000;
 
 export default function runWorker(task: WorkerTask): string {
+  // the WASM kernels must see the main thread's memory, where the weights are
+  if (task.wasmMemory) attachWasmMemory(task.wasmMemory);
   const ctl = controlViews(task.control);
   const { i32 } = ctl;
   const decoder = new SharedDecoder();
@@ -44,21 +49,19 @@ export default function runWorker(task: WorkerTask): string {
       task.port.close();
       return "stopped";
     }
-    Atomics.add(i32, Slot.PROGRESS, 1);
     try {
       readMessages();
-      if (fault) {
+      const half = descHalf(ctl.desc, gen);
+      const beforeChunk = (): void => {
+        if (fault === undefined) return;
         const action = fault;
         fault = undefined;
         injectFault(action, ctl);
-      }
-      runChunks(i32, decodeJob(decoder, ctl));
+      };
+      runChunks(i32, gen, readChunking(half), () => decodeJob(decoder, half), beforeChunk);
     } catch (e) {
       recordFailure(ctl, FailKind.THREW, `worker thread ${task.index}: ${e instanceof Error ? e.message : String(e)}`);
     }
-    Atomics.add(i32, Slot.PROGRESS, 1);
-    Atomics.add(i32, Slot.CHECKED_OUT, 1);
-    Atomics.notify(i32, Slot.CHECKED_OUT);
   }
 }
 
@@ -75,10 +78,10 @@ function waitForJob(i32: Int32Array, gen: number): number {
   }
 }
 
-function decodeJob(decoder: SharedDecoder, ctl: Control): Job {
-  const w = decoder.decode<Job["w"]>(ctl.desc, 0);
-  const act = decoder.decode<Job["act"]>(ctl.desc, w.next);
-  const out = decoder.decode<{ v: Float32Array }>(ctl.desc, act.next);
+function decodeJob(decoder: SharedDecoder, half: Float64Array): Job {
+  const w = decoder.decode<Job["w"]>(half, Desc.OBJECTS);
+  const act = decoder.decode<Job["act"]>(half, w.next);
+  const out = decoder.decode<{ v: Float32Array }>(half, act.next);
   return { w: w.value, act: act.value, out: out.value.v };
 }
 

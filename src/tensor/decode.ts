@@ -66,6 +66,15 @@ function u32(src: Uint8Array, o: number): number {
   return (src[o]! | (src[o + 1]! << 8) | (src[o + 2]! << 16) | (src[o + 3]! << 24)) >>> 0;
 }
 
+/** 16 bytes at s holding 32 4-bit indices (low nibbles first, then high) -> table values at q[qo..qo+31] */
+function nibblesThrough(table: Int8Array, src: Uint8Array, s: number, q: Int8Array, qo: number): void {
+  for (let j = 0; j < 16; j++) {
+    const x = src[s + j]!;
+    q[qo + j] = table[x & 15]!;
+    q[qo + j + 16] = table[x >> 4]!;
+  }
+}
+
 // ---- q8_0 family -------------------------------------------------------------------------------
 
 const decodeQ4_0: Decoder = (src, o, nb, r) => {
@@ -108,12 +117,7 @@ const decodeIQ4_NL: Decoder = (src, o, nb, r) => {
   const q = r.q;
   for (let b = 0; b < nb; b++, o += 18) {
     r.d[b] = f16(src, o);
-    const qo = b * 32;
-    for (let j = 0; j < 16; j++) {
-      const x = src[o + 2 + j]!;
-      q[qo + j] = KVALUES_IQ4NL[x & 15]!;
-      q[qo + j + 16] = KVALUES_IQ4NL[x >> 4]!;
-    }
+    nibblesThrough(KVALUES_IQ4NL, src, o + 2, q, b * 32);
   }
 };
 
@@ -121,12 +125,7 @@ const decodeMXFP4: Decoder = (src, o, nb, r) => {
   const q = r.q;
   for (let b = 0; b < nb; b++, o += 17) {
     r.d[b] = e8m0Half(src[o]!);
-    const qo = b * 32;
-    for (let j = 0; j < 16; j++) {
-      const x = src[o + 1 + j]!;
-      q[qo + j] = KVALUES_MXFP4[x & 15]!;
-      q[qo + j + 16] = KVALUES_MXFP4[x >> 4]!;
-    }
+    nibblesThrough(KVALUES_MXFP4, src, o + 1, q, b * 32);
   }
 };
 
@@ -308,13 +307,7 @@ const decodeIQ4_XS: Decoder = (src, o, nb, r) => {
       const g = b * 16 + 2 * ib;
       sc[g] = sc[g + 1] = ls - 32;
       mn[g] = mn[g + 1] = 0;
-      const qs = o + 8 + ib * 16;
-      const qo = b * 256 + ib * 32;
-      for (let j = 0; j < 16; j++) {
-        const x = src[qs + j]!;
-        q[qo + j] = KVALUES_IQ4NL[x & 15]!;
-        q[qo + j + 16] = KVALUES_IQ4NL[x >> 4]!;
-      }
+      nibblesThrough(KVALUES_IQ4NL, src, o + 8 + ib * 16, q, b * 256 + ib * 32);
     }
   }
 };

@@ -25,12 +25,18 @@ const LF = 0x0a;
 const SPACE = 0x20;
 const APOS = 0x27;
 
-/** Runs `body` for every segment with helpers that see only that segment (like llama.cpp's lambdas). */
-function forEachSegment(
-  cpts: number[],
-  offsets: number[],
-  body: (seg: { ini: number; end: number; cpt: (p: number) => number; flags: (p: number) => number; emit: (end: number) => number }) => void,
-): number[] {
+/** One segment [ini, end) with helpers that see only it (code points and flags are OUT / 0 outside). */
+interface Segment {
+  ini: number;
+  end: number;
+  cpt: (p: number) => number;
+  flags: (p: number) => number;
+  /** ends the current piece at `end`; returns its length */
+  emit: (end: number) => number;
+}
+
+/** Runs `body` for every segment (like llama.cpp's lambdas). */
+function forEachSegment(cpts: number[], offsets: number[], body: (seg: Segment) => void): number[] {
   const out: number[] = [];
   let start = 0;
   for (const len of offsets) {
@@ -70,6 +76,39 @@ function contraction(cpt: (p: number) => number, p: number, end: number, ignoreC
     if ((a === 0x72 && b === 0x65) || (a === 0x76 && b === 0x65) || (a === 0x6c && b === 0x6c)) return 3; // re ve ll
   }
   return 0;
+}
+
+/** \p{N}{1,maxDigits} at pos, repeated over the whole digit run: emits each group, returns the position after the run. */
+function matchDigitRun({ flags, emit }: Segment, pos: number, maxDigits: number): number {
+  let ini = pos;
+  while (isNumber(flags(pos))) {
+    if (++pos - ini >= maxDigits) {
+      emit(pos);
+      ini = pos;
+    }
+  }
+  emit(pos);
+  return pos;
+}
+
+/**
+ * \s*[\r\n]+|\s+(?!\S)|\s+ at pos, else the single code point there (the Llama-3 style expressions' last
+ * alternatives): emits the match, returns the position after it.
+ */
+function matchSpaces({ cpt, flags, emit }: Segment, pos: number): number {
+  let nws = 0;
+  let lastNewlineEnd = 0;
+  while (isSpace(flags(pos + nws))) {
+    const c = cpt(pos + nws);
+    if (c === CR || c === LF) lastNewlineEnd = pos + nws + 1;
+    nws++;
+  }
+  if (lastNewlineEnd > 0) pos = lastNewlineEnd;
+  else if (nws > 1 && cpt(pos + nws) !== OUT) pos += nws - 1;
+  else if (nws > 0) pos += nws;
+  else pos++;
+  emit(pos);
+  return pos;
 }
 
 /** 's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S) */
@@ -125,7 +164,8 @@ const splitGpt2: Splitter = (cpts, offsets) =>
 function makeLlama3Splitter(maxDigits: number, wordFlags: number = CPT.LETTER): Splitter {
   const isWord = (f: number) => (f & wordFlags) !== 0;
   return (cpts, offsets) =>
-    forEachSegment(cpts, offsets, ({ ini, end, cpt, flags, emit }) => {
+    forEachSegment(cpts, offsets, (seg) => {
+      const { ini, end, cpt, flags, emit } = seg;
       for (let pos = ini; pos < end; ) {
         const c = cpt(pos);
         const f = flags(pos);
@@ -141,14 +181,7 @@ function makeLlama3Splitter(maxDigits: number, wordFlags: number = CPT.LETTER): 
           continue;
         }
         if (isNumber(f)) {
-          let ini2 = pos;
-          while (isNumber(flags(pos))) {
-            if (++pos - ini2 >= maxDigits) {
-              emit(pos);
-              ini2 = pos;
-            }
-          }
-          emit(pos);
+          pos = matchDigitRun(seg, pos, maxDigits);
           continue;
         }
         let f2 = c === SPACE ? flags(pos + 1) : f;
@@ -161,29 +194,7 @@ function makeLlama3Splitter(maxDigits: number, wordFlags: number = CPT.LETTER): 
           emit(pos);
           continue;
         }
-        let nws = 0;
-        let lastNewlineEnd = 0;
-        while (isSpace(flags(pos + nws))) {
-          const c2 = cpt(pos + nws);
-          if (c2 === CR || c2 === LF) lastNewlineEnd = pos + nws + 1;
-          nws++;
-        }
-        if (lastNewlineEnd > 0) {
-          pos = lastNewlineEnd;
-          emit(pos);
-          continue;
-        }
-        if (nws > 1 && cpt(pos + nws) !== OUT) {
-          pos += nws - 1;
-          emit(pos);
-          continue;
-        }
-        if (nws > 0) {
-          pos += nws;
-          emit(pos);
-          continue;
-        }
-        emit(++pos);
+        pos = matchSpaces(seg, pos);
       }
     });
 }
@@ -233,7 +244,8 @@ function isHan(c: number): boolean {
  * \s*[\r\n]+ | \s+(?!\S) | \s+ (llama.cpp's hand-written version; its letter-case classes all collapse to letters).
  */
 const splitKimiK2: Splitter = (cpts, offsets) =>
-  forEachSegment(cpts, offsets, ({ ini, end, cpt, flags, emit }) => {
+  forEachSegment(cpts, offsets, (seg) => {
+    const { ini, end, cpt, flags, emit } = seg;
     const letter = (p: number) => isLetter(flags(p)) && !isHan(cpt(p));
     for (let pos = ini; pos < end; ) {
       const c = cpt(pos);
@@ -260,14 +272,7 @@ const splitKimiK2: Splitter = (cpts, offsets) =>
         } else if (leading) pos--;
       }
       if (isNumber(f)) {
-        let ini2 = pos;
-        while (isNumber(flags(pos))) {
-          if (++pos - ini2 >= 3) {
-            emit(pos);
-            ini2 = pos;
-          }
-        }
-        emit(pos);
+        pos = matchDigitRun(seg, pos, 3);
         continue;
       }
       let f2 = c === SPACE ? flags(pos + 1) : f;
@@ -280,29 +285,7 @@ const splitKimiK2: Splitter = (cpts, offsets) =>
         emit(pos);
         continue;
       }
-      let nws = 0;
-      let lastNewlineEnd = 0;
-      while (isSpace(flags(pos + nws))) {
-        const c2 = cpt(pos + nws);
-        if (c2 === CR || c2 === LF) lastNewlineEnd = pos + nws + 1;
-        nws++;
-      }
-      if (lastNewlineEnd > 0) {
-        pos = lastNewlineEnd;
-        emit(pos);
-        continue;
-      }
-      if (nws > 1 && cpt(pos + nws) !== OUT) {
-        pos += nws - 1;
-        emit(pos);
-        continue;
-      }
-      if (nws > 0) {
-        pos += nws;
-        emit(pos);
-        continue;
-      }
-      emit(++pos);
+      pos = matchSpaces(seg, pos);
     }
   });
 

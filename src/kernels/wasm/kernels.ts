@@ -3,20 +3,19 @@
  * [r0, r1) and tokens [0, T), out[t * (r1 - r0) + r - r0] (float32) = dot(weight row r, activation row t),
  * everything addressed in the shared linear memory (see ./memory.ts).
  *
- * Numerics are those of the TypeScript kernels (dot-quant.ts, dot-fused.ts), bit for bit: the integer sum
+ * Numerics are those of the TypeScript kernels (dot-quant.ts, dot-fused.ts), bit for bit (F32/F16/BF16
+ * weights: ./float-kernels.ts): the integer sum
  * of every block is computed exactly with i16x8 products (`i32x4.dot_i16x8_s` on sign-extended int8 quants),
  * and the float part is the same f64 expression, in the same order, as the TypeScript code:
  *
- * - Q8_0, Q5_0, Q4_0 (x Q8_0):  acc += (dw * da) * isum
- * - Q4_K, Q5_K (x Q8_K):        acc += da * (dw * isum - dmin * msum)
- * - Q6_K (x Q8_K):        acc += (da * dw) * isum for one token (dot-fused.ts), da * (dw * isum) for a batch
+ * - Q8_0, Q5_0, Q4_0 (x Q8_0): acc += (dw * da) * isum
+ * - Q4_K, Q5_K (x Q8_K):       acc += da * (dw * isum - dmin * msum)
+ * - Q6_K (x Q8_K):             acc += (da * dw) * isum for one token (dot-fused.ts), da * (dw * isum) for a batch
  *
  * with acc a double summed over the blocks of the row in order, rounded once to float32.
  */
 import { Code, F64, I32, Mem, Op, Simd, V128, type FuncDef } from "./emitter.ts";
-
-/** Address of the f16 -> f32 table (65536 float32 values) in linear memory. */
-export const F16_TABLE_ADDR = 65536;
+import { F16_TABLE_ADDR } from "./layout.ts";
 
 /** Kernel parameters (all i32; addresses are byte offsets in the shared memory). */
 const P = {

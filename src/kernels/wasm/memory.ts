@@ -5,7 +5,7 @@
  * threads instantiate the kernels over the same memory (`attachWasmMemory`), so nothing is copied.
  *
  * Layout: page 0 holds the allocator's counters and per-thread probe slots, then the f16 -> f32 table
- * (kernels.ts, F16_TABLE_ADDR), then a bump-allocated heap (64-byte aligned). wasm32 addresses at most
+ * (./layout.ts), then a bump-allocated heap (64-byte aligned). wasm32 addresses at most
  * 4 GiB: once that is used up, `allocTensorBytes` hands out plain SharedArrayBuffers (the TypeScript
  * kernels then run for those tensors). Memory is never given back: each loaded model stays in it for the
  * life of the process.
@@ -13,7 +13,7 @@
  * Set TSMOE_WASM=0 to keep everything in plain SharedArrayBuffers (TypeScript kernels only).
  */
 import { F16_TO_F32 } from "../../tensor/f16.ts";
-import { F16_TABLE_ADDR } from "./kernels.ts";
+import { F16_TABLE_ADDR } from "./layout.ts";
 import { Wasm, type WasmMemory } from "./webassembly.ts";
 
 const PAGE = 65536;
@@ -52,7 +52,7 @@ function takeProbeSlot(): void {
   probeAddr = PROBE_BASE + 8 * (Atomics.add(header(), SLOT_PROBES, 1) % N_PROBES);
 }
 
-/** This thread's shared memory, created on first use in the main thread; undefined if WASM is off. */
+/** This thread's shared memory (created on first use; worker threads should attach the main thread's instead); undefined if WASM is off. */
 export function wasmMemory(): WasmMemory | undefined {
   if (memory || disabled) return memory;
   if (!Wasm) {
@@ -70,6 +70,11 @@ export function wasmMemory(): WasmMemory | undefined {
   h[SLOT_BUMP] = HEAP_START / ALIGN;
   Atomics.store(h, SLOT_READY, 1);
   takeProbeSlot();
+  return memory;
+}
+
+/** The memory if this thread has one already (made by wasmMemory or attached), without making one. */
+export function currentWasmMemory(): WasmMemory | undefined {
   return memory;
 }
 

@@ -10,7 +10,8 @@ import type { Weight } from "../matmul.ts";
 import { encodeModule } from "./emitter.ts";
 import { Wasm, type WasmMemory, type WasmModule } from "./webassembly.ts";
 import { emitKernels, type KernelInfo } from "./kernels.ts";
-import { MAX_PAGES, disableWasm, isWasmBuffer, wasmAlloc, wasmDisabled, wasmMemory } from "./memory.ts";
+import { emitFloatKernel } from "./float-kernels.ts";
+import { MAX_PAGES, currentWasmMemory, disableWasm, isWasmBuffer, wasmAlloc, wasmDisabled, wasmMemory } from "./memory.ts";
 
 type KernelFn = (w: number, rb: number, nb: number, r0: number, r1: number, aq: number, ad: number, abs: number, T: number, K: number, out: number, tmp: number) => void;
 
@@ -25,13 +26,23 @@ let failed = false;
 
 /** The module's bytes, generated here and now. */
 export function kernelModuleBytes(): Uint8Array<ArrayBuffer> {
-  const { funcs } = emitKernels();
-  return encodeModule(funcs, 1, MAX_PAGES);
+  return encodeModule(allKernels().funcs, 1, MAX_PAGES);
+}
+
+/** Every kernel: the block-quantized ones of ./kernels.ts and the float ones of ./float-kernels.ts. */
+function allKernels(): ReturnType<typeof emitKernels> {
+  const { funcs, info } = emitKernels();
+  for (const [name, typeSize] of [["f32", 4], ["f16", 2], ["bf16", 2]] as const) {
+    funcs.push(emitFloatKernel(name, name));
+    // one "block" per value; the per-row scratch holds the row as float32
+    info.set(name, { name, typeSize, blockSize: 1, tmpPerBlock: 4 });
+  }
+  return { funcs, info };
 }
 
 function compile(): { module: WasmModule; info: Map<string, KernelInfo> } {
   if (!moduleCache) {
-    const { funcs, info } = emitKernels();
+    const { funcs, info } = allKernels();
     moduleCache = { module: new Wasm!.Module(encodeModule(funcs, 1, MAX_PAGES)), info };
   }
   return moduleCache;
@@ -59,26 +70,23 @@ export function wasmRuntime(): Runtime | undefined {
   return runtime;
 }
 
-/**
- * The kernel for weights of this type and this many tokens, if there is one and it is adopted (faster than
- * the TypeScript kernel in bench/wasm-kernels.ts).
- */
+/** Kernel per weight type: all of them beat the TypeScript kernels in bench/wasm-kernels.ts. */
+const KERNEL_OF: Partial<Record<GGMLType, string>> = {
+  [GGMLType.F32]: "f32",
+  [GGMLType.F16]: "f16",
+  [GGMLType.BF16]: "bf16",
+  [GGMLType.Q8_0]: "q8_0",
+  [GGMLType.Q4_0]: "q4_0",
+  [GGMLType.Q5_0]: "q5_0",
+  [GGMLType.Q4_K]: "q4_k",
+  [GGMLType.Q5_K]: "q5_k",
+};
+
+/** The kernel for weights of this type and this many tokens, if there is one (and it is adopted). */
 export function kernelName(type: GGMLType, nTokens: number): string | undefined {
-  switch (type) {
-    case GGMLType.Q8_0:
-      return "q8_0";
-    case GGMLType.Q5_0:
-      return "q5_0";
-    case GGMLType.Q4_0:
-      return "q4_0";
-    case GGMLType.Q4_K:
-      return "q4_k";
-    case GGMLType.Q5_K:
-      return "q5_k";
-    case GGMLType.Q6_K:
-      return nTokens === 1 ? "q6_k_single" : "q6_k_batch";
-  }
-  return undefined;
+  // Q6_K has two: the one-token and the batch TypeScript kernels round their scales in different orders
+  if (type === GGMLType.Q6_K) return nTokens === 1 ? "q6_k_single" : "q6_k_batch";
+  return KERNEL_OF[type];
 }
 
 /** This thread's scratch area in the shared memory (activations, outputs, per-row scratch). */
@@ -109,7 +117,7 @@ const align64 = (n: number) => Math.ceil(n / 64) * 64;
  * memory, WASM off), in which case nothing was written. Arguments are checked by the caller (matmulRange).
  */
 export function wasmMatmulRange(w: Weight, act: Activations, out: Float32Array, outStride: number, rowStart: number, rowEnd: number, name = kernelName(w.type, act.nTokens)): boolean {
-  if (name === undefined || !isWasmBufferCached(w.data)) return false;
+  if (name === undefined || !inWasmMemory(w.data)) return false;
   const rt = wasmRuntime();
   const k = rt?.kernels.get(name);
   if (!rt || !k) return false;
@@ -119,9 +127,12 @@ export function wasmMatmulRange(w: Weight, act: Activations, out: Float32Array, 
   if (T === 0 || nRows === 0) return true;
   const { typeSize, blockSize, tmpPerBlock } = k.info;
   const nb = K / blockSize;
-  // scratch layout: quants, scales, block sums (Q8_K), per-row scratch, output
-  const qsBytes = align64(T * K);
-  const dBytes = align64(T * nb * 4);
+  const isFloat = blockSize === 1;
+  // scratch layout: quants (float: values), scales (float: values of 4-token groups interleaved), block sums
+  // (Q8_K), per-row scratch, output
+  const nGrouped = isFloat ? 4 * Math.floor(T / 4) : 0;
+  const qsBytes = align64(isFloat ? T * K * 4 : T * K);
+  const dBytes = align64(isFloat ? nGrouped * K * 4 : T * nb * 4);
   const bsBytes = act.bsums.length > 0 ? align64(T * (K / 16) * 4) : 0;
   const tmpBytes = align64(nb * tmpPerBlock);
   const base = scratchAddr(qsBytes + dBytes + bsBytes + tmpBytes + T * nRows * 4);
@@ -129,9 +140,12 @@ export function wasmMatmulRange(w: Weight, act: Activations, out: Float32Array, 
   const buf = rt.memory.buffer;
   const aq = base, ad = aq + qsBytes, abs = ad + dBytes, tmp = abs + bsBytes, o = tmp + tmpBytes;
   if (copiedAct !== act) {
-    new Int8Array(buf, aq, T * K).set(act.qs.subarray(0, T * K));
-    new Float32Array(buf, ad, T * nb).set(act.d.subarray(0, T * nb));
-    if (bsBytes) new Int32Array(buf, abs, T * (K / 16)).set(act.bsums.subarray(0, T * (K / 16)));
+    if (isFloat) stageFloat(act.f, T, K, new Float32Array(buf, aq, T * K), new Float32Array(buf, ad, nGrouped * K));
+    else {
+      new Int8Array(buf, aq, T * K).set(act.qs.subarray(0, T * K));
+      new Float32Array(buf, ad, T * nb).set(act.d.subarray(0, T * nb));
+      if (bsBytes) new Int32Array(buf, abs, T * (K / 16)).set(act.bsums.subarray(0, T * (K / 16)));
+    }
     copiedAct = act;
   }
   k.fn(w.data.byteOffset, nb * typeSize, nb, rowStart, rowEnd, aq, ad, abs, T, K, o, tmp);
@@ -141,7 +155,19 @@ export function wasmMatmulRange(w: Weight, act: Activations, out: Float32Array, 
   return true;
 }
 
-/** isWasmBuffer on the weight's buffer (the memory must exist in this thread first). */
-function isWasmBufferCached(data: Uint8Array): boolean {
-  return !wasmDisabled() && wasmRuntime() !== undefined && isWasmBuffer(data.buffer);
+/** Float activations: as they are, and the first nGrouped tokens as groups of 4 interleaved value by value. */
+function stageFloat(f: Float32Array, T: number, K: number, plain: Float32Array, grouped: Float32Array): void {
+  plain.set(f.subarray(0, T * K));
+  for (let g = 0; 4 * g + 3 < T; g++) {
+    const o = 4 * g * K;
+    for (let j = 0; j < 4; j++) {
+      const src = o + j * K;
+      for (let i = 0; i < K; i++) grouped[o + 4 * i + j] = f[src + i]!;
+    }
+  }
+}
+
+/** Whether the weight bytes lie in this thread's WASM memory (never creates the memory). */
+function inWasmMemory(data: Uint8Array): boolean {
+  return currentWasmMemory() !== undefined && !wasmDisabled() && isWasmBuffer(data.buffer);
 }

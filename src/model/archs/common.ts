@@ -1,7 +1,7 @@
 /**
  * Tensor-loading pieces the architecture files share (the create_tensor calls that recur across
- * llama.cpp's src/models/*.cpp): token embedding and output head, attention projections, dense FFN,
- * routed experts, shared expert.
+ * llama.cpp's src/models/*.cpp): token embedding and output head, attention projections, per-head q/k
+ * norms, dense FFN, routed experts, shared expert.
  */
 import { TsmoeError } from "../../errors.ts";
 import type { ModelHParams } from "../hparams.ts";
@@ -47,6 +47,20 @@ export function loadAttention(
     bv: t.vector(blk(i, "attn_v.bias"), vDim, true),
     wo: t.weight(blk(i, "attn_output.weight"), qDim, hp.nEmbd),
     bo: opts.outputBias ? t.vector(blk(i, "attn_output.bias"), hp.nEmbd, true) : undefined,
+  };
+}
+
+/** attn_q_norm / attn_k_norm of one head's width (per-head q/k RMSNorm); absent ones are undefined when `optional` */
+export function loadHeadQkNorm(
+  t: TensorSource,
+  hp: ModelHParams,
+  i: number,
+  opts: { optional?: boolean } = {},
+): Pick<LayerWeights, "qNorm" | "kNorm"> {
+  const optional = opts.optional ?? false;
+  return {
+    qNorm: t.vector(blk(i, "attn_q_norm.weight"), hp.nEmbdHeadK, optional),
+    kNorm: t.vector(blk(i, "attn_k_norm.weight"), hp.nEmbdHeadK, optional),
   };
 }
 

@@ -9,7 +9,7 @@
 import { TsmoeError } from "../../errors.ts";
 import { metaArray } from "../../gguf/meta.ts";
 import type { Arch } from "../graph.ts";
-import { blk, loadAttention, loadEmbeddingsAndOutput } from "./common.ts";
+import { blk, loadAttention, loadEmbeddingsAndOutput, loadHeadQkNorm } from "./common.ts";
 import { loadRoutedMoeFfn, readRoutedMoe, routedMoeRouter } from "./routed-moe.ts";
 
 export const glm4moe: Arch = {
@@ -31,8 +31,7 @@ export const glm4moe: Arch = {
     for (let i = 0; i < hp.nLayer; i++) {
       layers.push({
         ...loadAttention(t, hp, i, hp.nEmbdHeadK * hp.nHead),
-        qNorm: t.vector(blk(i, "attn_q_norm.weight"), hp.nEmbdHeadK, true),
-        kNorm: t.vector(blk(i, "attn_k_norm.weight"), hp.nEmbdHeadK, true),
+        ...loadHeadQkNorm(t, hp, i, { optional: true }),
         ffnNorm: t.vector(blk(i, "post_attention_norm.weight"), hp.nEmbd),
         ...loadRoutedMoeFfn(t, hp, i),
       });

@@ -8,7 +8,7 @@
 import { TsmoeError } from "../../errors.ts";
 import type { Arch } from "../graph.ts";
 import type { ModelHParams } from "../hparams.ts";
-import { blk, loadAttention, loadEmbeddingsAndOutput, loadExperts } from "./common.ts";
+import { blk, loadAttention, loadEmbeddingsAndOutput, loadExperts, requireFullRope } from "./common.ts";
 
 /** per model: sliding window size and the layers that use it */
 const windows = new WeakMap<ModelHParams, { nSwa: number; period: number }>();
@@ -25,8 +25,7 @@ export const gptOss: Arch = {
 
   hparams(r, hp) {
     if (hp.nExpert === 0) throw new TsmoeError("gpt-oss: expert_count must be > 0");
-    if (hp.nRot !== hp.nEmbdHeadK || hp.nRot !== hp.nEmbdHeadV)
-      throw new TsmoeError(`gpt-oss: key length ${hp.nEmbdHeadK}, value length ${hp.nEmbdHeadV} and rope dimensions ${hp.nRot} must be equal`);
+    requireFullRope(hp);
     hp.nFfExp = r.int("expert_feed_forward_length");
     const nSwa = r.int("attention.sliding_window");
     const period = r.int("attention.sliding_window_pattern", 2);

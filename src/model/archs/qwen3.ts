@@ -3,7 +3,7 @@
  * (n_head * head_dim may differ from n_embd), optional tied output. Mirrors llama.cpp src/models/qwen3.cpp.
  */
 import type { Arch } from "../graph.ts";
-import { blk, loadAttention, loadDenseFfn, loadEmbeddingsAndOutput, requireFullRope } from "./common.ts";
+import { blk, loadAttention, loadDenseFfn, loadEmbeddingsAndOutput, loadHeadQkNorm, requireFullRope } from "./common.ts";
 
 export const qwen3: Arch = {
   name: "qwen3",
@@ -19,8 +19,7 @@ export const qwen3: Arch = {
     for (let i = 0; i < hp.nLayer; i++) {
       layers.push({
         ...loadAttention(t, hp, i, hp.nEmbdHeadK * hp.nHead),
-        qNorm: t.vector(blk(i, "attn_q_norm.weight"), hp.nEmbdHeadK),
-        kNorm: t.vector(blk(i, "attn_k_norm.weight"), hp.nEmbdHeadK),
+        ...loadHeadQkNorm(t, hp, i),
         ffnNorm: t.vector(blk(i, "ffn_norm.weight"), hp.nEmbd),
         ...loadDenseFfn(t, hp, i),
       });

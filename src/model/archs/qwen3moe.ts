@@ -6,7 +6,7 @@
  */
 import { TsmoeError } from "../../errors.ts";
 import type { Arch } from "../graph.ts";
-import { blk, loadAttention, loadEmbeddingsAndOutput, loadExperts, requireFullRope } from "./common.ts";
+import { blk, loadAttention, loadEmbeddingsAndOutput, loadExperts, loadHeadQkNorm, requireFullRope } from "./common.ts";
 
 export const qwen3moe: Arch = {
   name: "qwen3moe",
@@ -24,8 +24,7 @@ export const qwen3moe: Arch = {
     for (let i = 0; i < hp.nLayer; i++) {
       layers.push({
         ...loadAttention(t, hp, i, hp.nEmbdHeadK * hp.nHead),
-        qNorm: t.vector(blk(i, "attn_q_norm.weight"), hp.nEmbdHeadK),
-        kNorm: t.vector(blk(i, "attn_k_norm.weight"), hp.nEmbdHeadK),
+        ...loadHeadQkNorm(t, hp, i),
         ffnNorm: t.vector(blk(i, "ffn_norm.weight"), hp.nEmbd),
         moe: loadExperts(t, hp, i),
       });

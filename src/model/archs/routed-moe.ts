@@ -8,7 +8,7 @@ import { TsmoeError } from "../../errors.ts";
 import type { ModelHParams, MetaReader } from "../hparams.ts";
 import type { RouterConfig } from "../moe-types.ts";
 import type { LayerWeights, SharedExpertWeights, TensorSource } from "../weights.ts";
-import { blk, loadExperts } from "./common.ts";
+import { blk, loadDenseFfn, loadExperts } from "./common.ts";
 
 export type Gating = RouterConfig["gating"];
 
@@ -80,15 +80,9 @@ export function routedMoeRouter(hp: ModelHParams): RouterConfig {
  */
 export function loadRoutedMoeFfn(t: TensorSource, hp: ModelHParams, i: number): Pick<LayerWeights, "ffnGate" | "ffnUp" | "ffnDown" | "moe" | "shexp"> {
   const x = routedMoe(hp);
-  const { nEmbd, nFf, nFfShexp } = hp;
-  if (i < x.nLeadingDense)
-    return {
-      ffnGate: t.weight(blk(i, "ffn_gate.weight"), nEmbd, nFf),
-      ffnUp: t.weight(blk(i, "ffn_up.weight"), nEmbd, nFf),
-      ffnDown: t.weight(blk(i, "ffn_down.weight"), nFf, nEmbd),
-    };
+  if (i < x.nLeadingDense) return loadDenseFfn(t, hp, i);
   const moe = { ...loadExperts(t, hp, i), selectionBias: t.vector(blk(i, "exp_probs_b.bias"), hp.nExpert, true) };
-  return { moe, shexp: nFfShexp > 0 ? loadUngatedSharedExpert(t, hp, i) : undefined };
+  return { moe, shexp: hp.nFfShexp > 0 ? loadUngatedSharedExpert(t, hp, i) : undefined };
 }
 
 /** ffn_{gate,up,down}_shexp of width hp.nFfShexp, added to the routed output without a gate */
