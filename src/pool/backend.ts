@@ -7,7 +7,9 @@
  * never holds the main thread back (it then does the work alone). Weights travel by reference: each
  * SharedArrayBuffer (the WebAssembly memory's included) is posted to the workers once.
  * Rows are computed by the same kernel call whichever thread takes them, so results do not depend on the
- * thread count. A worker that throws or exits fails the call with a TsmoeError carrying its message.
+ * thread count. A worker that throws or exits fails the product it works on (or, if it held no chunk, the
+ * next one) with a TsmoeError carrying its message, and every later product; a chunk that makes no progress
+ * for stallTimeoutMs fails it too, so nothing waits forever.
  */
 import { MessageChannel, type MessagePort, type Worker } from "node:worker_threads";
 import { availableParallelism } from "node:os";
@@ -53,7 +55,8 @@ const DEFAULT_STALL_TIMEOUT_MS = 60_000;
 const ROW_ALIGN = 16;
 /** chunks per thread: small enough to balance uneven threads, large enough to keep the counter cold */
 const CHUNKS_PER_THREAD = 4;
-const MAIN_SPIN_ITERATIONS = 20_000;
+/** spins before sleeping while other threads finish their chunks (see the workers' SPIN_ITERATIONS) */
+const MAIN_SPIN_ITERATIONS = 2_000;
 const WAIT_SLICE_MS = 50;
 const START_TIMEOUT_MS = 60_000;
 
@@ -242,7 +245,7 @@ export class PoolBackend implements MatmulBackend {
         lastProgress = progress;
         lastChange = now;
       } else if (now - lastChange > this.stallTimeoutMs) {
-        recordFailure(this.ctl, FailKind.THREW, `worker threads stopped responding (no progress for ${Math.round((now - lastChange) / 1000)} s)`);
+        recordFailure(this.ctl, FailKind.THREW, `worker threads stopped responding (no progress for ${((now - lastChange) / 1000).toFixed(1)} s)`);
         return;
       }
     }

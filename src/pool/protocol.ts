@@ -17,17 +17,17 @@ export const Slot = {
   /** chunks of the current job finished; the main thread waits on it */
   DONE: 2,
   /** 0, or FailKind of the first failure */
-  FAILED: 5,
+  FAILED: 3,
   /** 1 once the pool shuts down */
-  STOP: 6,
+  STOP: 4,
   /** messages posted to every worker's port so far */
-  MSG_SEQ: 7,
+  MSG_SEQ: 5,
   /** bumped on every chunk taken and finished: the main thread's evidence that workers are alive */
-  PROGRESS: 10,
+  PROGRESS: 6,
   /** byte length of the failure message */
-  ERR_LEN: 11,
+  ERR_LEN: 7,
   /** workers whose loop is running */
-  READY: 12,
+  READY: 8,
 } as const;
 
 /** a job has at most 2^CHUNK_BITS - 1 chunks */
