@@ -37,7 +37,7 @@ const P = {
   K: 9,
   /** output, float32 */
   out: 10,
-  /** per-row scratch (Q4_K unpacked scales) */
+  /** per-row scratch (used by the float kernels only: the row as float32) */
   tmp: 11,
 } as const;
 const N_PARAMS = 12;
@@ -63,18 +63,12 @@ interface Ctx {
   c: Code;
   /** current weight block */
   wb: number;
-  /** this block's per-row scratch */
-  tb: number;
   toks: TokenCtx[];
 }
 
 interface KernelSpec {
   typeSize: number;
   blockSize: number;
-  /** bytes of per-row scratch per block written by prepBlock */
-  tmpPerBlock: number;
-  /** run once per weight block of a row before its tokens: wb and tb are set */
-  prepBlock?: (x: Ctx) => void;
   /** adds the block's contribution to every token's acc */
   block: (x: Ctx) => void;
 }
@@ -104,10 +98,10 @@ function widen(c: Code, q8: number, w: Wide, scale?: number): void {
 
 /**
  * For every token: vacc (= if first, else +=) sum over parts of the i32x4 dot of the 16 widened quants
- * with the 16 int8 activations at offset off of the token's block. Products and pair sums stay exact:
+ * with the 16 int8 activations at offset off of the token's block [times the i32x4 in local scale32]. Products and pair sums stay exact:
  * widened (scaled) quants are at most 4096 in magnitude, activations at most 127.
  */
-function accumulate(x: Ctx, parts: [w: Wide, off: number][], first: boolean): void {
+function accumulate(x: Ctx, parts: [w: Wide, off: number][], first: boolean, scale32?: number): void {
   const { c } = x;
   for (const tk of x.toks) {
     if (!first) c.get(tk.vacc);
@@ -117,6 +111,7 @@ function accumulate(x: Ctx, parts: [w: Wide, off: number][], first: boolean): vo
       c.simd(Simd.i32x4Add);
       if (k > 0) c.simd(Simd.i32x4Add);
     });
+    if (scale32 !== undefined) c.get(scale32).simd(Simd.i32x4Mul);
     if (!first) c.simd(Simd.i32x4Add);
     c.set(tk.vacc);
   }
@@ -156,7 +151,6 @@ function q8_0Spec(): KernelSpec {
   return {
     typeSize: 34,
     blockSize: 32,
-    tmpPerBlock: 0,
     block(x) {
       const { c } = x;
       const { q, w, dw } = L(c);
@@ -184,7 +178,6 @@ function q5_0Spec(four = false): KernelSpec {
   return {
     typeSize: four ? 18 : 22,
     blockSize: 32,
-    tmpPerBlock: 0,
     block(x) {
       const { c } = x;
       const { qs, qh, q, w, dw } = L(c);
@@ -218,44 +211,40 @@ function q5_0Spec(four = false): KernelSpec {
 }
 
 /**
- * Q4_K and Q5_K (`five`: a fifth bit per quant from the 32 qh bytes at 16, quants at 48): per row, the
- * 6-bit scales and mins of each super-block are unpacked into the row scratch (8 int32 scales, then 16
- * int32 mins: each min twice, one per group of 16, matching the 16 block sums of Q8_K).
+ * Q4_K and Q5_K (`five`: a fifth bit per quant from the 32 qh bytes at 16, quants at 48). The 12 bytes of
+ * 6-bit scales and mins are unpacked with 32-bit word arithmetic into one v128: bytes 0..7 the scales of
+ * the 8 sub-blocks of 32, bytes 8..15 their mins.
  */
 function q4KSpec(five: boolean): KernelSpec {
-  const L = lazyLocals((c) => ({ q: c.local(V128), w: [wide(c), wide(c)], sv: c.local(V128), msum: c.local(I32), s: c.local(I32), m: c.local(I32), d: c.local(F64), dmin: c.local(F64) }));
+  const L = lazyLocals((c) => ({
+    q: c.local(V128), w: [wide(c), wide(c)], sv: c.local(V128), sm: c.local(V128), zero: c.local(V128), mLo: c.local(V128), mHi: c.local(V128),
+    a: c.local(I32), b: c.local(I32), cw: c.local(I32), msum: c.local(I32), d: c.local(F64), dmin: c.local(F64),
+  }));
   const qsOff = five ? 48 : 16;
+  /** i16x8 lanes of byte `k` of local v, or of bytes k, k, k+1, k+1, ... (zero-extended) */
+  const bytesAsI16 = (k: number[]) => k.flatMap((j) => [j, 16]);
   return {
     typeSize: five ? 176 : 144,
     blockSize: 256,
-    tmpPerBlock: 96,
-    prepBlock(x) {
-      const { c, wb, tb } = x;
-      const { s, m } = L(c);
-      const sb = (k: number) => c.get(wb).mem(Mem.i32Load8U, 4 + k);
-      for (let j = 0; j < 8; j++) {
-        if (j < 4) {
-          sb(j).i32(63).op(Op.i32And).set(s);
-          sb(j + 4).i32(63).op(Op.i32And).set(m);
-        } else {
-          sb(j + 4).i32(15).op(Op.i32And);
-          sb(j - 4).i32(6).op(Op.i32ShrU).i32(4).op(Op.i32Shl).op(Op.i32Or).set(s);
-          sb(j + 4).i32(4).op(Op.i32ShrU);
-          sb(j).i32(6).op(Op.i32ShrU).i32(4).op(Op.i32Shl).op(Op.i32Or).set(m);
-        }
-        c.get(tb).get(s).mem(Mem.i32Store, 4 * j);
-        c.get(tb).get(m).mem(Mem.i32Store, 32 + 8 * j);
-        c.get(tb).get(m).mem(Mem.i32Store, 32 + 8 * j + 4);
-      }
-    },
     block(x) {
-      const { c, wb, tb } = x;
-      const { q, w, sv, msum, d, dmin } = L(c);
+      const { c, wb } = x;
+      const { q, w, sv, sm, zero, mLo, mHi, a, b, cw, msum, d, dmin } = L(c);
+      // scales and mins
+      c.get(wb).mem(Mem.i32Load, 4).set(a).get(wb).mem(Mem.i32Load, 8).set(b).get(wb).mem(Mem.i32Load, 12).set(cw);
+      c.get(a).i32(0x3f3f3f3f).op(Op.i32And).simd(Simd.i32x4Splat);
+      c.get(cw).i32(0x0f0f0f0f).op(Op.i32And).get(a).i32(6).op(Op.i32ShrU).i32(0x03030303).op(Op.i32And).i32(4).op(Op.i32Shl, Op.i32Or);
+      c.lane(Simd.i32x4ReplaceLane, 1);
+      c.get(b).i32(0x3f3f3f3f).op(Op.i32And).lane(Simd.i32x4ReplaceLane, 2);
+      c.get(cw).i32(4).op(Op.i32ShrU).i32(0x0f0f0f0f).op(Op.i32And).get(b).i32(6).op(Op.i32ShrU).i32(0x03030303).op(Op.i32And).i32(4).op(Op.i32Shl, Op.i32Or);
+      c.lane(Simd.i32x4ReplaceLane, 3).set(sm);
+      c.v128Const(new Array(16).fill(0)).set(zero);
       // isum = sum over the 8 sub-blocks of 32 of sc * (integer dot of the sub-block)
       for (let j = 0; j < 4; j++) {
         for (const high of [false, true]) {
           const sub = 2 * j + (high ? 1 : 0);
-          c.get(tb).mem(Mem.i32Load, 4 * sub).simd(Simd.i16x8Splat).set(sv);
+          // one token: scale the i32 dot products; several: the i16 quants, once for all tokens
+          const single = x.toks.length === 1;
+          c.get(sm).get(zero).shuffle(single ? new Array(4).fill([sub, 16, 16, 16]).flat() : bytesAsI16(new Array(8).fill(sub))).set(sv);
           w.forEach((wk, k) => {
             c.get(wb).simdMem(Simd.v128Load, qsOff + 32 * j + 16 * k);
             if (high) c.i32(4).simd(Simd.i8x16ShrU);
@@ -274,10 +263,10 @@ function q4KSpec(five: boolean): KernelSpec {
               c.simd(Simd.v128Or);
             }
             c.set(q);
-            widen(c, q, wk, sv);
+            widen(c, q, wk, single ? undefined : sv);
           });
-          const a = 64 * j + (high ? 32 : 0);
-          accumulate(x, [[w[0]!, a], [w[1]!, a + 16]], sub === 0);
+          const off = 64 * j + (high ? 32 : 0);
+          accumulate(x, [[w[0]!, off], [w[1]!, off + 16]], sub === 0, single ? sv : undefined);
         }
       }
       sumTokens(x);
@@ -285,13 +274,14 @@ function q4KSpec(five: boolean): KernelSpec {
       c.set(d);
       f16AsF64(c, wb, 2);
       c.set(dmin);
+      // each min twice, against the block sums of its two groups of 16
+      c.get(sm).get(zero).shuffle(bytesAsI16([8, 8, 9, 9, 10, 10, 11, 11])).set(mLo);
+      c.get(sm).get(zero).shuffle(bytesAsI16([12, 12, 13, 13, 14, 14, 15, 15])).set(mHi);
       for (const tk of x.toks) {
-        // msum = sum_g mn_g * bsum_g
-        for (let k = 0; k < 4; k++) {
-          c.get(tb).simdMem(Simd.v128Load, 32 + 16 * k).get(tk.absb).simdMem(Simd.v128Load, 16 * k).simd(Simd.i32x4Mul);
-          if (k > 0) c.simd(Simd.i32x4Add);
-        }
-        c.sumI32x4().set(msum);
+        // msum = sum_g mn_g * bsum_g (|bsum| <= 16 * 128: exact in i16)
+        c.get(mLo).get(tk.absb).simdMem(Simd.v128Load, 0).get(tk.absb).simdMem(Simd.v128Load, 16).simd(Simd.i16x8NarrowI32x4S).simd(Simd.i32x4DotI16x8S);
+        c.get(mHi).get(tk.absb).simdMem(Simd.v128Load, 32).get(tk.absb).simdMem(Simd.v128Load, 48).simd(Simd.i16x8NarrowI32x4S).simd(Simd.i32x4DotI16x8S);
+        c.simd(Simd.i32x4Add).sumI32x4().set(msum);
         // acc += da * (d * isum - dmin * msum)
         c.get(tk.acc);
         f32AsF64(c, tk.adb);
@@ -308,7 +298,6 @@ function q6KSpec(single: boolean): KernelSpec {
   return {
     typeSize: 210,
     blockSize: 256,
-    tmpPerBlock: 0,
     block(x) {
       const { c, wb } = x;
       const { ql0, ql1, qh, q, w, sv, d } = L(c);
@@ -366,13 +355,12 @@ function emitKernel(name: string, makeSpec: () => KernelSpec, nTok: number): Fun
   const wr = c.local(I32), nRows = c.local(I32), tEnd = c.local(I32);
   const param = (i: number) => () => c.get(i);
   const tokenCtx = (): TokenCtx => ({ aqb: c.local(I32), adb: c.local(I32), absb: c.local(I32), acc: c.local(F64), vacc: c.local(V128), isum: c.local(I32) });
-  const prepSpec = makeSpec();
   /** the token loop over groups of n tokens, from the current t */
   const tokenLoop = (n: number, spec: KernelSpec, toks: TokenCtx[]) => {
-    const x: Ctx = { c, wb: c.local(I32), tb: c.local(I32), toks };
+    const x: Ctx = { c, wb: c.local(I32), toks };
     c.get(P.T).i32(n - 1).op(Op.i32Sub).set(tEnd);
     c.forLoop(t, () => c.get(t), () => c.get(tEnd), n, () => {
-      c.get(wr).set(x.wb).get(P.tmp).set(x.tb);
+      c.get(wr).set(x.wb);
       toks.forEach((tk, i) => {
         c.f64(0).set(tk.acc);
         c.get(P.aq).get(t).i32(i).op(Op.i32Add).tee(tk.isum).get(P.K).op(Op.i32Mul, Op.i32Add).set(tk.aqb);
@@ -381,7 +369,7 @@ function emitKernel(name: string, makeSpec: () => KernelSpec, nTok: number): Fun
       });
       c.forLoop(b, () => c.i32(0), param(P.nb), 1, () => {
         spec.block(x);
-        c.inc(x.wb, spec.typeSize).inc(x.tb, spec.tmpPerBlock);
+        c.inc(x.wb, spec.typeSize);
         for (const tk of toks) c.inc(tk.aqb, spec.blockSize).inc(tk.adb, 4).inc(tk.absb, spec.blockSize / 4);
       });
       // out[(t + i) * nRows + r - r0] = f32(acc)
@@ -398,14 +386,6 @@ function emitKernel(name: string, makeSpec: () => KernelSpec, nTok: number): Fun
   const singleToks = [tokenCtx()];
   c.forLoop(r, param(P.r0), param(P.r1), 1, () => {
     c.get(P.w).get(r).get(P.rb).op(Op.i32Mul, Op.i32Add).set(wr);
-    if (prepSpec.prepBlock) {
-      const x: Ctx = { c, wb: c.local(I32), tb: c.local(I32), toks: [] };
-      c.get(wr).set(x.wb).get(P.tmp).set(x.tb);
-      c.forLoop(b, () => c.i32(0), param(P.nb), 1, () => {
-        prepSpec.prepBlock!(x);
-        c.inc(x.wb, prepSpec.typeSize).inc(x.tb, prepSpec.tmpPerBlock);
-      });
-    }
     c.i32(0).set(t);
     if (groupSpec) tokenLoop(nTok, groupSpec, groupToks);
     tokenLoop(1, singleSpec, singleToks);
@@ -413,7 +393,7 @@ function emitKernel(name: string, makeSpec: () => KernelSpec, nTok: number): Fun
   return { name, params: new Array(N_PARAMS).fill(I32), results: [], code: c };
 }
 
-/** A kernel's exported name, its spec, and the per-row scratch it needs per block. */
+/** A kernel's exported name, its block layout, and the per-row scratch it needs per block (bytes). */
 export interface KernelInfo {
   name: string;
   typeSize: number;
@@ -441,7 +421,7 @@ export function emitKernels(): { funcs: FuncDef[]; info: Map<string, KernelInfo>
   for (const [name, { make, nTok }] of Object.entries(KERNELS)) {
     const spec = make();
     funcs.push(emitKernel(name, make, nTok));
-    info.set(name, { name, typeSize: spec.typeSize, blockSize: spec.blockSize, tmpPerBlock: spec.tmpPerBlock });
+    info.set(name, { name, typeSize: spec.typeSize, blockSize: spec.blockSize, tmpPerBlock: 0 });
   }
   return { funcs, info };
 }

@@ -128,6 +128,8 @@ export function wasmMatmulRange(w: Weight, act: Activations, out: Float32Array, 
   const { typeSize, blockSize, tmpPerBlock } = k.info;
   const nb = K / blockSize;
   const isFloat = blockSize === 1;
+  // F16/BF16 at an odd address: the TypeScript kernels take another path (other sums) for few tokens
+  if (typeSize === 2 && w.data.byteOffset % 2 !== 0) return false;
   // scratch layout: quants (float: values), scales (float: values of 4-token groups interleaved), block sums
   // (Q8_K), per-row scratch, output
   const nGrouped = isFloat ? 4 * Math.floor(T / 4) : 0;
