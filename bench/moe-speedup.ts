@@ -60,7 +60,7 @@ interface Speed {
 async function decodeSpeed(path: string, moe: MoeOptions | undefined): Promise<Speed> {
   const model = await loadModel(path, { moe, threads: THREADS });
   try {
-    const s = model.createSession({ nCtx: 64 });
+    const s = model.createSession({ nCtx: 8 + DECODE_TOKENS + 8 });
     await s.eval([1, 17, 33, 49, 65, 81, 97, 113]);
     s.resetStats();
     const c0 = process.cpuUsage();

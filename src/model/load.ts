@@ -5,6 +5,7 @@
  */
 import { TsmoeError } from "../errors.ts";
 import { loadGguf } from "../gguf/reader.ts";
+import { freeTensorBytes } from "../kernels/wasm/memory.ts";
 import { metaArch } from "../gguf/meta.ts";
 import type { GgufFile } from "../gguf/types.ts";
 import type { MatmulBackend } from "../kernels/backend.ts";
@@ -114,6 +115,7 @@ class ModelSession implements Session {
 }
 
 class LoadedGgufModel implements Model {
+  private disposed = false;
   constructor(
     readonly path: string,
     private readonly file: GgufFile,
@@ -146,16 +148,29 @@ class LoadedGgufModel implements Model {
   }
 
   async dispose(): Promise<void> {
+    if (this.disposed) return;
+    this.disposed = true;
     await this.backend.dispose();
+    releaseTensors(this.file);
   }
+}
+
+/** Gives the tensors' space back to the WASM memory (a model must not be used after this). */
+function releaseTensors(file: GgufFile): void {
+  for (const t of file.tensors.values()) freeTensorBytes(t.data);
 }
 
 export async function loadModel(path: string, opts: LoadOptions = {}): Promise<Model> {
   // check the architecture from the header before reading the tensor data
   getArch(metaArch(await loadGguf(path, { headerOnly: true })));
   const raw = await loadGguf(path, { onProgress: opts.onProgress });
-  const file = applyKvOverrides(raw, opts.overrideKv);
-  const m = buildModel(file);
-  const backend = await createPoolBackend(opts.threads ?? defaultThreadCount());
-  return new LoadedGgufModel(path, file, m, backend, opts.moe);
+  try {
+    const file = applyKvOverrides(raw, opts.overrideKv);
+    const m = buildModel(file);
+    const backend = await createPoolBackend(opts.threads ?? defaultThreadCount());
+    return new LoadedGgufModel(path, file, m, backend, opts.moe);
+  } catch (err) {
+    releaseTensors(raw);
+    throw err;
+  }
 }

@@ -7,8 +7,10 @@
  * Layout: page 0 holds the allocator's counters and per-thread probe slots, then the f16 -> f32 table
  * (./layout.ts), then a bump-allocated heap (64-byte aligned). wasm32 addresses at most
  * 4 GiB: once that is used up, `allocTensorBytes` hands out plain SharedArrayBuffers (the TypeScript
- * kernels then run for those tensors). Memory is never given back: each loaded model stays in it for the
- * life of the process.
+ * kernels then run for those tensors). `freeTensorBytes` gives a tensor's range back (Model.dispose does it
+ * for every tensor), so a process that loads models one after another (bench and tradeoff grids) reuses
+ * the same space. Freed ranges are kept on the thread that allocates tensors (the main thread) and reused
+ * first-fit; worker threads only bump-allocate their scratch space.
  *
  * Set TSMOE_WASM=0 to keep everything in plain SharedArrayBuffers (TypeScript kernels only).
  */
@@ -97,6 +99,8 @@ export function wasmAlloc(n: number): number | undefined {
   const m = wasmMemory();
   if (!m) return undefined;
   const units = Math.max(1, Math.ceil(n / ALIGN));
+  const reused = takeFreeRange(units);
+  if (reused !== undefined) return reused * ALIGN;
   const h = header();
   let start: number;
   for (;;) {
@@ -122,14 +126,67 @@ export function wasmAlloc(n: number): number | undefined {
   return start;
 }
 
+/** Ranges given back by freeTensorBytes, in units of ALIGN bytes, sorted by start, never adjacent. */
+const freeRanges: { start: number; units: number }[] = [];
+
+/** First fit from the free ranges; returns the start unit or undefined. */
+function takeFreeRange(units: number): number | undefined {
+  for (let i = 0; i < freeRanges.length; i++) {
+    const r = freeRanges[i]!;
+    if (r.units < units) continue;
+    const start = r.start;
+    if (r.units === units) freeRanges.splice(i, 1);
+    else {
+      r.start += units;
+      r.units -= units;
+    }
+    return start;
+  }
+  return undefined;
+}
+
+/** Adds a range to the free list, merging it with its neighbours. */
+function addFreeRange(start: number, units: number): void {
+  let i = 0;
+  while (i < freeRanges.length && freeRanges[i]!.start < start) i++;
+  const prev = freeRanges[i - 1];
+  const next = freeRanges[i];
+  if ((prev && prev.start + prev.units > start) || (next && start + units > next.start))
+    throw new Error(`freeTensorBytes: range at ${start * ALIGN} is already free`);
+  if (prev && prev.start + prev.units === start) {
+    prev.units += units;
+    if (next && prev.start + prev.units === next.start) {
+      prev.units += next.units;
+      freeRanges.splice(i, 1);
+    }
+  } else if (next && start + units === next.start) {
+    next.start = start;
+    next.units += units;
+  } else freeRanges.splice(i, 0, { start, units });
+}
+
+/** Bytes currently on the free list (for tests and diagnostics). */
+export function wasmFreeBytes(): number {
+  return freeRanges.reduce((a, r) => a + r.units * ALIGN, 0);
+}
+
 /**
  * n bytes for tensor data, zero-filled and SharedArrayBuffer-backed: inside the WASM memory when it is on
  * and has room, else a SharedArrayBuffer of their own. Throws RangeError when neither can be had.
  */
 export function allocTensorBytes(n: number): Uint8Array {
   const addr = n > 0 ? wasmAlloc(n) : undefined;
-  if (addr !== undefined) return new Uint8Array(memory!.buffer, addr, n);
+  if (addr !== undefined) return new Uint8Array(memory!.buffer, addr, n).fill(0);
   return new Uint8Array(new SharedArrayBuffer(n));
+}
+
+/**
+ * Gives back the space of a tensor made by allocTensorBytes on this thread (a no-op for tensors in a
+ * SharedArrayBuffer of their own). The view must not be used afterwards.
+ */
+export function freeTensorBytes(data: Uint8Array): void {
+  if (!memory || data.length === 0 || !isWasmBuffer(data.buffer)) return;
+  addFreeRange(data.byteOffset / ALIGN, Math.max(1, Math.ceil(data.length / ALIGN)));
 }
 
 let aliasCache = new WeakMap<ArrayBufferLike, boolean>();
