@@ -5,17 +5,13 @@
  *
  *   npx tsx bench/kernels.ts [--types Q4_K,Q8_0] [--size 2048] [--batch 64] [--seconds 1]
  */
-import { GGMLType, typeByName, typeName } from "../src/tensor/types.ts";
+import { type GGMLType, typeName } from "../src/tensor/types.ts";
+import { kernelBenchOptions, timeIt } from "./kernel-bench-args.ts";
 import { quantize } from "../src/tensor/quantize.ts";
 import { randn, randomBlocks } from "../src/tensor/random.ts";
 import { matmulRange, quantizeActivations, type Weight } from "../src/kernels/matmul.ts";
 
 const DEFAULT_TYPES = ["F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ4_NL", "IQ4_XS", "MXFP4"];
-
-function arg(name: string, def: string): string {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 && process.argv[i + 1] ? process.argv[i + 1]! : def;
-}
 
 function makeWeight(type: GGMLType, n: number): Weight {
   let data: Uint8Array;
@@ -27,34 +23,7 @@ function makeWeight(type: GGMLType, n: number): Weight {
   return { type, ne0: n, ne1: n, data };
 }
 
-/** CPU seconds used by this process so far (unlike wall time, not inflated by other processes on a busy machine). */
-function cpuSeconds(): number {
-  const u = process.cpuUsage();
-  return (u.user + u.system) / 1e6;
-}
-
-/** CPU seconds per call of f, measured over at least `budget` seconds (after one warm-up call). */
-function timeIt(f: () => void, budget: number): number {
-  f();
-  let calls = 0;
-  const t0 = cpuSeconds();
-  let t = t0;
-  while (t - t0 < budget || calls < 2) {
-    f();
-    calls++;
-    t = cpuSeconds();
-  }
-  return (t - t0) / calls;
-}
-
-const n = Number(arg("size", "2048"));
-const batch = Number(arg("batch", "64"));
-const budget = Number(arg("seconds", "1"));
-const types = arg("types", DEFAULT_TYPES.join(",")).split(",").map((s) => {
-  const t = typeByName(s.trim());
-  if (t === undefined) throw new Error(`unknown type ${s}`);
-  return t;
-});
+const { n, batch, budget, types } = kernelBenchOptions(DEFAULT_TYPES);
 
 console.log(`matmul ${n} x ${n}, single thread, node ${process.version} (CPU time)`);
 console.log(`type    | matvec ms | matvec GFLOP/s | weights GB/s | batch ${batch}: ms | GFLOP/s | act. quant ms`);

@@ -6,7 +6,8 @@
  *
  *   npx tsx bench/wasm-kernels.ts [--types Q8_0,Q4_K] [--size 2048] [--batch 64] [--seconds 1]
  */
-import { GGMLType, typeByName, typeName } from "../src/tensor/types.ts";
+import { type GGMLType, typeName } from "../src/tensor/types.ts";
+import { kernelBenchOptions, timeIt } from "./kernel-bench-args.ts";
 import { quantize } from "../src/tensor/quantize.ts";
 import { randn } from "../src/tensor/random.ts";
 import { matmulTsRange, quantizeActivations, type Weight } from "../src/kernels/matmul.ts";
@@ -15,38 +16,7 @@ import { kernelName, wasmMatmulRange, wasmRuntime } from "../src/kernels/wasm/ru
 
 const DEFAULT_TYPES = ["F32", "F16", "BF16", "Q8_0", "Q4_0", "Q5_0", "Q4_K", "Q5_K", "Q6_K"];
 
-function arg(name: string, def: string): string {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 && process.argv[i + 1] ? process.argv[i + 1]! : def;
-}
-
-function cpuSeconds(): number {
-  const u = process.cpuUsage();
-  return (u.user + u.system) / 1e6;
-}
-
-/** CPU seconds per call of f over at least `budget` seconds, after one warm-up call. */
-function timeIt(f: () => void, budget: number): number {
-  f();
-  let calls = 0;
-  const t0 = cpuSeconds();
-  let t = t0;
-  while (t - t0 < budget || calls < 2) {
-    f();
-    calls++;
-    t = cpuSeconds();
-  }
-  return (t - t0) / calls;
-}
-
-const n = Number(arg("size", "2048"));
-const batch = Number(arg("batch", "64"));
-const budget = Number(arg("seconds", "1"));
-const types = arg("types", DEFAULT_TYPES.join(",")).split(",").map((s) => {
-  const t = typeByName(s.trim());
-  if (t === undefined) throw new Error(`unknown type ${s}`);
-  return t;
-});
+const { n, batch, budget, types } = kernelBenchOptions(DEFAULT_TYPES);
 
 if (!wasmRuntime()) throw new Error("WebAssembly SIMD is not available (or TSMOE_WASM=0)");
 console.log(`matmul ${n} x ${n}, single thread, node ${process.version}, GFLOP/s (CPU time)`);
