@@ -100,7 +100,11 @@ export function wasmAlloc(n: number): number | undefined {
   if (!m) return undefined;
   const units = Math.max(1, Math.ceil(n / ALIGN));
   const reused = takeFreeRange(units);
-  if (reused !== undefined) return reused * ALIGN;
+  if (reused !== undefined) {
+    // fresh memory from grow() is zero; a reused range must be made so
+    new Uint8Array(m.buffer, reused * ALIGN, units * ALIGN).fill(0);
+    return reused * ALIGN;
+  }
   const h = header();
   let start: number;
   for (;;) {
@@ -176,7 +180,7 @@ export function wasmFreeBytes(): number {
  */
 export function allocTensorBytes(n: number): Uint8Array {
   const addr = n > 0 ? wasmAlloc(n) : undefined;
-  if (addr !== undefined) return new Uint8Array(memory!.buffer, addr, n).fill(0);
+  if (addr !== undefined) return new Uint8Array(memory!.buffer, addr, n);
   return new Uint8Array(new SharedArrayBuffer(n));
 }
 
