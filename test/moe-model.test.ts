@@ -17,7 +17,7 @@ import { loadGguf } from "../src/gguf/reader.ts";
 import { ARCHS as GENERATED_ARCHS, writeRandomModel, type RandomModelOptions } from "../src/gguf/random-model.ts";
 import { GgufValueType, type GgufFile } from "../src/gguf/types.ts";
 import { writeGguf } from "../src/gguf/writer.ts";
-import { SerialBackend } from "../src/kernels/backend.ts";
+import { SerialBackend, type MatmulItem } from "../src/kernels/backend.ts";
 import type { Weight } from "../src/kernels/matmul.ts";
 import type { Model, MoeOptions } from "../src/model/api.ts";
 import { ARCHS as ENGINE_ARCHS } from "../src/model/archs/index.ts";
@@ -179,7 +179,6 @@ function ffnBuffers(hp: { nEmbd: number; nExpert: number; nFfExp: number }, n: n
     ue: a(n * hp.nFfExp),
     ye: a(n * hp.nEmbd),
     shexpGate: a(n),
-    slots: a(0),
   };
 }
 
@@ -208,6 +207,9 @@ describe("one MoE FFN against a float64 reference", () => {
         matmul(w: Weight, xs: Float32Array, n: number, o: Float32Array) {
           if (w.ne1 === hp.nFfExp || w.ne0 === hp.nFfExp) expertRows += n;
           serial.matmul(w, xs, n, o);
+        },
+        matmulMany(items: readonly MatmulItem[]) {
+          for (const it of items) this.matmul(it.w, it.x, it.nTokens, it.out);
         },
       });
       const ctx = { n: nTokens, hp, backend, b: ffnBuffers(hp, nTokens) };

@@ -83,6 +83,34 @@ describe("pool results", () => {
       }
   });
 
+  it("run many products in one call (matmulMany) with the same bits as one at a time", async () => {
+    const backends = [await pool(1), await pool(2, { minParallelMacs: 0 }), await pool(3, { minParallelMacs: 0, workersOnly: true })];
+    // 70 items (more than one job holds), mixed types, token counts and row counts; inputs shared by
+    // several items (as up and gate share theirs); outputs in plain and in shared buffers
+    const types = [GGMLType.Q8_0, GGMLType.Q4_K, GGMLType.F16, GGMLType.Q6_K, GGMLType.F32];
+    const inputs = [randn(256 * 3, 31), randn(256 * 1, 32), randn(256 * 5, 33)];
+    const tokens = [3, 1, 5];
+    const items = Array.from({ length: 70 }, (_, i) => {
+      const type = types[i % types.length]!;
+      const ne1 = 16 + 48 * (i % 3) + (i % 7);
+      const xi = i % inputs.length;
+      return { w: sharedWeight(type, 256, ne1, 40 + i, i % 2 ? "wasm" : "sab"), x: inputs[xi]!, nTokens: tokens[xi]!, plainOut: i % 4 === 0 };
+    });
+    const expected = items.map(({ w, x, nTokens }) => {
+      const out = new Float32Array(w.ne1 * nTokens);
+      matmul(w, x, nTokens, out);
+      return out;
+    });
+    for (const b of backends) {
+      const outs = items.map(({ w, nTokens, plainOut }) => (plainOut ? new Float32Array(w.ne1 * nTokens) : b.allocF32(w.ne1 * nTokens)));
+      b.matmulMany(items.map(({ w, x, nTokens }, i) => ({ w, x, nTokens, out: outs[i]! })));
+      for (const [i, out] of outs.entries()) {
+        const bad = out.findIndex((v, j) => !Object.is(v, expected[i]![j]));
+        expect(bad, `item ${i} (${typeName(items[i]!.w.type)}) with ${b.nThreads} threads differs at ${bad}`).toBe(-1);
+      }
+    }
+  });
+
   it("match a float64 reference for F32 weights", async () => {
     const b = await pool(2, { minParallelMacs: 0, workersOnly: true });
     const [ne0, ne1, nTokens] = [128, 70, 3];

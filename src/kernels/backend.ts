@@ -1,13 +1,27 @@
 /**
- * Where matrix products run. The model code calls `backend.matmul` for every weight product, so the
- * serial backend (this file) and the worker-thread pool (src/pool/) are interchangeable.
+ * Where matrix products run. The model code calls `backend.matmul` for every weight product (and
+ * `backend.matmulMany` for independent products it can hand over together, e.g. q/k/v, or the experts of a
+ * MoE layer), so the serial backend (this file) and the worker-thread pool (src/pool/) are interchangeable.
  */
 import { matmul, type Weight } from "./matmul.ts";
+
+/** One product of a `matmulMany` call: out[t * w.ne1 + r] = dot(row r of w, row t of x). */
+export interface MatmulItem {
+  w: Weight;
+  x: Float32Array;
+  nTokens: number;
+  out: Float32Array;
+}
 
 export interface MatmulBackend {
   readonly nThreads: number;
   /** out[t * w.ne1 + r] = dot(row r of w, row t of x), for t < nTokens, r < w.ne1 */
   matmul(w: Weight, x: Float32Array, nTokens: number, out: Float32Array): void;
+  /**
+   * Several independent products at once (no item's output may be another's input); each result is
+   * bit-identical to `matmul` of that item. A pool spreads all of them over its threads in one dispatch.
+   */
+  matmulMany(items: readonly MatmulItem[]): void;
   /** a float buffer that worker threads can read and write (SharedArrayBuffer-backed); use it for activations */
   allocF32(n: number): Float32Array;
   dispose(): Promise<void>;
@@ -18,6 +32,9 @@ export class SerialBackend implements MatmulBackend {
   readonly nThreads = 1;
   matmul(w: Weight, x: Float32Array, nTokens: number, out: Float32Array): void {
     matmul(w, x, nTokens, out);
+  }
+  matmulMany(items: readonly MatmulItem[]): void {
+    for (const it of items) matmul(it.w, it.x, it.nTokens, it.out);
   }
   allocF32(n: number): Float32Array {
     return new Float32Array(new SharedArrayBuffer(n * 4));

@@ -21,13 +21,12 @@ export interface FfnBuffers {
   gate: Float32Array;
   up: Float32Array;
   routerLogits: Float32Array;
-  /** gathered expert inputs / gate / up / outputs */
+  /** gathered expert inputs / gate / up / outputs, one row per (token, expert) pair (grown on demand) */
   xe: Float32Array;
   ge: Float32Array;
   ue: Float32Array;
   ye: Float32Array;
   shexpGate: Float32Array;
-  slots: Float32Array;
 }
 
 export interface FfnContext {
@@ -47,8 +46,10 @@ function swigluFfn(
   up: Float32Array,
   out: Float32Array,
 ): void {
-  backend.matmul(w.up, x, n, up);
-  backend.matmul(w.gate, x, n, gate);
+  backend.matmulMany([
+    { w: w.up, x, nTokens: n, out: up },
+    { w: w.gate, x, nTokens: n, out: gate },
+  ]);
   swiglu(gate, up, n * w.gate.ne1);
   backend.matmul(w.down, gate, n, out);
 }
@@ -93,46 +94,57 @@ export function buildMoeFfn(
   const layerCfg = w.selectionBias ? { ...cfg, selectionBias: w.selectionBias } : cfg;
   const r = router.route(b.routerLogits, n, layerCfg, il);
   const maxK = r.maxK;
-  if (b.slots.length < n * maxK * nEmbd) b.slots = new Float32Array(n * maxK * nEmbd);
-  const slots = b.slots;
 
-  // which (token, slot) pairs each expert serves
+  // the (token, slot) pairs each expert serves, grouped by expert: row j of the gathered buffers serves
+  // members[j] = t * maxK + s; rowOf is the inverse
   const nExpert = cfg.nExpert;
   const count = new Int32Array(nExpert);
   for (let t = 0; t < n; t++) for (let s = 0; s < r.counts[t]; s++) count[r.ids[t * maxK + s]]++;
   const start = new Int32Array(nExpert + 1);
   for (let e = 0; e < nExpert; e++) start[e + 1] = start[e] + count[e];
-  const members = new Int32Array(start[nExpert]); // t * maxK + s, grouped by expert
+  const nRows = start[nExpert];
+  const members = new Int32Array(nRows);
+  const rowOf = new Int32Array(n * maxK);
   const fill = start.slice(0, nExpert);
-  for (let t = 0; t < n; t++) for (let s = 0; s < r.counts[t]; s++) members[fill[r.ids[t * maxK + s]]++] = t * maxK + s;
-
-  for (let e = 0; e < nExpert; e++) {
-    const m = count[e];
-    if (m === 0) continue;
-    // gather the rows of the tokens routed to e
-    for (let i = 0; i < m; i++) {
-      const t = Math.floor(members[start[e] + i] / maxK);
-      b.xe.set(x.subarray(t * nEmbd, (t + 1) * nEmbd), i * nEmbd);
+  for (let t = 0; t < n; t++)
+    for (let s = 0; s < r.counts[t]; s++) {
+      const j = fill[r.ids[t * maxK + s]]++;
+      members[j] = t * maxK + s;
+      rowOf[t * maxK + s] = j;
     }
-    backend.matmul(w.up[e], b.xe, m, b.ue);
-    if (w.upBias) addRowBias(b.ue, w.upBias[e], m, nFf);
-    backend.matmul(w.gate[e], b.xe, m, b.ge);
-    if (w.gateBias) addRowBias(b.ge, w.gateBias[e], m, nFf);
-    if (w.activation === "swiglu_oai") swigluOai(b.ge, b.ue, m * nFf);
-    else swiglu(b.ge, b.ue, m * nFf);
-    backend.matmul(w.down[e], b.ge, m, b.ye);
-    if (w.downBias) addRowBias(b.ye, w.downBias[e], m, nEmbd);
-    // weighted output into the token's slot
-    for (let i = 0; i < m; i++) {
-      const ts = members[start[e] + i];
-      const wt = r.weights[ts];
-      const so = ts * nEmbd;
-      const yo = i * nEmbd;
-      for (let j = 0; j < nEmbd; j++) slots[so + j] = b.ye[yo + j] * wt;
-    }
+  if (b.xe.length < nRows * nEmbd) b.xe = backend.allocF32(nRows * nEmbd);
+  if (b.ye.length < nRows * nEmbd) b.ye = backend.allocF32(nRows * nEmbd);
+  if (b.ue.length < nRows * nFf) b.ue = backend.allocF32(nRows * nFf);
+  if (b.ge.length < nRows * nFf) b.ge = backend.allocF32(nRows * nFf);
+  for (let j = 0; j < nRows; j++) {
+    const t = Math.floor(members[j] / maxK);
+    b.xe.set(x.subarray(t * nEmbd, (t + 1) * nEmbd), j * nEmbd);
   }
 
-  // sum each token's experts in routing order
+  // every used expert's up and gate products in one go, then every down product
+  const used: number[] = [];
+  for (let e = 0; e < nExpert; e++) if (count[e] > 0) used.push(e);
+  const rows = (buf: Float32Array, e: number, width: number) => buf.subarray(start[e] * width, start[e + 1] * width);
+  backend.matmulMany(
+    used.flatMap((e) => [
+      { w: w.up[e], x: rows(b.xe, e, nEmbd), nTokens: count[e], out: rows(b.ue, e, nFf) },
+      { w: w.gate[e], x: rows(b.xe, e, nEmbd), nTokens: count[e], out: rows(b.ge, e, nFf) },
+    ]),
+  );
+  for (const e of used) {
+    const m = count[e];
+    const ue = rows(b.ue, e, nFf);
+    const ge = rows(b.ge, e, nFf);
+    if (w.upBias) addRowBias(ue, w.upBias[e], m, nFf);
+    if (w.gateBias) addRowBias(ge, w.gateBias[e], m, nFf);
+    if (w.activation === "swiglu_oai") swigluOai(ge, ue, m * nFf);
+    else swiglu(ge, ue, m * nFf);
+  }
+  backend.matmulMany(used.map((e) => ({ w: w.down[e], x: rows(b.ge, e, nFf), nTokens: count[e], out: rows(b.ye, e, nEmbd) })));
+  if (w.downBias) for (const e of used) addRowBias(rows(b.ye, e, nEmbd), w.downBias[e], count[e], nEmbd);
+
+  // each token's weighted expert outputs (rounded to float32 as a tensor would hold them), summed in routing order
+  const ye = b.ye;
   for (let t = 0; t < n; t++) {
     const o = t * nEmbd;
     const k = r.counts[t];
@@ -140,10 +152,11 @@ export function buildMoeFfn(
       out.fill(0, o, o + nEmbd);
       continue;
     }
-    out.set(slots.subarray(t * maxK * nEmbd, t * maxK * nEmbd + nEmbd), o);
-    for (let s = 1; s < k; s++) {
-      const so = (t * maxK + s) * nEmbd;
-      for (let j = 0; j < nEmbd; j++) out[o + j] += slots[so + j];
+    for (let s = 0; s < k; s++) {
+      const yo = rowOf[t * maxK + s] * nEmbd;
+      const wt = r.weights[t * maxK + s];
+      if (s === 0) for (let j = 0; j < nEmbd; j++) out[o + j] = ye[yo + j] * wt;
+      else for (let j = 0; j < nEmbd; j++) out[o + j] += Math.fround(ye[yo + j] * wt);
     }
   }
 }

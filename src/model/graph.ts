@@ -52,8 +52,6 @@ class Buffers implements FfnBuffers {
   ue: Float32Array;
   ye: Float32Array;
   shexpGate: Float32Array;
-  /** per (token, slot) expert outputs, grown on demand */
-  slots: Float32Array;
   scores: Float32Array;
 
   constructor(
@@ -80,7 +78,6 @@ class Buffers implements FfnBuffers {
     this.ue = a(hp.nExpert ? cap * hp.nFfExp : 0);
     this.ye = a(hp.nExpert ? cap * hp.nEmbd : 0);
     this.shexpGate = a(cap);
-    this.slots = new Float32Array(0);
     this.scores = new Float32Array(nCtx);
   }
 }
@@ -158,9 +155,15 @@ export class LayerGraph {
   /** q, k, v projections of x (with the optional biases) into g.q, g.k, g.v */
   qkv(L: LayerWeights, x: Float32Array): void {
     if (!L.wq || !L.wk || !L.wv) throw new Error("qkv: the layer has no q/k/v projections");
-    this.project(L.wq, x, this.b.q, L.bq);
-    this.project(L.wk, x, this.b.k, L.bk);
-    this.project(L.wv, x, this.b.v, L.bv);
+    const { n, b } = this;
+    this.backend.matmulMany([
+      { w: L.wq, x, nTokens: n, out: b.q },
+      { w: L.wk, x, nTokens: n, out: b.k },
+      { w: L.wv, x, nTokens: n, out: b.v },
+    ]);
+    if (L.bq) addRowBias(b.q, L.bq, n, L.wq.ne1);
+    if (L.bk) addRowBias(b.k, L.bk, n, L.wk.ne1);
+    if (L.bv) addRowBias(b.v, L.bv, n, L.wv.ne1);
   }
 
   /** RoPE on nHeads heads of `headDim` values per token (default the key length), in place */

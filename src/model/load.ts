@@ -53,7 +53,7 @@ export function buildModel(file: GgufFile): LoadedModel {
   return { arch, hparams: hp, weights, routerConfig };
 }
 
-class ModelSession implements Session {
+export class ModelSession implements Session {
   private pos = 0;
   private readonly graph: LayerGraph;
   private readonly router;

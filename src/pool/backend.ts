@@ -15,15 +15,17 @@ import { MessageChannel, type MessagePort, type Worker } from "node:worker_threa
 import { availableParallelism } from "node:os";
 import { Piscina } from "piscina";
 import { TsmoeError } from "../errors.ts";
-import type { MatmulBackend } from "../kernels/backend.ts";
+import type { MatmulBackend, MatmulItem } from "../kernels/backend.ts";
 import { matmulRange, quantizeActivations, type Activations, type Weight } from "../kernels/matmul.ts";
 import { wasmMemory } from "../kernels/wasm/memory.ts";
 import { typeName, type GGMLType } from "../tensor/types.ts";
-import { chunking, runChunks, type Job } from "./job.ts";
+import { planChunks, runChunks, writePlan, type JobItem } from "./job.ts";
 import {
   createControl,
+  DEFAULT_SPIN_MS,
   Desc,
   descHalf,
+  MAX_ITEMS,
   failureMessage,
   FailKind,
   recordFailure,
@@ -43,6 +45,8 @@ export interface PoolOptions {
   stallTimeoutMs?: number;
   /** tests: the calling thread takes no chunks of parallel products, so the workers compute every row */
   workersOnly?: boolean;
+  /** how long an idle worker spins before it sleeps, in ms (default 1; see src/pool/worker.ts) */
+  spinMs?: number;
 }
 
 /**
@@ -55,8 +59,6 @@ const DEFAULT_STALL_TIMEOUT_MS = 60_000;
 const ROW_ALIGN = 16;
 /** chunks per thread: small enough to balance uneven threads, large enough to keep the counter cold */
 const CHUNKS_PER_THREAD = 4;
-/** spins before sleeping while other threads finish their chunks (see the workers' SPIN_ITERATIONS) */
-const MAIN_SPIN_ITERATIONS = 2_000;
 const WAIT_SLICE_MS = 50;
 const START_TIMEOUT_MS = 60_000;
 
@@ -82,6 +84,7 @@ export class PoolBackend implements MatmulBackend {
   private readonly minParallelMacs: number;
   private readonly stallTimeoutMs: number;
   private readonly workersOnly: boolean;
+  private readonly spinMs: number | undefined;
   private readonly ctl: Control = createControl();
   private readonly encoder = new SharedEncoder((msg) => this.broadcast(msg));
   private piscina?: Piscina;
@@ -89,9 +92,9 @@ export class PoolBackend implements MatmulBackend {
   private tasks: Promise<unknown>[] = [];
   private msgSeq = 0;
   private stopping = false;
-  /** quantized-activation buffers, reused per weight type */
-  private readonly actScratch = new Map<GGMLType, Activations>();
-  private outScratch: Float32Array = new Float32Array(new SharedArrayBuffer(4));
+  /** quantized-activation buffers, reused per weight type and distinct input of a job */
+  private readonly actScratch = new Map<string, Activations>();
+  private readonly outScratch: Float32Array[] = [];
 
   constructor(nThreads: number, opts: PoolOptions) {
     this.nThreads = nThreads;
@@ -99,6 +102,7 @@ export class PoolBackend implements MatmulBackend {
     this.minParallelMacs = opts.minParallelMacs ?? DEFAULT_MIN_PARALLEL_MACS;
     this.stallTimeoutMs = opts.stallTimeoutMs ?? DEFAULT_STALL_TIMEOUT_MS;
     this.workersOnly = opts.workersOnly ?? false;
+    this.spinMs = opts.spinMs;
   }
 
   /** Spawns the workers and waits until each runs its loop (a blocked main thread could not start them). */
@@ -119,7 +123,7 @@ export class PoolBackend implements MatmulBackend {
     for (let index = 0; index < this.nWorkers; index++) {
       const { port1, port2 } = new MessageChannel();
       this.ports.push(port1);
-      const task: WorkerTask = { control: this.ctl.sab, index, port: port2, wasmMemory: memory };
+      const task: WorkerTask = { control: this.ctl.sab, index, port: port2, wasmMemory: memory, spinMs: this.spinMs };
       const done = piscina.run(task, { transferList: [port2] }).then(
         () => {
           if (!this.stopping) this.failFromEventLoop(`worker thread ${index} stopped`);
@@ -144,22 +148,54 @@ export class PoolBackend implements MatmulBackend {
 
   /** out[t * w.ne1 + r] = dot(row r of w, row t of x) */
   matmul(w: Weight, x: Float32Array, nTokens: number, out: Float32Array): void {
-    if (x.length < nTokens * w.ne0 || out.length < nTokens * w.ne1)
-      throw new TsmoeError(
-        `matmul: ${typeName(w.type)} weight [${w.ne0} x ${w.ne1}] with ${nTokens} tokens needs input ${nTokens * w.ne0} and output ${nTokens * w.ne1} values, got ${x.length} and ${out.length}`,
-      );
+    this.matmulMany([{ w, x, nTokens, out }]);
+  }
+
+  /**
+   * Independent products in as few dispatches as possible (MAX_ITEMS per job): the activations of each
+   * distinct input are quantized once, then every thread takes row chunks of any item.
+   */
+  matmulMany(items: readonly MatmulItem[]): void {
+    for (const { w, x, nTokens, out } of items)
+      if (x.length < nTokens * w.ne0 || out.length < nTokens * w.ne1)
+        throw new TsmoeError(
+          `matmul: ${typeName(w.type)} weight [${w.ne0} x ${w.ne1}] with ${nTokens} tokens needs input ${nTokens * w.ne0} and output ${nTokens * w.ne1} values, got ${x.length} and ${out.length}`,
+        );
     this.throwIfFailed();
-    const act = quantizeActivations(w.type, x, nTokens, w.ne0, this.actScratch.get(w.type));
-    this.actScratch.set(w.type, act);
-    if (this.nWorkers === 0 || w.ne0 * w.ne1 * nTokens < this.minParallelMacs || w.ne1 < 2 * ROW_ALIGN) {
-      matmulRange(w, act, out, w.ne1, 0, w.ne1);
+    for (let i0 = 0; i0 < items.length; i0 += MAX_ITEMS) this.runBatch(items.slice(i0, i0 + MAX_ITEMS));
+  }
+
+  private runBatch(items: readonly MatmulItem[]): void {
+    // quantize each distinct (input, weight type) once, into scratch of its own
+    const acts: Activations[] = [];
+    const seen: { x: Float32Array; nTokens: number; type: GGMLType; act: Activations }[] = [];
+    let macs = 0;
+    for (const { w, x, nTokens } of items) {
+      let s = seen.find((e) => e.x === x && e.nTokens === nTokens && e.type === w.type && e.act.ne0 === w.ne0);
+      if (!s) {
+        const key = `${w.type}:${seen.length}`;
+        const act = quantizeActivations(w.type, x, nTokens, w.ne0, this.actScratch.get(key));
+        this.actScratch.set(key, act);
+        s = { x, nTokens, type: w.type, act };
+        seen.push(s);
+      }
+      acts.push(s.act);
+      macs += w.ne0 * w.ne1 * nTokens;
+    }
+    const serial = this.nWorkers === 0 || macs < this.minParallelMacs || (items.length === 1 && items[0]!.w.ne1 < 2 * ROW_ALIGN);
+    if (serial) {
+      for (const [i, { w, out }] of items.entries()) matmulRange(w, acts[i]!, out, w.ne1, 0, w.ne1);
       return;
     }
-    const target = out.buffer instanceof SharedArrayBuffer ? out : this.sharedOut(nTokens * w.ne1);
-    // an empty range runs the kernel's argument checks here, so a bad call throws without failing the workers
-    matmulRange(w, act, target, w.ne1, 0, 0);
-    this.dispatch({ w, act, out: target });
-    if (target !== out) out.set(target.subarray(0, nTokens * w.ne1));
+    const job: JobItem[] = items.map(({ w, nTokens, out }, i) => {
+      const target = out.buffer instanceof SharedArrayBuffer ? out : this.sharedOut(i, nTokens * w.ne1);
+      // an empty range runs the kernel's argument checks here, so a bad call throws without failing the workers
+      matmulRange(w, acts[i]!, target, w.ne1, 0, 0);
+      return { w, act: acts[i]!, out: target };
+    });
+    this.dispatch(job);
+    for (const [i, { w, nTokens, out }] of items.entries())
+      if (job[i]!.out !== out) out.set(job[i]!.out.subarray(0, nTokens * w.ne1));
   }
 
   allocF32(n: number): Float32Array {
@@ -194,17 +230,20 @@ export class PoolBackend implements MatmulBackend {
     return this.piscina?.threads ?? [];
   }
 
-  private dispatch(job: Job): void {
+  private dispatch(job: JobItem[]): void {
     const { i32, desc } = this.ctl;
     const gen = Atomics.load(i32, Slot.GEN) + 1;
     const half = descHalf(desc, gen);
-    const c = chunking(job.w.ne1, this.nThreads, CHUNKS_PER_THREAD, ROW_ALIGN);
-    half[Desc.N_CHUNKS] = c.nChunks;
-    half[Desc.ROWS_PER_CHUNK] = c.rowsPerChunk;
-    half[Desc.N_ROWS] = c.nRows;
-    let at = this.encoder.encode(job.w, half, Desc.OBJECTS, "stable");
-    at = this.encoder.encode(job.act, half, at, "volatile");
-    this.encoder.encode({ v: job.out }, half, at, "volatile");
+    const plan = planChunks(job, this.nThreads, CHUNKS_PER_THREAD, ROW_ALIGN);
+    const objectAt: number[] = [];
+    let at: number = Desc.OBJECTS;
+    for (const [i, it] of job.entries()) {
+      objectAt.push(at);
+      at = this.encoder.encode(it.w, half, at, "stable");
+      at = this.encoder.encode(it.act, half, at, "volatile", i);
+      at = this.encoder.encode({ v: it.out }, half, at, "volatile", i);
+    }
+    writePlan(half, plan, objectAt);
 
     Atomics.store(i32, Slot.DONE, 0);
     Atomics.store(i32, Slot.TICKET, ticket(gen, 0));
@@ -214,12 +253,12 @@ export class PoolBackend implements MatmulBackend {
 
     let mainError: unknown;
     try {
-      if (!this.workersOnly) runChunks(i32, gen, c, () => job);
+      if (!this.workersOnly) runChunks(i32, gen, plan, (i) => job[i]!);
     } catch (e) {
       mainError = e;
     }
     // every chunk is taken now (unless workersOnly); wait for those other threads are still computing
-    this.awaitChunks(c.nChunks);
+    this.awaitChunks(plan.nChunks);
     if (mainError !== undefined) throw mainError;
     this.throwIfFailed();
   }
@@ -227,16 +266,16 @@ export class PoolBackend implements MatmulBackend {
   /** Waits until `nChunks` chunks are done, a failure is recorded, or no thread makes progress for too long. */
   private awaitChunks(nChunks: number): void {
     const i32 = this.ctl.i32;
+    const spinUntil = performance.now() + (this.spinMs ?? DEFAULT_SPIN_MS);
     let spins = 0;
     let lastProgress = Atomics.load(i32, Slot.PROGRESS);
     let lastChange = 0;
     for (;;) {
       const done = Atomics.load(i32, Slot.DONE);
       if (done >= nChunks || Atomics.load(i32, Slot.FAILED) !== FailKind.NONE) return;
-      if (spins < MAIN_SPIN_ITERATIONS) {
-        spins++;
-        continue;
-      }
+      // spin (like the workers) before sleeping: a chunk usually finishes within the spin
+      if (lastChange === 0 && (++spins & 255) !== 0) continue;
+      if (lastChange === 0 && performance.now() < spinUntil) continue;
       if (lastChange === 0) lastChange = performance.now();
       Atomics.wait(i32, Slot.DONE, done, WAIT_SLICE_MS);
       const progress = Atomics.load(i32, Slot.PROGRESS);
@@ -274,9 +313,11 @@ export class PoolBackend implements MatmulBackend {
     this.msgSeq++;
   }
 
-  private sharedOut(n: number): Float32Array {
-    if (this.outScratch.length < n) this.outScratch = this.allocF32(n);
-    return this.outScratch;
+  /** shared scratch for the output of item i when the caller's buffer is not shared */
+  private sharedOut(i: number, n: number): Float32Array {
+    let buf = this.outScratch[i];
+    if (!buf || buf.length < n) this.outScratch[i] = buf = this.allocF32(n);
+    return buf;
   }
 }
 

@@ -1,53 +1,108 @@
 /**
- * One matmul job as every thread of the pool runs it: take chunks of output rows by advancing the job's
- * ticket until none is left, computing each with the kernels' `matmulRange`. The main thread and the
+ * One job as every thread of the pool runs it: one or more independent matrix products (items), each cut
+ * into chunks of output rows, all numbered in one sequence. Threads take chunks by advancing the job's
+ * ticket until none is left and compute each with the kernels' `matmulRange`. The main thread and the
  * workers run the same function, so which thread computes a row never changes its value.
+ *
+ * A job's plan lives in its descriptor half (see ./protocol.ts): the chunk count, the item count, then per
+ * item its first chunk, rows per chunk, row count and where its encoded objects start.
  */
 import { matmulRange, type Activations, type Weight } from "../kernels/matmul.ts";
-import { CHUNK_BITS, Desc, MAX_CHUNKS, Slot, TAG_MASK } from "./protocol.ts";
+import { CHUNK_BITS, Desc, MAX_CHUNKS, MAX_ITEMS, Slot, TAG_MASK } from "./protocol.ts";
 
-export interface Job {
+/** One product of a job: out[t * w.ne1 + r] = dot(row r of w, activation row t). */
+export interface JobItem {
   w: Weight;
   act: Activations;
   out: Float32Array;
 }
 
-/** The chunking of a job, as written in its descriptor half. */
-export interface Chunking {
+/** How a job's items are cut into chunks. */
+export interface Plan {
   nChunks: number;
-  rowsPerChunk: number;
-  nRows: number;
+  /** per item: its first chunk (firstChunk[nItems] = nChunks), rows per chunk, row count */
+  firstChunk: number[];
+  rowsPerChunk: number[];
+  nRows: number[];
 }
 
-export function readChunking(half: Float64Array): Chunking {
-  return { nChunks: half[Desc.N_CHUNKS]!, rowsPerChunk: half[Desc.ROWS_PER_CHUNK]!, nRows: half[Desc.N_ROWS]! };
+/**
+ * Chunks for a job: about nThreads * chunksPerThread in all, shared out between the items in proportion to
+ * their multiply-adds (at least one per item); chunk sizes are multiples of `align` rows, so kernels that
+ * group rows group them identically whatever the thread count.
+ */
+export function planChunks(items: readonly JobItem[], nThreads: number, chunksPerThread: number, align: number): Plan {
+  const macs = items.map((it) => it.w.ne0 * it.w.ne1 * it.act.nTokens);
+  const total = macs.reduce((a, b) => a + b, 0);
+  const target = nThreads * chunksPerThread;
+  const plan: Plan = { nChunks: 0, firstChunk: [], rowsPerChunk: [], nRows: [] };
+  for (const [i, it] of items.entries()) {
+    const nRows = it.w.ne1;
+    const want = Math.max(1, Math.round((target * macs[i]!) / Math.max(1, total)));
+    let rowsPerChunk = Math.ceil(nRows / (want * align)) * align;
+    if (Math.ceil(nRows / rowsPerChunk) > MAX_CHUNKS) rowsPerChunk = Math.ceil(nRows / (MAX_CHUNKS * align)) * align;
+    plan.firstChunk.push(plan.nChunks);
+    plan.rowsPerChunk.push(rowsPerChunk);
+    plan.nRows.push(nRows);
+    plan.nChunks += Math.max(1, Math.ceil(nRows / rowsPerChunk));
+  }
+  plan.firstChunk.push(plan.nChunks);
+  return plan;
 }
 
-/** Chunks of `rowsPerChunk` rows (a multiple of `align`, so kernels that group rows group them the same way). */
-export function chunking(nRows: number, nThreads: number, chunksPerThread: number, align: number): Chunking {
-  let rowsPerChunk = Math.ceil(nRows / (nThreads * chunksPerThread * align)) * align;
-  if (Math.ceil(nRows / rowsPerChunk) > MAX_CHUNKS) rowsPerChunk = Math.ceil(nRows / (MAX_CHUNKS * align)) * align;
-  return { nChunks: Math.ceil(nRows / rowsPerChunk), rowsPerChunk, nRows };
+/** Writes the plan into a descriptor half; item i's objects start at objectAt[i]. */
+export function writePlan(half: Float64Array, plan: Plan, objectAt: readonly number[]): void {
+  const n = plan.nRows.length;
+  half[Desc.N_CHUNKS] = plan.nChunks;
+  half[Desc.N_ITEMS] = n;
+  for (let i = 0; i < n; i++) {
+    const o = Desc.ITEMS + 4 * i;
+    half[o] = plan.firstChunk[i]!;
+    half[o + 1] = plan.rowsPerChunk[i]!;
+    half[o + 2] = plan.nRows[i]!;
+    half[o + 3] = objectAt[i]!;
+  }
+}
+
+/** The plan (and each item's object offset) as written by writePlan. */
+export function readPlan(half: Float64Array): { plan: Plan; objectAt: number[] } {
+  const n = half[Desc.N_ITEMS]!;
+  if (!(n >= 1 && n <= MAX_ITEMS)) throw new Error(`pool worker: bad job item count ${n}`);
+  const plan: Plan = { nChunks: half[Desc.N_CHUNKS]!, firstChunk: [], rowsPerChunk: [], nRows: [] };
+  const objectAt: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const o = Desc.ITEMS + 4 * i;
+    plan.firstChunk.push(half[o]!);
+    plan.rowsPerChunk.push(half[o + 1]!);
+    plan.nRows.push(half[o + 2]!);
+    objectAt.push(half[o + 3]!);
+  }
+  plan.firstChunk.push(plan.nChunks);
+  return { plan, objectAt };
 }
 
 /**
  * Takes chunk after chunk of job `gen` (the ticket must carry gen's tag) and computes it; returns once the
- * job has no chunk left or the ticket belongs to another job. `beforeChunk` runs after a chunk is taken.
+ * job has no chunk left or the ticket belongs to another job. `item(i)` gives item i (decoded on first
+ * use); `beforeChunk` runs after a chunk is taken.
  */
-export function runChunks(i32: Int32Array, gen: number, c: Chunking, job: () => Job, beforeChunk?: () => void): void {
+export function runChunks(i32: Int32Array, gen: number, plan: Plan, item: (i: number) => JobItem, beforeChunk?: () => void): void {
   const tag = gen & TAG_MASK;
-  let j: Job | undefined;
+  let i = 0;
   for (;;) {
     const t = Atomics.load(i32, Slot.TICKET);
     if (t >>> CHUNK_BITS !== tag) return;
     const k = t & MAX_CHUNKS;
-    if (k >= c.nChunks) return;
+    if (k >= plan.nChunks) return;
     if (Atomics.compareExchange(i32, Slot.TICKET, t, (t + 1) | 0) !== t) continue;
     Atomics.add(i32, Slot.PROGRESS, 1);
     beforeChunk?.();
-    j ??= job();
-    const r0 = k * c.rowsPerChunk;
-    matmulRange(j.w, j.act, j.out, c.nRows, r0, Math.min(c.nRows, r0 + c.rowsPerChunk));
+    // tickets only grow, so the item index only moves forward
+    while (k >= plan.firstChunk[i + 1]!) i++;
+    const j = item(i);
+    const nRows = plan.nRows[i]!;
+    const r0 = (k - plan.firstChunk[i]!) * plan.rowsPerChunk[i]!;
+    matmulRange(j.w, j.act, j.out, nRows, r0, Math.min(nRows, r0 + plan.rowsPerChunk[i]!));
     Atomics.add(i32, Slot.PROGRESS, 1);
     Atomics.add(i32, Slot.DONE, 1);
     Atomics.notify(i32, Slot.DONE);

@@ -30,6 +30,14 @@ export const Slot = {
   READY: 8,
 } as const;
 
+/**
+ * How long an idle thread spins (a worker on the job generation, the main thread on finished chunks) before it sleeps (Atomics.wait). Decode hands the pool a
+ * product every ~100 µs with a little serial work in between; a worker that has gone to sleep needs a
+ * futex wake-up (tens of µs on a VM) and the calling thread meanwhile takes its chunks alone. Spinning
+ * through those gaps keeps both threads busy; a spin this short costs little when the cores are shared.
+ */
+export const DEFAULT_SPIN_MS = 1;
+
 /** a job has at most 2^CHUNK_BITS - 1 chunks */
 export const CHUNK_BITS = 12;
 export const MAX_CHUNKS = (1 << CHUNK_BITS) - 1;
@@ -53,12 +61,15 @@ const N_SLOTS = 16;
 const ERR_BYTES = 4096;
 /**
  * Float64 slots for job descriptors: two halves, used by even and odd generations, so the main thread
- * writes job g + 1 while a late worker may still read job g's half. Each half: chunk count, rows per
- * chunk, row count, then the encoded weight, activations and output.
+ * writes job g + 1 while a late worker may still read job g's half. Each half: chunk count, item count,
+ * MAX_ITEMS entries of 4 (per item: first chunk, rows per chunk, row count, where its objects start; see
+ * ./job.ts), then the encoded weight, activations and output of each item.
  */
-export const DESC_SLOTS = 256;
+export const DESC_SLOTS = 8192;
 export const DESC_HALF = DESC_SLOTS / 2;
-export const Desc = { N_CHUNKS: 0, ROWS_PER_CHUNK: 1, N_ROWS: 2, OBJECTS: 3 } as const;
+/** the most products one job carries (a longer matmulMany is cut into several jobs) */
+export const MAX_ITEMS = 64;
+export const Desc = { N_CHUNKS: 0, N_ITEMS: 1, ITEMS: 2, OBJECTS: 2 + 4 * MAX_ITEMS } as const;
 
 export function descHalf(desc: Float64Array, gen: number): Float64Array {
   const o = (gen & 1) * DESC_HALF;
@@ -115,6 +126,8 @@ export interface WorkerTask {
   port: import("node:worker_threads").MessagePort;
   /** the main thread's WebAssembly memory (weights the WASM kernels read live in it), if WASM is on */
   wasmMemory?: import("../kernels/wasm/webassembly.ts").WasmMemory;
+  /** how long the worker spins on the job generation before it sleeps (ms) */
+  spinMs?: number;
 }
 
 /** Test-only faults a worker can be told to produce when it takes its next chunk. */

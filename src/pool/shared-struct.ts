@@ -29,14 +29,18 @@ export class SharedEncoder {
   private readonly layoutIds = new Map<string, number>();
   /** shared copies of non-shared buffers holding stable data */
   private readonly stableCopies = new WeakMap<ArrayBufferLike, SharedArrayBuffer>();
-  /** per-field scratch for volatile non-shared data, keyed "layout:field" */
+  /** per-field scratch for volatile non-shared data, keyed "layout:field:tag" */
   private readonly scratch = new Map<string, SharedArrayBuffer>();
   private readonly released = new FinalizationRegistry<number>((id) => this.post({ kind: "drop", id }));
 
   constructor(private readonly post: (msg: ControlMessage) => void) {}
 
-  /** Writes `obj` into `slots` from index `at` and returns the index after it. */
-  encode(obj: object, slots: Float64Array, at: number, policy: CopyPolicy): number {
+  /**
+   * Writes `obj` into `slots` from index `at` and returns the index after it. Volatile non-shared data is
+   * copied into scratch kept per layout, field and `tag`: objects of one job that are alive at the same
+   * time need different tags.
+   */
+  encode(obj: object, slots: Float64Array, at: number, policy: CopyPolicy, tag = 0): number {
     const entries = Object.entries(obj);
     const layoutId = this.layoutOf(entries);
     slots[at++] = layoutId;
@@ -45,7 +49,7 @@ export class SharedEncoder {
       if (typeof v === "number") slots[at++] = v;
       else if (typeof v === "boolean") slots[at++] = v ? 1 : 0;
       else if (ArrayBuffer.isView(v)) {
-        const shared = this.sharedView(v as View, policy, `${layoutId}:${f}`);
+        const shared = this.sharedView(v as View, policy, `${layoutId}:${f}:${tag}`);
         slots[at++] = this.bufferId(shared.buffer as SharedArrayBuffer);
         slots[at++] = shared.byteOffset;
         slots[at++] = shared.length;

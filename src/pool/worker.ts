@@ -8,20 +8,19 @@
  */
 import { receiveMessageOnPort } from "node:worker_threads";
 import { attachWasmMemory } from "../kernels/wasm/memory.ts";
-import { controlViews, Desc, descHalf, FailKind, recordFailure, Slot, type Control, type ControlMessage, type FaultAction, type WorkerTask } from "./protocol.ts";
+import { wasmRuntime } from "../kernels/wasm/runtime.ts";
+import { controlViews, DEFAULT_SPIN_MS, descHalf, FailKind, recordFailure, Slot, type Control, type ControlMessage, type FaultAction, type WorkerTask } from "./protocol.ts";
 import { SharedDecoder } from "./shared-struct.ts";
-import { readChunking, runChunks, type Job } from "./job.ts";
+import { readPlan, runChunks, type JobItem } from "./job.ts";
 
-/**
- * Spins (a few µs) before sleeping, so back-to-back products skip the futex wake-up. Longer spins measured
- * worse when the cores are shared with other processes: the spinning thread takes the CPU from the one
- * with work (bench: 2 threads at 0.65x of 1 thread with 20000 iterations, 0.8x with 2000).
- */
-const SPIN_ITERATIONS = 2_000;
 
 export default function runWorker(task: WorkerTask): string {
   // the WASM kernels must see the main thread's memory, where the weights are
-  if (task.wasmMemory) attachWasmMemory(task.wasmMemory);
+  if (task.wasmMemory) {
+    attachWasmMemory(task.wasmMemory);
+    // compile the kernels now, not inside the first chunk (where it would count against the stall timeout)
+    wasmRuntime();
+  }
   const ctl = controlViews(task.control);
   const { i32 } = ctl;
   const decoder = new SharedDecoder();
@@ -47,7 +46,7 @@ export default function runWorker(task: WorkerTask): string {
   let gen = Atomics.load(i32, Slot.GEN);
   Atomics.add(i32, Slot.READY, 1);
   for (;;) {
-    gen = waitForJob(i32, gen);
+    gen = waitForJob(i32, gen, task.spinMs ?? DEFAULT_SPIN_MS);
     if (Atomics.load(i32, Slot.STOP)) {
       stopped = true;
       task.port.close();
@@ -62,7 +61,9 @@ export default function runWorker(task: WorkerTask): string {
         fault = undefined;
         injectFault(action, ctl);
       };
-      runChunks(i32, gen, readChunking(half), () => decodeJob(decoder, half), beforeChunk);
+      const { plan, objectAt } = readPlan(half);
+      const items: (JobItem | undefined)[] = [];
+      runChunks(i32, gen, plan, (i) => (items[i] ??= decodeItem(decoder, half, objectAt[i]!)), beforeChunk);
     } catch (e) {
       recordFailure(ctl, FailKind.THREW, `worker thread ${task.index}: ${e instanceof Error ? e.message : String(e)}`);
     }
@@ -70,10 +71,12 @@ export default function runWorker(task: WorkerTask): string {
 }
 
 /** Returns the new generation once the main thread has bumped it past `gen`. */
-function waitForJob(i32: Int32Array, gen: number): number {
-  for (let i = 0; i < SPIN_ITERATIONS; i++) {
+function waitForJob(i32: Int32Array, gen: number, spinMs: number): number {
+  const t0 = performance.now();
+  for (let i = 1; ; i++) {
     const g = Atomics.load(i32, Slot.GEN);
     if (g !== gen) return g;
+    if ((i & 1023) === 0 && performance.now() - t0 > spinMs) break;
   }
   for (;;) {
     Atomics.wait(i32, Slot.GEN, gen);
@@ -82,9 +85,9 @@ function waitForJob(i32: Int32Array, gen: number): number {
   }
 }
 
-function decodeJob(decoder: SharedDecoder, half: Float64Array): Job {
-  const w = decoder.decode<Job["w"]>(half, Desc.OBJECTS);
-  const act = decoder.decode<Job["act"]>(half, w.next);
+function decodeItem(decoder: SharedDecoder, half: Float64Array, at: number): JobItem {
+  const w = decoder.decode<JobItem["w"]>(half, at);
+  const act = decoder.decode<JobItem["act"]>(half, w.next);
   const out = decoder.decode<{ v: Float32Array }>(half, act.next);
   return { w: w.value, act: act.value, out: out.value.v };
 }
