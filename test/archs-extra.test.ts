@@ -11,6 +11,10 @@
  * Bounds (the forward-pass issue): mean KL(llama.cpp || tsmoe) < 1e-3 nats and the same top-1 on >= 98%
  * of positions for F32, mean KL < 2e-2 for quantized files; `.ref` goldens to float32 rounding. Positions
  * whose router top-k margin is below 1e-3 are left out of the golden comparisons.
+ * The default goldens were made on a CPU with AVX512-FP16, where llama.cpp's one-query flash-attention
+ * kernel computes in half precision on heads of 128 dimensions or more (deepseek2's MLA): they are compared
+ * with tsmoe's "avx512fp16" flash-attention lanes (src/model/flash-attention.ts), node-llama-cpp (built for
+ * this CPU) with the default "f32" lanes.
  */
 import { existsSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -19,7 +23,9 @@ import { getLlama, type Llama, type LlamaContext } from "node-llama-cpp";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { writeRandomModel, type RandomModelOptions } from "../src/gguf/random-model.ts";
 import type { Model } from "../src/model/api.ts";
+import { roundToF16Exact, type FlashF16Lanes } from "../src/model/flash-attention.ts";
 import { loadModel } from "../src/model/load.ts";
+import { F16_TO_F32 } from "../src/tensor/f16.ts";
 import { GGMLType } from "../src/tensor/types.ts";
 import { FIXTURES, HAVE_SHARED, SHARED_SKIP_MESSAGE } from "./helpers.ts";
 import { compareLogits, readGolden, type Agreement } from "./model-compare.ts";
@@ -37,6 +43,8 @@ const GENERATED: { name: string; opts: Omit<RandomModelOptions, "weightType" | "
   { name: "granitemoe", opts: { arch: "granitemoe", extra: GRANITE_SHARP } },
   { name: "granitemoe-shared", opts: { arch: "granitemoe", nFfShexp: 64, extra: GRANITE_SHARP } },
 ];
+/** the flash-attention lanes of the machine that made the default goldens (see the file comment) */
+const GOLDEN_LANES: FlashF16Lanes = "avx512fp16";
 const TOKENS = [1, 342, 431, 265, 403, 287, 447, 426, 271, 436, 443, 198, 172, 265, 263, 441, 440, 306, 433, 448, 363, 438, 276, 273];
 const FLOAT_TYPES = new Set(["F32", "F16", "BF16"]);
 
@@ -57,11 +65,17 @@ function expectWithinBounds(r: Agreement, float: boolean): void {
   } else expect(r.meanKl).toBeLessThan(2e-2);
 }
 
-async function tsmoeLogits(path: string, tokens: number[], opts: { k?: number; arch?: string; kvType?: "f32" | "f16" } = {}): Promise<{ logits: Float32Array; model: Model }> {
+
+async function tsmoeLogits(
+  path: string,
+  tokens: number[],
+  opts: { k?: number; arch?: string; kvType?: "f32" | "f16"; lanes?: FlashF16Lanes } = {},
+): Promise<{ logits: Float32Array; model: Model }> {
   const overrideKv = opts.k ? [{ key: `${opts.arch}.expert_used_count`, type: "int" as const, value: opts.k }] : undefined;
   const model = await loadModel(path, { threads: 1, overrideKv });
   try {
-    const logits = await model.createSession({ nCtx: Math.max(64, tokens.length), kvType: opts.kvType }).eval(tokens, { allLogits: true });
+    const session = model.createSession({ nCtx: Math.max(64, tokens.length), kvType: opts.kvType, flashLanes: opts.lanes });
+    const logits = await session.eval(tokens, { allLogits: true });
     return { logits, model };
   } finally {
     await model.dispose();
@@ -96,27 +110,47 @@ describe("generated models against node-llama-cpp", () => {
   /** with flash attention off and an F32 cache (tsmoe's default attention) */
   const llamaCppLogProbs = (path: string, nVocab: number) => withLlamaCppContext(llama, path, (ctx) => evalLogProbs(ctx, nVocab));
 
-  // llama.cpp's default attention (flash attention, F16 cache): tsmoe's kvType "f16" reproduces
-  // node-llama-cpp's for MLA as closely as for ordinary attention (see KNOWN_FA_DEVIATION). gpt-oss is left
-  // out: node-llama-cpp's llama.cpp differs there from the goldens' commit, which tsmoe matches (KL ~1e-8)
+  /** node-llama-cpp with flash attention and an F16 cache */
+  async function llamaCppFlashLogProbs(path: string, nVocab: number): Promise<Float64Array[]> {
+    const m = await llama.loadModel({ modelPath: path });
+    try {
+      const ctx = await m.createContext({ contextSize: 64, batchSize: 64, threads: 1, flashAttention: true });
+      try {
+        return await evalLogProbs(ctx, nVocab);
+      } finally {
+        await ctx.dispose();
+      }
+    } finally {
+      await m.dispose();
+    }
+  }
+
+  // llama.cpp's default attention (flash attention, F16 cache): tsmoe's kvType "f16" with the default
+  // lanes reproduces node-llama-cpp's (a build without AVX512-FP16 here), for MLA as for ordinary
+  // attention. gpt-oss is left out: node-llama-cpp's llama.cpp differs there from the goldens' commit,
+  // which tsmoe matches (KL ~1e-8)
   it.each(["glm4moe", "deepseek2"])("%s F32 with flash attention and an F16 cache (both sides)", async (arch) => {
     const path = join(dir, `${arch}.fa.gguf`);
     await writeRandomModel(path, { arch, seed: 7 });
     const { logits, model } = await tsmoeLogits(path, TOKENS, { kvType: "f16" });
     const nVocab = model.hparams.nVocab;
-    const m = await llama.loadModel({ modelPath: path });
-    let ref: Float64Array[];
-    try {
-      const ctx = await m.createContext({ contextSize: 64, batchSize: 64, threads: 1, flashAttention: true });
-      ref = await evalLogProbs(ctx, nVocab);
-      await ctx.dispose();
-    } finally {
-      await m.dispose();
-    }
+    const ref = await llamaCppFlashLogProbs(path, nVocab);
     const r = compareLogits(ref, logits, nVocab);
     report(`${arch} F32 flash attention (generated)`, r, false);
     expect(r.meanKl).toBeLessThan(1e-6);
     expect(r.top1).toBe(1);
+    if (arch === "deepseek2") {
+      // the AVX512-FP16 lanes (MLA heads of 160 / 128 dims: half-precision arithmetic) are another
+      // rounding of the same attention: within the float bounds of llama.cpp's F32 lanes, and not equal
+      const fp16 = (await tsmoeLogits(path, TOKENS, { kvType: "f16", lanes: "avx512fp16" })).logits;
+      let maxDiff = 0;
+      for (let i = 0; i < fp16.length; i++) maxDiff = Math.max(maxDiff, Math.abs(fp16[i] - logits[i]));
+      const r16 = compareLogits(ref, fp16, nVocab);
+      report(`${arch} F32 flash attention, avx512fp16 lanes vs node-llama-cpp (generated)`, r16, false);
+      console.log(`${arch}: avx512fp16 vs f32 lanes, max |dlogit| ${maxDiff.toExponential(2)}`);
+      expect(maxDiff).toBeGreaterThan(1e-4);
+      expectWithinBounds(r16, true);
+    }
   });
 
   // the soft mask N = 2 on the k = 4 file against llama.cpp on the same weights written with expert_used_count = 2
@@ -158,33 +192,25 @@ describe("generated models against node-llama-cpp", () => {
   }
 });
 
-/**
- * deepseek2's default goldens with fewer than 64 tokens (llama.cpp's one-query flash-attention kernel, F16
- * cache): for multi-head latent attention the llama.cpp commit of the goldens rounds differently from
- * tsmoe, while node-llama-cpp's llama.cpp (flash attention on, F16 cache) agrees with tsmoe to ~2e-8 in
- * probability on the same file. The difference (max |dlogit| ~1e-2) is the size of llama.cpp's own
- * default-vs-.ref difference on this fixture (9.7e-3), so top-1 is compared where the golden's top-2 gap
- * is at least 2e-2; the .ref and s64 goldens are compared with the full bounds.
- */
-const KNOWN_FA_DEVIATION = (g: GoldenFile) => g.arch === "deepseek2" && !g.ref && g.seq === "s16";
-
-function argmax(v: ArrayLike<number>): number {
-  let b = 0;
-  for (let i = 1; i < v.length; i++) if (v[i] > v[b]) b = i;
-  return b;
-}
-
-function top2Gap(v: ArrayLike<number>): number {
-  let a = -Infinity;
-  let b = -Infinity;
-  for (let i = 0; i < v.length; i++) {
-    if (v[i] > a) {
-      b = a;
-      a = v[i];
-    } else if (v[i] > b) b = v[i];
-  }
-  return a - b;
-}
+describe("half-precision arithmetic of the avx512fp16 flash-attention lanes", () => {
+  it("rounds an exact value to F16 once (no double rounding through float32)", () => {
+    const ulp = 2 ** -10; // F16 spacing in [1, 2)
+    // 1 + ulp/2 + tiny is a float32 tie between the F16 values 1 and 1 + ulp: the tiny part decides
+    expect(roundToF16Exact(1 + ulp / 2 + 2 ** -40)).toBe(1 + ulp);
+    expect(roundToF16Exact(1 + ulp / 2 - 2 ** -40)).toBe(1);
+    expect(roundToF16Exact(-(1 + ulp / 2 + 2 ** -40))).toBe(-(1 + ulp));
+    expect(roundToF16Exact(1 + ulp / 2)).toBe(1); // an exact tie: to even
+    expect(roundToF16Exact(1 + (3 * ulp) / 2)).toBe(1 + 2 * ulp);
+    // elsewhere the same as the float32 path, e.g. on every F16 value and between neighbours
+    for (let h = 0; h < 0x7c00; h += 97) {
+      const a = F16_TO_F32[h];
+      const b = F16_TO_F32[h + 1];
+      expect(roundToF16Exact(a)).toBe(a);
+      expect(roundToF16Exact(a + (b - a) / 3)).toBe(a);
+      expect(roundToF16Exact(a + (2 * (b - a)) / 3)).toBe(b);
+    }
+  });
+});
 
 describe("unsupported variants are refused with a clear error", () => {
   let dir: string;
@@ -249,24 +275,40 @@ describe.skipIf(!HAVE_SHARED)("fixture goldens of glm4moe, deepseek2, gpt-oss (.
     expect(goldens.some((g) => g.type === "MXFP4_MOE")).toBe(true);
   });
 
+  // Why GOLDEN_LANES: the first positions of deepseek2's s16 golden (before any F16 rounding of a K or Q
+  // element lands differently, which float32 summation order upstream decides now and then) agree to
+  // float32 rounding with the avx512fp16 lanes and by ~3e-3 or more with the f32 lanes
+  const lanesWitness = goldens.find((g) => g.name === "deepseek2.F32.logits.k4.s16.json.gz");
+  it.skipIf(!lanesWitness)("deepseek2's s16 golden was computed with AVX512-FP16 lanes", async () => {
+    const g = lanesWitness!;
+    const golden = readGolden(g.path);
+    const maxDiff = (logits: Float32Array, p: number) => {
+      let m = 0;
+      for (let i = 0; i < golden.n_vocab; i++) m = Math.max(m, Math.abs(golden.logits[p][i] - logits[p * golden.n_vocab + i]));
+      return m;
+    };
+    const fp16 = (await tsmoeLogits(g.model, golden.tokens, { kvType: "f16", lanes: "avx512fp16" })).logits;
+    const f32Lanes = (await tsmoeLogits(g.model, golden.tokens, { kvType: "f16", lanes: "f32" })).logits;
+    const early = [1, 2, 3, 4];
+    console.log(`deepseek2 s16 positions ${early}: max |dlogit| avx512fp16 ${early.map((p) => maxDiff(fp16, p).toExponential(1))}, f32 ${early.map((p) => maxDiff(f32Lanes, p).toExponential(1))}`);
+    for (const p of early) {
+      expect(maxDiff(fp16, p)).toBeLessThan(1e-5);
+      expect(maxDiff(f32Lanes, p)).toBeGreaterThan(1e-3);
+    }
+  });
+
   for (const g of goldens) {
     it(g.name, async () => {
       const golden = readGolden(g.path);
-      const { logits, model } = await tsmoeLogits(g.model, golden.tokens, { k: g.k, arch: g.arch, kvType: g.ref ? "f32" : "f16" });
+      const { logits, model } = await tsmoeLogits(g.model, golden.tokens, {
+        k: g.k,
+        arch: g.arch,
+        ...(g.ref ? { kvType: "f32" } : { kvType: "f16", lanes: GOLDEN_LANES }),
+      });
       expect(model.hparams.nExpertUsed).toBe(g.k);
       const r = compareLogits(golden.logits, logits, golden.n_vocab, golden.router_margins?.per_position_min, 1e-3);
       report(g.name, r);
-      if (FLOAT_TYPES.has(g.type) && KNOWN_FA_DEVIATION(g)) {
-        // see KNOWN_FA_DEVIATION: KL bound as usual, top-1 where the golden's top-2 gap exceeds the noise
-        expect(r.meanKl).toBeLessThan(1e-3);
-        const margins = golden.router_margins?.per_position_min;
-        const keep = golden.logits.map((_, p) => !(margins && margins[p] < 1e-3) && top2Gap(golden.logits[p]) >= 2e-2);
-        const clear = keep.filter(Boolean).length;
-        const same = keep.filter((k, p) => k && argmax(golden.logits[p]) === argmax(logits.subarray(p * golden.n_vocab, (p + 1) * golden.n_vocab))).length;
-        console.log(`${g.name}: top-1 ${same}/${clear} on positions whose top-2 logit gap is >= 2e-2`);
-        expect(clear).toBeGreaterThan(golden.logits.length / 2);
-        expect(same / clear).toBeGreaterThanOrEqual(0.98);
-      } else expectWithinBounds(r, FLOAT_TYPES.has(g.type));
+      expectWithinBounds(r, FLOAT_TYPES.has(g.type));
       if (g.ref) {
         expect(r.meanKl).toBeLessThan(1e-9);
         expect(r.maxAbsDiff).toBeLessThan(1e-4);

@@ -1,8 +1,9 @@
 /**
  * Where matrix products run. The model code calls `backend.matmul` for every weight product (and
  * `backend.matmulMany` for independent products it can hand over together, e.g. q/k/v, or the experts of a
- * MoE layer), so the serial backend (this file) and the worker-thread pool (src/pool/) are interchangeable.
+ * MoE layer) and `backend.attention` for attention over the KV cache, so the serial backend (this file) and the worker-thread pool (src/pool/) are interchangeable.
  */
+import { attendHeads, type AttentionTask } from "./attention.ts";
 import { matmul, type Weight } from "./matmul.ts";
 
 /** One product of a `matmulMany` call: out[t * w.ne1 + r] = dot(row r of w, row t of x). */
@@ -22,6 +23,8 @@ export interface MatmulBackend {
    * bit-identical to `matmul` of that item. A pool spreads all of them over its threads in one dispatch.
    */
   matmulMany(items: readonly MatmulItem[]): void;
+  /** attention over a float32 KV cache (./attention.ts); a pool splits the query heads between threads */
+  attention(task: AttentionTask): void;
   /** a float buffer that worker threads can read and write (SharedArrayBuffer-backed); use it for activations */
   allocF32(n: number): Float32Array;
   dispose(): Promise<void>;
@@ -35,6 +38,9 @@ export class SerialBackend implements MatmulBackend {
   }
   matmulMany(items: readonly MatmulItem[]): void {
     for (const it of items) matmul(it.w, it.x, it.nTokens, it.out);
+  }
+  attention(task: AttentionTask): void {
+    attendHeads(task, 0, task.nHead);
   }
   allocF32(n: number): Float32Array {
     return new Float32Array(new SharedArrayBuffer(n * 4));

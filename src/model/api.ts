@@ -101,7 +101,7 @@ export interface Model {
    * nCtx: context size (default min(training context, 4096)); kvType: "f32" (default) or "f16", which
    * stores the KV cache in half precision and attends like llama.cpp's default CPU context (flash attention)
    */
-  createSession(opts?: { nCtx?: number; kvType?: "f32" | "f16" }): Session;
+  createSession(opts?: { nCtx?: number; kvType?: "f32" | "f16"; flashLanes?: "f32" | "avx512fp16" }): Session;
   /** releases worker threads */
   dispose(): Promise<void>;
 }

@@ -10,7 +10,10 @@
  * llama.cpp's default attention (flash attention, F16 cache) is in ./flash-attention.ts.
  */
 import { roundToF16 } from "../tensor/f16.ts";
-import { softmaxInPlace } from "./ops.ts";
+import { attendHeads, firstKey, type AttentionTask } from "../kernels/attention.ts";
+import { allocTensorBytes, freeTensorBytes } from "../kernels/wasm/memory.ts";
+
+export { firstKey };
 
 export interface AttentionShape {
   nHead: number;
@@ -29,13 +32,14 @@ export interface AttentionOptions {
   window?: number;
 }
 
-/** first key position a query at position p sees */
-export function firstKey(p: number, window: number | undefined): number {
-  return window && window > 0 ? Math.max(0, p - window + 1) : 0;
-}
 
 /** Cache rows allocated at first, and the growth factor when more are needed (up to nCtx). */
 const INITIAL_ROWS = 256;
+
+/** Gives a collected cache's rows back to the WASM memory. */
+const released = new FinalizationRegistry<Set<Float32Array>>((owned) => {
+  for (const a of owned) freeTensorBytes(new Uint8Array(a.buffer, a.byteOffset, a.byteLength));
+});
 
 export class KvCache {
   /** per layer: K / V rows of the positions stored so far (capacity grows on demand up to nCtx) */
@@ -43,6 +47,8 @@ export class KvCache {
   readonly v: Float32Array[] = [];
   readonly kRow: number;
   readonly vRow: number;
+  /** the arrays above, which live in the WASM memory (where the attention kernels read them) when possible */
+  private readonly owned = new Set<Float32Array>();
 
   constructor(
     readonly nLayer: number,
@@ -54,20 +60,35 @@ export class KvCache {
     this.vRow = shape.nHeadKv * shape.headDimV;
     const rows = Math.min(nCtx, INITIAL_ROWS);
     for (let il = 0; il < nLayer; il++) {
-      this.k.push(new Float32Array(rows * this.kRow));
-      this.v.push(new Float32Array(rows * this.vRow));
+      this.k.push(this.alloc(rows * this.kRow));
+      this.v.push(this.alloc(rows * this.vRow));
     }
+    released.register(this, this.owned);
+  }
+
+  private alloc(n: number): Float32Array {
+    const bytes = allocTensorBytes(4 * Math.max(1, n));
+    const a = new Float32Array(bytes.buffer, bytes.byteOffset, n);
+    this.owned.add(a);
+    return a;
+  }
+
+  private release(a: Float32Array): void {
+    this.owned.delete(a);
+    freeTensorBytes(new Uint8Array(a.buffer, a.byteOffset, a.byteLength));
   }
 
   /** Makes room for `rows` positions in layer il (doubling, capped at nCtx), keeping what is stored. */
   private reserve(il: number, rows: number): void {
-    const have = this.k[il].length / this.kRow;
+    const have = this.k[il]!.length / this.kRow;
     if (rows <= have) return;
     const cap = Math.min(this.nCtx, Math.max(rows, 2 * have));
-    const k = new Float32Array(cap * this.kRow);
-    const v = new Float32Array(cap * this.vRow);
-    k.set(this.k[il]);
-    v.set(this.v[il]);
+    const k = this.alloc(cap * this.kRow);
+    const v = this.alloc(cap * this.vRow);
+    k.set(this.k[il]!);
+    v.set(this.v[il]!);
+    this.release(this.k[il]!);
+    this.release(this.v[il]!);
     this.k[il] = k;
     this.v[il] = v;
   }
@@ -93,8 +114,8 @@ export class KvCache {
 
 /**
  * out[t, h, :] = sum_j softmax_j(scale * q[t,h] . K[j,g]) V[j,g] over cached positions j <= pos0 + t,
- * for the nTokens queries of a batch starting at position pos0 (their K/V already stored).
- * `scores` must hold at least pos0 + nTokens floats.
+ * for the nTokens queries of a batch starting at position pos0 (their K/V already stored), on the calling
+ * thread (the graph hands the same task to its backend, which may split the heads between threads).
  */
 export function attend(
   cache: KvCache,
@@ -104,61 +125,32 @@ export function attend(
   nTokens: number,
   pos0: number,
   out: Float32Array,
-  scores: Float32Array,
+  _scores?: Float32Array,
   opts: AttentionOptions = {},
 ): void {
+  attendHeads(attentionTask(cache, il, shape, q, nTokens, pos0, out, opts), 0, shape.nHead);
+}
+
+const NO_SINKS = new Float32Array(0);
+
+/** The attention of layer il for a batch as a task (see src/kernels/attention.ts). */
+export function attentionTask(
+  cache: KvCache,
+  il: number,
+  shape: AttentionShape,
+  q: Float32Array,
+  nTokens: number,
+  pos0: number,
+  out: Float32Array,
+  opts: AttentionOptions = {},
+): AttentionTask {
   const { nHead, nHeadKv, headDimK: dk, headDimV: dv, scale } = shape;
-  const group = nHead / nHeadKv;
-  const K = cache.k[il];
-  const V = cache.v[il];
-  const kRow = cache.kRow;
-  const vRow = cache.vRow;
-  const qRow = nHead * dk;
-  const oRow = nHead * dv;
-  const acc = new Float64Array(dv);
-  for (let t = 0; t < nTokens; t++) {
-    const nKeys = pos0 + t + 1;
-    const j0 = firstKey(pos0 + t, opts.window);
-    for (let h = 0; h < nHead; h++) {
-      const g = Math.floor(h / group);
-      const qo = t * qRow + h * dk;
-      const ko = g * dk;
-      // scores: q . k, four partial sums for instruction-level parallelism
-      for (let j = j0; j < nKeys; j++) {
-        const kj = j * kRow + ko;
-        let s0 = 0;
-        let s1 = 0;
-        let s2 = 0;
-        let s3 = 0;
-        let d = 0;
-        for (; d + 3 < dk; d += 4) {
-          s0 += q[qo + d] * K[kj + d];
-          s1 += q[qo + d + 1] * K[kj + d + 1];
-          s2 += q[qo + d + 2] * K[kj + d + 2];
-          s3 += q[qo + d + 3] * K[kj + d + 3];
-        }
-        for (; d < dk; d++) s0 += q[qo + d] * K[kj + d];
-        scores[j - j0] = Math.fround(s0 + s1 + (s2 + s3)) * scale;
-      }
-      softmaxInPlace(scores, nKeys - j0, opts.sinks?.[h]);
-      // out = sum_j p_j v_j, two keys per pass over the accumulator
-      acc.fill(0);
-      const vo = g * dv;
-      let j = j0;
-      for (; j + 1 < nKeys; j += 2) {
-        const p0 = scores[j - j0];
-        const p1 = scores[j + 1 - j0];
-        const v0 = j * vRow + vo;
-        const v1 = v0 + vRow;
-        for (let d = 0; d < dv; d++) acc[d] += p0 * V[v0 + d] + p1 * V[v1 + d];
-      }
-      if (j < nKeys) {
-        const p = scores[j - j0];
-        const v0 = j * vRow + vo;
-        for (let d = 0; d < dv; d++) acc[d] += p * V[v0 + d];
-      }
-      const oo = t * oRow + h * dv;
-      for (let d = 0; d < dv; d++) out[oo + d] = acc[d];
-    }
-  }
+  return {
+    q, qRow: nHead * dk,
+    k: cache.k[il]!, v: cache.v[il]!, kRow: cache.kRow, vRow: cache.vRow,
+    out, oRow: nHead * dv,
+    nTokens, pos0, nHead, nHeadKv, dk, dv, scale,
+    window: opts.window ?? 0,
+    sinks: opts.sinks ?? NO_SINKS,
+  };
 }

@@ -10,7 +10,7 @@
  */
 import type { MatmulBackend } from "../kernels/backend.ts";
 import { getRowsF32, type Weight } from "../kernels/matmul.ts";
-import { attend, KvCache, type AttentionShape } from "./attention.ts";
+import { attentionTask, KvCache, type AttentionShape } from "./attention.ts";
 import { attendFlashF16 } from "./flash-attention.ts";
 import { buildMoeFfn, denseFfn, sharedExpertFfn, type FfnBuffers } from "./ffn.ts";
 import type { MetaReader, ModelHParams } from "./hparams.ts";
@@ -186,8 +186,9 @@ export class LayerGraph {
    */
   attend(L: LayerWeights, il: number, window = 0): void {
     this.cache.store(il, this.pos0, this.n, this.b.k, this.b.v);
-    const kernel = this.cache.f16 ? attendFlashF16 : attend;
-    kernel(this.cache, il, this.attnShape, this.b.q, this.n, this.pos0, this.b.attn, this.b.scores, { sinks: L.attnSinks, window });
+    const opts = { sinks: L.attnSinks, window };
+    if (this.cache.f16) attendFlashF16(this.cache, il, this.attnShape, this.b.q, this.n, this.pos0, this.b.attn, this.b.scores, opts);
+    else this.backend.attention(attentionTask(this.cache, il, this.attnShape, this.b.q, this.n, this.pos0, this.b.attn, opts));
   }
 
   /** attention output rows [n x nHead * headDimV] of the last `attend` */

@@ -13,6 +13,7 @@ import { createPoolBackend, defaultThreadCount } from "../pool/backend.ts";
 import type { LoadOptions, Model, MoeLayerStats, MoeOptions, Session } from "./api.ts";
 import { getArch } from "./archs/index.ts";
 import { KvCache } from "./attention.ts";
+import { FLASH_F16_LANES, setFlashF16Lanes, type FlashF16Lanes } from "./flash-attention.ts";
 import { forwardBatch, LayerGraph, type Arch } from "./graph.ts";
 import { applyKvOverrides, MetaReader, readCommonHParams, type ModelHParams } from "./hparams.ts";
 import { createRouter } from "./moe.ts";
@@ -28,6 +29,11 @@ export interface SessionOptions {
   nCtx?: number;
   /** "f16": KV cache rounded to F16 with llama.cpp's flash-attention numerics; default "f32" */
   kvType?: "f32" | "f16";
+  /**
+   * with kvType "f16": the F16 vector arithmetic of the llama.cpp build to reproduce in flash attention
+   * ("f32" default, "avx512fp16"; see flash-attention.ts)
+   */
+  flashLanes?: FlashF16Lanes;
 }
 
 /** The parts of a loaded model the forward pass needs (also usable without a GGUF file, e.g. in tests). */
@@ -56,6 +62,8 @@ export function buildModel(file: GgufFile): LoadedModel {
 export class ModelSession implements Session {
   private pos = 0;
   private readonly graph: LayerGraph;
+  /** the session's KV cache */
+  readonly cache: KvCache;
   private readonly router;
   private logitsBuf: Float32Array;
 
@@ -70,6 +78,7 @@ export class ModelSession implements Session {
     this.router = m.routerConfig ? createRouter(moe, hp.nLayer) : undefined;
     const shape = { nHead: hp.nHead, nHeadKv: hp.nHeadKv, headDimK: hp.nEmbdHeadK, headDimV: hp.nEmbdHeadV, scale: 1 };
     const cache = new KvCache(hp.nLayer, nCtx, shape, kvF16);
+    this.cache = cache;
     this.graph = new LayerGraph(hp, backend, cache, this.router, m.routerConfig, m.weights.ropeFreqs);
     this.logitsBuf = backend.allocF32(hp.nVocab);
   }
@@ -144,7 +153,11 @@ class LoadedGgufModel implements Model {
     if (!Number.isInteger(nCtx) || nCtx <= 0) throw new TsmoeError(`invalid context size ${nCtx}`);
     if (opts.kvType !== undefined && opts.kvType !== "f32" && opts.kvType !== "f16")
       throw new TsmoeError(`invalid KV cache type '${String(opts.kvType)}' (expected f32 or f16)`);
-    return new ModelSession(this.m, this.backend, this.moe, nCtx, opts.kvType === "f16");
+    if (opts.flashLanes !== undefined && !FLASH_F16_LANES.includes(opts.flashLanes))
+      throw new TsmoeError(`invalid flash-attention lanes '${String(opts.flashLanes)}' (expected ${FLASH_F16_LANES.join(" or ")})`);
+    const session = new ModelSession(this.m, this.backend, this.moe, nCtx, opts.kvType === "f16");
+    if (opts.flashLanes) setFlashF16Lanes(session.cache, opts.flashLanes);
+    return session;
   }
 
   async dispose(): Promise<void> {

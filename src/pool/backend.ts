@@ -16,10 +16,11 @@ import { availableParallelism } from "node:os";
 import { Piscina } from "piscina";
 import { TsmoeError } from "../errors.ts";
 import type { MatmulBackend, MatmulItem } from "../kernels/backend.ts";
+import { attendHeads, type AttentionTask } from "../kernels/attention.ts";
 import { matmulRange, quantizeActivations, type Activations, type Weight } from "../kernels/matmul.ts";
 import { wasmMemory } from "../kernels/wasm/memory.ts";
 import { typeName, type GGMLType } from "../tensor/types.ts";
-import { planChunks, runChunks, writePlan, type JobItem } from "./job.ts";
+import { ItemKind, planChunks, runChunks, writePlan, type JobItem, type MatmulJobItem } from "./job.ts";
 import {
   createControl,
   DEFAULT_SPIN_MS,
@@ -187,15 +188,27 @@ export class PoolBackend implements MatmulBackend {
       for (const [i, { w, out }] of items.entries()) matmulRange(w, acts[i]!, out, w.ne1, 0, w.ne1);
       return;
     }
-    const job: JobItem[] = items.map(({ w, nTokens, out }, i) => {
+    const job: MatmulJobItem[] = items.map(({ w, nTokens, out }, i) => {
       const target = out.buffer instanceof SharedArrayBuffer ? out : this.sharedOut(i, nTokens * w.ne1);
       // an empty range runs the kernel's argument checks here, so a bad call throws without failing the workers
       matmulRange(w, acts[i]!, target, w.ne1, 0, 0);
-      return { w, act: acts[i]!, out: target };
+      return { kind: "matmul", w, act: acts[i]!, out: target };
     });
     this.dispatch(job);
     for (const [i, { w, nTokens, out }] of items.entries())
       if (job[i]!.out !== out) out.set(job[i]!.out.subarray(0, nTokens * w.ne1));
+  }
+
+  /** Attention with the query heads split between the threads (on the calling thread alone when small). */
+  attention(task: AttentionTask): void {
+    this.throwIfFailed();
+    const macs = task.nHead * task.nTokens * (task.pos0 + task.nTokens) * (task.dk + task.dv);
+    const shared = [task.q, task.k, task.v, task.out].every((a) => a.buffer instanceof SharedArrayBuffer);
+    if (this.nWorkers === 0 || macs < this.minParallelMacs || task.nHead < 2 || !shared) {
+      attendHeads(task, 0, task.nHead);
+      return;
+    }
+    this.dispatch([{ kind: "attention", task }]);
   }
 
   allocF32(n: number): Float32Array {
@@ -230,7 +243,7 @@ export class PoolBackend implements MatmulBackend {
     return this.piscina?.threads ?? [];
   }
 
-  private dispatch(job: JobItem[]): void {
+  private dispatch(job: readonly JobItem[]): void {
     const { i32, desc } = this.ctl;
     const gen = Atomics.load(i32, Slot.GEN) + 1;
     const half = descHalf(desc, gen);
@@ -239,6 +252,11 @@ export class PoolBackend implements MatmulBackend {
     let at: number = Desc.OBJECTS;
     for (const [i, it] of job.entries()) {
       objectAt.push(at);
+      half[at++] = ItemKind[it.kind];
+      if (it.kind === "attention") {
+        at = this.encoder.encode(it.task, half, at, "stable", i);
+        continue;
+      }
       at = this.encoder.encode(it.w, half, at, "stable");
       at = this.encoder.encode(it.act, half, at, "volatile", i);
       at = this.encoder.encode({ v: it.out }, half, at, "volatile", i);

@@ -1,20 +1,41 @@
 /**
- * One job as every thread of the pool runs it: one or more independent matrix products (items), each cut
- * into chunks of output rows, all numbered in one sequence. Threads take chunks by advancing the job's
- * ticket until none is left and compute each with the kernels' `matmulRange`. The main thread and the
+ * One job as every thread of the pool runs it: one or more independent items (matrix products, cut into
+ * chunks of output rows; or an attention task, cut into chunks of query heads), all chunks numbered in
+ * one sequence. Threads take chunks by advancing the job's
+ * ticket until none is left and compute each with the kernels' `matmulRange` or `attendHeads`. The main thread and the
  * workers run the same function, so which thread computes a row never changes its value.
  *
  * A job's plan lives in its descriptor half (see ./protocol.ts): the chunk count, the item count, then per
  * item its first chunk, rows per chunk, row count and where its encoded objects start.
  */
+import { attendHeads, type AttentionTask } from "../kernels/attention.ts";
 import { matmulRange, type Activations, type Weight } from "../kernels/matmul.ts";
 import { CHUNK_BITS, Desc, MAX_CHUNKS, MAX_ITEMS, Slot, TAG_MASK } from "./protocol.ts";
 
 /** One product of a job: out[t * w.ne1 + r] = dot(row r of w, activation row t). */
-export interface JobItem {
+export interface MatmulJobItem {
+  kind: "matmul";
   w: Weight;
   act: Activations;
   out: Float32Array;
+}
+
+/** An attention task; its "rows" are query heads. */
+export interface AttentionJobItem {
+  kind: "attention";
+  task: AttentionTask;
+}
+
+export type JobItem = MatmulJobItem | AttentionJobItem;
+
+/** Item kinds as written in a descriptor */
+export const ItemKind = { matmul: 1, attention: 2 } as const;
+
+/** rows (heads) and multiply-adds of an item */
+function itemSize(it: JobItem): { rows: number; macs: number } {
+  if (it.kind === "matmul") return { rows: it.w.ne1, macs: it.w.ne0 * it.w.ne1 * it.act.nTokens };
+  const t = it.task;
+  return { rows: t.nHead, macs: t.nHead * t.nTokens * (t.pos0 + (t.nTokens + 1) / 2) * (t.dk + t.dv) };
 }
 
 /** How a job's items are cut into chunks. */
@@ -28,17 +49,18 @@ export interface Plan {
 
 /**
  * Chunks for a job: about nThreads * chunksPerThread in all, shared out between the items in proportion to
- * their multiply-adds (at least one per item); chunk sizes are multiples of `align` rows, so kernels that
- * group rows group them identically whatever the thread count.
+ * their multiply-adds (at least one per item); products are cut at multiples of `align` rows, so kernels
+ * that group rows group them identically whatever the thread count (attention heads: any cut).
  */
-export function planChunks(items: readonly JobItem[], nThreads: number, chunksPerThread: number, align: number): Plan {
-  const macs = items.map((it) => it.w.ne0 * it.w.ne1 * it.act.nTokens);
-  const total = macs.reduce((a, b) => a + b, 0);
+export function planChunks(items: readonly JobItem[], nThreads: number, chunksPerThread: number, rowAlign: number): Plan {
+  const sizes = items.map(itemSize);
+  const total = sizes.reduce((a, b) => a + b.macs, 0);
   const target = nThreads * chunksPerThread;
   const plan: Plan = { nChunks: 0, firstChunk: [], rowsPerChunk: [], nRows: [] };
   for (const [i, it] of items.entries()) {
-    const nRows = it.w.ne1;
-    const want = Math.max(1, Math.round((target * macs[i]!) / Math.max(1, total)));
+    const nRows = sizes[i]!.rows;
+    const align = it.kind === "matmul" ? rowAlign : 1;
+    const want = Math.max(1, Math.round((target * sizes[i]!.macs) / Math.max(1, total)));
     let rowsPerChunk = Math.ceil(nRows / (want * align)) * align;
     if (Math.ceil(nRows / rowsPerChunk) > MAX_CHUNKS) rowsPerChunk = Math.ceil(nRows / (MAX_CHUNKS * align)) * align;
     plan.firstChunk.push(plan.nChunks);
@@ -102,7 +124,9 @@ export function runChunks(i32: Int32Array, gen: number, plan: Plan, item: (i: nu
     const j = item(i);
     const nRows = plan.nRows[i]!;
     const r0 = (k - plan.firstChunk[i]!) * plan.rowsPerChunk[i]!;
-    matmulRange(j.w, j.act, j.out, nRows, r0, Math.min(nRows, r0 + plan.rowsPerChunk[i]!));
+    const r1 = Math.min(nRows, r0 + plan.rowsPerChunk[i]!);
+    if (j.kind === "matmul") matmulRange(j.w, j.act, j.out, nRows, r0, r1);
+    else attendHeads(j.task, r0, r1);
     Atomics.add(i32, Slot.PROGRESS, 1);
     Atomics.add(i32, Slot.DONE, 1);
     Atomics.notify(i32, Slot.DONE);

@@ -11,7 +11,8 @@ import { attachWasmMemory } from "../kernels/wasm/memory.ts";
 import { wasmRuntime } from "../kernels/wasm/runtime.ts";
 import { controlViews, DEFAULT_SPIN_MS, descHalf, FailKind, recordFailure, Slot, type Control, type ControlMessage, type FaultAction, type WorkerTask } from "./protocol.ts";
 import { SharedDecoder } from "./shared-struct.ts";
-import { readPlan, runChunks, type JobItem } from "./job.ts";
+import { ItemKind, readPlan, runChunks, type JobItem, type MatmulJobItem } from "./job.ts";
+import type { AttentionTask } from "../kernels/attention.ts";
 
 
 export default function runWorker(task: WorkerTask): string {
@@ -86,10 +87,12 @@ function waitForJob(i32: Int32Array, gen: number, spinMs: number): number {
 }
 
 function decodeItem(decoder: SharedDecoder, half: Float64Array, at: number): JobItem {
-  const w = decoder.decode<JobItem["w"]>(half, at);
-  const act = decoder.decode<JobItem["act"]>(half, w.next);
+  const kind = half[at];
+  if (kind === ItemKind.attention) return { kind: "attention", task: decoder.decode<AttentionTask>(half, at + 1).value };
+  const w = decoder.decode<MatmulJobItem["w"]>(half, at + 1);
+  const act = decoder.decode<MatmulJobItem["act"]>(half, w.next);
   const out = decoder.decode<{ v: Float32Array }>(half, act.next);
-  return { w: w.value, act: act.value, out: out.value.v };
+  return { kind: "matmul", w: w.value, act: act.value, out: out.value.v };
 }
 
 /** Test-only faults (see PoolBackend.injectFault). */
