@@ -173,6 +173,18 @@ function releaseTensors(file: GgufFile): void {
   for (const t of file.tensors.values()) freeTensorBytes(t.data);
 }
 
+/**
+ * The hyperparameters the MoE options are checked against, from the file's header alone (after
+ * --override-kv): architecture, expert count, experts per token, block count.
+ */
+export async function headerHParams(path: string, overrideKv?: LoadOptions["overrideKv"]): Promise<Pick<ModelHParams, "arch" | "nExpert" | "nExpertUsed" | "nLayer">> {
+  const file = applyKvOverrides(await loadGguf(path, { headerOnly: true }), overrideKv);
+  const arch = metaArch(file);
+  getArch(arch);
+  const r = new MetaReader(file, arch);
+  return { arch, nExpert: r.int("expert_count", 0), nExpertUsed: r.int("expert_used_count", 0), nLayer: r.int("block_count") };
+}
+
 export async function loadModel(path: string, opts: LoadOptions = {}): Promise<Model> {
   // check the architecture from the header before reading the tensor data
   getArch(metaArch(await loadGguf(path, { headerOnly: true })));
