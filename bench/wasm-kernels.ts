@@ -1,26 +1,30 @@
 /**
  * TypeScript vs WebAssembly SIMD matmul kernels, per weight type: a 2048 x 2048 matrix times one token
- * (decode, matvec) and times a 64-token batch (prompt processing), single thread, same weights (allocated
- * in the WASM memory) and activations. Prints GFLOP/s (2 * rows * cols * tokens / CPU time) and the speed-up;
- * checks that both give bit-identical results.
+ * (decode, matvec) and times a batch of tokens (prompt processing), single thread, same weights (allocated
+ * in the WASM memory) and activations. For a batch it times both WASM kernels: the row kernels
+ * (src/kernels/wasm/kernels.ts) and the batch (tile) kernels (tile-kernels.ts), alternating, best of
+ * --rounds rounds (other processes on the machine slow a measurement down, never speed it up). Prints
+ * GFLOP/s (2 * rows * cols * tokens / CPU time) and checks that all kernels give bit-identical results.
  *
- *   npx tsx bench/wasm-kernels.ts [--types Q8_0,Q4_K] [--size 2048] [--batch 64] [--seconds 1]
+ *   npx tsx bench/wasm-kernels.ts [--types Q8_0,Q4_K] [--size 2048] [--batch 64] [--seconds 1] [--rounds 3]
  */
 import { type GGMLType, typeName } from "../src/tensor/types.ts";
-import { kernelBenchOptions, timeIt } from "./kernel-bench-args.ts";
+import { arg, kernelBenchOptions, timeIt } from "./kernel-bench-args.ts";
 import { quantize } from "../src/tensor/quantize.ts";
 import { randn } from "../src/tensor/random.ts";
 import { matmulTsRange, quantizeActivations, type Weight } from "../src/kernels/matmul.ts";
 import { allocTensorBytes } from "../src/kernels/wasm/memory.ts";
-import { kernelName, wasmMatmulRange, wasmRuntime } from "../src/kernels/wasm/runtime.ts";
+import { type KernelChoice, kernelName, tileKernelName, wasmMatmulRange, wasmRuntime } from "../src/kernels/wasm/runtime.ts";
 
 const DEFAULT_TYPES = ["F32", "F16", "BF16", "Q8_0", "Q4_0", "Q5_0", "Q4_K", "Q5_K", "Q6_K"];
 
 const { n, batch, budget, types } = kernelBenchOptions(DEFAULT_TYPES);
+const rounds = Number(arg("rounds", "3"));
 
 if (!wasmRuntime()) throw new Error("WebAssembly SIMD is not available (or TSMOE_WASM=0)");
-console.log(`matmul ${n} x ${n}, single thread, node ${process.version}, GFLOP/s (CPU time)`);
-console.log(`type | tokens | TS GFLOP/s | WASM GFLOP/s | speed-up | identical`);
+console.log(`matmul ${n} x ${n}, single thread, node ${process.version}, GFLOP/s (CPU time, best of ${rounds})`);
+console.log(`type | tokens | TS GFLOP/s | WASM rows | WASM tile | tile / rows | identical`);
+const fmt = (flop: number, t: number) => (Number.isFinite(t) ? (flop / t / 1e9).toFixed(2) : "-").padStart(9);
 for (const type of types) {
   const q = quantize(type, randn(n * n, 1, 1 / Math.sqrt(n)), n, n);
   const data = allocTensorBytes(q.length);
@@ -29,14 +33,23 @@ for (const type of types) {
   for (const T of [1, batch]) {
     if (!kernelName(type, T)) continue;
     const act = quantizeActivations(type, randn(n * T, 2), T, n);
-    const a = new Float32Array(T * n);
-    const b = new Float32Array(T * n);
     const flop = 2 * n * n * T;
-    const ts = timeIt(() => matmulTsRange(w, act, a, n, 0, n), budget);
-    const wa = timeIt(() => {
-      if (!wasmMatmulRange(w, act, b, n, 0, n)) throw new Error("WASM path did not apply");
-    }, budget);
-    const same = a.every((v, i) => Object.is(v, b[i]));
-    console.log(`${typeName(type).padEnd(4)} | ${String(T).padStart(6)} | ${(flop / ts / 1e9).toFixed(2).padStart(10)} | ${(flop / wa / 1e9).toFixed(2).padStart(12)} | ${(ts / wa).toFixed(1).padStart(7)}x | ${same ? "yes" : "NO"}`);
+    const ref = new Float32Array(T * n);
+    const ts = timeIt(() => matmulTsRange(w, act, ref, n, 0, n), budget / 2);
+    const choices: KernelChoice[] = T > 1 && tileKernelName(type, Math.max(T, 64)) ? ["rows", "tile"] : ["rows"];
+    const best = choices.map(() => Infinity);
+    const outs = choices.map(() => new Float32Array(T * n));
+    for (let r = 0; r < rounds; r++) {
+      choices.forEach((choice, i) => {
+        const t = timeIt(() => {
+          if (!wasmMatmulRange(w, act, outs[i]!, n, 0, n, choice)) throw new Error("WASM path did not apply");
+        }, budget / rounds);
+        best[i] = Math.min(best[i]!, t);
+      });
+    }
+    const same = outs.every((o) => o.every((v, i) => Object.is(v, ref[i])));
+    const tile = best[1] ?? Infinity;
+    const ratio = Number.isFinite(tile) ? `${(best[0]! / tile).toFixed(2)}x` : "-";
+    console.log(`${typeName(type).padEnd(4)} | ${String(T).padStart(6)} | ${fmt(flop, ts).padStart(10)} | ${fmt(flop, best[0]!)} | ${fmt(flop, tile)} | ${ratio.padStart(11)} | ${same ? "yes" : "NO"}`);
   }
 }

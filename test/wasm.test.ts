@@ -11,7 +11,7 @@ import { randn, randomBlocks, uniformRng } from "../src/tensor/random.ts";
 import { matmulRange, matmulTsRange, quantizeActivations, type Weight } from "../src/kernels/matmul.ts";
 import { Code, I32, Op, Simd, V128, encodeModule, sleb, uleb } from "../src/kernels/wasm/emitter.ts";
 import { allocTensorBytes, isWasmBuffer, wasmAlloc, wasmMemory } from "../src/kernels/wasm/memory.ts";
-import { kernelModuleBytes, kernelName, wasmMatmulRange, wasmRuntime } from "../src/kernels/wasm/runtime.ts";
+import { type KernelChoice, kernelModuleBytes, kernelName, tileKernelName, wasmMatmulRange, wasmRuntime } from "../src/kernels/wasm/runtime.ts";
 
 const TYPES = [GGMLType.Q8_0, GGMLType.Q5_0, GGMLType.Q4_0, GGMLType.Q4_K, GGMLType.Q5_K, GGMLType.Q6_K];
 
@@ -44,7 +44,7 @@ function expectSameBits(a: Float32Array, b: Float32Array, what: string): void {
  * The TypeScript kernels over all rows vs the WASM kernel over random row splits (each range on its own)
  * and vs the dispatching matmulRange: every output bit-identical, nothing written outside.
  */
-function compareKernels(w: Weight, x: Float32Array, T: number, u: () => number, what: string): void {
+function compareKernels(w: Weight, x: Float32Array, T: number, u: () => number, what: string, choice: KernelChoice = "auto"): void {
   const N = w.ne1;
   const act = quantizeActivations(w.type, x, T, w.ne0);
   const ref = new Float32Array(T * N + 5).fill(-1);
@@ -53,7 +53,7 @@ function compareKernels(w: Weight, x: Float32Array, T: number, u: () => number, 
   let r = 0;
   while (r < N) {
     const end = Math.min(N, r + 1 + Math.floor(u() * N));
-    expect(wasmMatmulRange(w, act, got, N, r, end)).toBe(true);
+    expect(wasmMatmulRange(w, act, got, N, r, end, choice)).toBe(true);
     r = end;
   }
   expectSameBits(ref, got, what);
@@ -147,6 +147,49 @@ describe("wasm kernels vs TypeScript kernels (bit-identical)", () => {
       }
     });
   }
+
+  // the batch (tile) kernels, forced for every token count (the dispatcher uses them from 2 or 4 tokens on)
+  for (const type of TYPES) {
+    it(`${typeName(type)} batch kernel: token counts 1..64, row ranges not starting at 0, odd row counts`, () => {
+      const bs = type === GGMLType.Q4_K || type === GGMLType.Q5_K || type === GGMLType.Q6_K ? 256 : 32;
+      const u = uniformRng(type + 300);
+      let seed = 700;
+      for (const [K, N] of [[bs, 37], [5 * bs, 3], [2 * bs, 16], [2048, 19]] as const) {
+        seed++;
+        const bytes = seed % 2 === 0 ? randomBlocks(type, K, N, seed) : quantize(type, randn(K * N, seed, 0.2), N, K);
+        const w = wasmWeight(type, K, N, bytes);
+        for (const T of [1, 2, 3, 4, 5, 7, 8, 9, 16, 33, 64]) {
+          // Q6_K: the single-token TypeScript kernel rounds (da * d) * isum, the batch one da * (d * isum)
+          // (the tile kernel's formula); the dispatcher never sends one token to a tile kernel
+          if (type === GGMLType.Q6_K && T === 1) continue;
+          compareKernels(w, activations(K, T, seed + T), T, u, `${typeName(type)} tile K=${K} N=${N} T=${T}`, "tile");
+        }
+      }
+    });
+  }
+
+  it("dispatches batches to the tile kernels and single tokens to the row kernels", () => {
+    expect(tileKernelName(GGMLType.Q8_0, 1)).toBeUndefined();
+    expect(tileKernelName(GGMLType.Q8_0, 8)).toBe("q8_0");
+    expect(tileKernelName(GGMLType.Q4_K, 2)).toBe("q4_k");
+    expect(tileKernelName(GGMLType.Q6_K, 1)).toBeUndefined();
+    expect(tileKernelName(GGMLType.F32, 64)).toBeUndefined();
+    expect(kernelName(GGMLType.Q6_K, 1)).toBe("q6_k_single");
+  });
+
+  it("gives each row the same result whichever rows and tokens it is computed with", () => {
+    // a row's result must not depend on the row tile (pairs vs a lone last row) or the token group it is in
+    const type = GGMLType.Q8_0, K = 64, N = 5, T = 11;
+    const w = wasmWeight(type, K, N, randomBlocks(type, K, N, 31));
+    const act = quantizeActivations(type, activations(K, T, 32), T, K);
+    const all = new Float32Array(T * N);
+    expect(wasmMatmulRange(w, act, all, N, 0, N, "tile")).toBe(true);
+    for (let r = 0; r < N; r++) {
+      const one = new Float32Array(T * N).fill(-1);
+      expect(wasmMatmulRange(w, act, one, N, r, r + 1, "tile")).toBe(true);
+      for (let t = 0; t < T; t++) expect(Object.is(one[t * N + r], all[t * N + r])).toBe(true);
+    }
+  });
 
   it("writes with an output stride wider than the row count, leaving other entries alone", () => {
     const K = 256, N = 9, T = 3, stride = 20;

@@ -35,8 +35,15 @@ export function sleb(n: number, out: number[] = []): number[] {
   }
 }
 
+/** The arrays one after the other (a loop: spreads and flat() are slow on arrays of 100k bytes). */
+function concat(parts: number[][]): number[] {
+  const out: number[] = [];
+  for (const p of parts) for (let i = 0; i < p.length; i++) out.push(p[i]!);
+  return out;
+}
+
 function vec(items: number[][]): number[] {
-  return [...uleb(items.length), ...items.flat()];
+  return concat([uleb(items.length), ...items]);
 }
 
 function name(s: string): number[] {
@@ -45,14 +52,14 @@ function name(s: string): number[] {
 }
 
 function section(id: number, body: number[]): number[] {
-  return [id, ...uleb(body.length), ...body];
+  return concat([[id], uleb(body.length), body]);
 }
 
 /** Scalar opcodes (one byte) */
 export const Op = {
-  block: 0x02, loop: 0x03, if: 0x04, else: 0x05, end: 0x0b, br: 0x0c, brIf: 0x0d, return: 0x0f, drop: 0x1a, select: 0x1b,
+  block: 0x02, loop: 0x03, if: 0x04, else: 0x05, end: 0x0b, br: 0x0c, brIf: 0x0d, return: 0x0f, call: 0x10, drop: 0x1a, select: 0x1b,
   i32Eqz: 0x45, i32Eq: 0x46, i32Ne: 0x47, i32LtS: 0x48, i32LtU: 0x49, i32GtS: 0x4a, i32GtU: 0x4b, i32LeS: 0x4c, i32LeU: 0x4d, i32GeS: 0x4e, i32GeU: 0x4f,
-  i32Add: 0x6a, i32Sub: 0x6b, i32Mul: 0x6c, i32And: 0x71, i32Or: 0x72, i32Xor: 0x73, i32Shl: 0x74, i32ShrS: 0x75, i32ShrU: 0x76,
+  i32Add: 0x6a, i32Sub: 0x6b, i32Mul: 0x6c, i32DivU: 0x6e, i32RemU: 0x70, i32And: 0x71, i32Or: 0x72, i32Xor: 0x73, i32Shl: 0x74, i32ShrS: 0x75, i32ShrU: 0x76,
   f64Add: 0xa0, f64Sub: 0xa1, f64Mul: 0xa2,
   f32DemoteF64: 0xb6, f64ConvertI32S: 0xb7, f64PromoteF32: 0xbb,
 } as const;
@@ -65,17 +72,17 @@ export const Mem = {
 
 /** SIMD opcodes (after the 0xFD prefix) */
 export const Simd = {
-  v128Load: 0x00, load8x8S: 0x01, v128Store: 0x0b, v128Const: 0x0c, i8x16Shuffle: 0x0d, i8x16Swizzle: 0x0e,
+  v128Load: 0x00, load8x8S: 0x01, load32Splat: 0x09, load64Splat: 0x0a, v128Store: 0x0b, v128Const: 0x0c, i8x16Shuffle: 0x0d, i8x16Swizzle: 0x0e,
   i8x16Splat: 0x0f, i16x8Splat: 0x10, i32x4Splat: 0x11, f64x2Splat: 0x14,
-  i32x4ExtractLane: 0x1b, i32x4ReplaceLane: 0x1c, f64x2ExtractLane: 0x21,
+  i32x4ExtractLane: 0x1b, i32x4ReplaceLane: 0x1c, f32x4ExtractLane: 0x1f, f64x2ExtractLane: 0x21,
   i8x16Eq: 0x23, i32x4Eq: 0x37,
   v128And: 0x4e, v128Or: 0x50, v128Xor: 0x51, v128Bitselect: 0x52,
-  load64Zero: 0x5d, f64x2PromoteLowF32x4: 0x5f,
+  load64Zero: 0x5d, f32x4DemoteF64x2Zero: 0x5e, f64x2PromoteLowF32x4: 0x5f,
   i8x16Shl: 0x6b, i8x16ShrU: 0x6d, i8x16Add: 0x6e, i8x16Sub: 0x71,
   i16x8NarrowI32x4S: 0x85, i16x8ExtendLowI8x16S: 0x87, i16x8ExtendHighI8x16S: 0x88, i16x8Add: 0x8e, i16x8Mul: 0x95,
   i32x4ExtendLowI16x8U: 0xa9, i32x4ExtendHighI16x8U: 0xaa, i32x4Shl: 0xab,
   i32x4Add: 0xae, i32x4Mul: 0xb5, i32x4DotI16x8S: 0xba,
-  f32x4Mul: 0xe6, f64x2Add: 0xf0, f64x2Mul: 0xf2, f32x4ConvertI32x4S: 0xfa,
+  f32x4Mul: 0xe6, f64x2Add: 0xf0, f64x2Sub: 0xf1, f64x2Mul: 0xf2, f32x4ConvertI32x4S: 0xfa, f64x2ConvertLowI32x4S: 0xfe,
 } as const;
 
 /** Memory opcode descriptor: [opcode, natural alignment] */
@@ -139,12 +146,42 @@ export class Code {
     return this.op(0xfd, ...uleb(Simd.i8x16Shuffle), ...Array.from(lanes));
   }
 
+  /** Calls the module's function `name` (resolved to its index when the module is encoded). */
+  call(name: string): this {
+    this.op(Op.call);
+    this.calls.push({ at: this.bytes.length, name });
+    // a 5-byte LEB128 placeholder, patched in encode()
+    return this.op(0x80, 0x80, 0x80, 0x80, 0x00);
+  }
+  private readonly calls: { at: number; name: string }[] = [];
+
   /** local i += step */
   inc(i: number, step: number | { local: number }): this {
     this.get(i);
     if (typeof step === "number") this.i32(step);
     else this.get(step.local);
     return this.op(Op.i32Add).set(i);
+  }
+
+  /** while (<cond>) body — cond pushes an i32, tested before every iteration. */
+  whileLoop(cond: () => void, body: () => void): this {
+    this.op(Op.block, 0x40, Op.loop, 0x40);
+    cond();
+    this.op(Op.i32Eqz, Op.brIf, 1);
+    body();
+    this.op(Op.br, 0, Op.end, Op.end);
+    return this;
+  }
+
+  /** if (<i32 on the stack>) then() [else otherwise()]; `result`: the value type both branches leave, if any */
+  ifElse(then: () => void, otherwise?: () => void, result?: ValType): this {
+    this.op(Op.if, result ?? 0x40);
+    then();
+    if (otherwise) {
+      this.op(Op.else);
+      otherwise();
+    }
+    return this.op(Op.end);
   }
 
   /**
@@ -180,16 +217,24 @@ export class Code {
   }
 
   /** The function body as it goes into the code section (locals declaration + instructions + end). */
-  encode(): number[] {
+  encode(funcIndex: (name: string) => number = noCalls): number[] {
+    for (const { at, name } of this.calls) {
+      const i = funcIndex(name);
+      for (let k = 0; k < 5; k++) this.bytes[at + k] = ((i >>> (7 * k)) & 0x7f) | (k < 4 ? 0x80 : 0);
+    }
     const groups: number[][] = [];
     for (const t of this.locals) {
       const last = groups[groups.length - 1];
       if (last && last[1] === t) last[0]!++;
       else groups.push([1, t]);
     }
-    const body = [...uleb(groups.length), ...groups.flatMap(([n, t]) => [...uleb(n!), t!]), ...this.bytes, Op.end];
-    return [...uleb(body.length), ...body];
+    const body = concat([uleb(groups.length), ...groups.map(([n, t]) => [...uleb(n!), t!]), this.bytes, [Op.end]]);
+    return concat([uleb(body.length), body]);
   }
+}
+
+function noCalls(name: string): number {
+  throw new Error(`call to ${name}: no module to resolve it in`);
 }
 
 export interface FuncDef {
@@ -203,15 +248,21 @@ export interface FuncDef {
  * A module importing `env.memory` (shared, minPages..maxPages) and exporting the given functions.
  */
 export function encodeModule(funcs: FuncDef[], minPages: number, maxPages: number): Uint8Array<ArrayBuffer> {
+  const index = new Map(funcs.map((f, i) => [f.name, i]));
+  const funcIndex = (n: string) => {
+    const i = index.get(n);
+    if (i === undefined) throw new Error(`call to unknown function ${n}`);
+    return i;
+  };
   const types = funcs.map((f) => [0x60, ...vec(f.params.map((p) => [p])), ...vec(f.results.map((r) => [r]))]);
   const imports = [[...name("env"), ...name("memory"), 0x02, 0x03, ...uleb(minPages), ...uleb(maxPages)]];
-  const bytes = [
-    0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00,
-    ...section(1, vec(types)),
-    ...section(2, vec(imports)),
-    ...section(3, vec(funcs.map((_, i) => uleb(i)))),
-    ...section(7, vec(funcs.map((f, i) => [...name(f.name), 0x00, ...uleb(i)]))),
-    ...section(10, vec(funcs.map((f) => f.code.encode()))),
-  ];
+  const bytes = concat([
+    [0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00],
+    section(1, vec(types)),
+    section(2, vec(imports)),
+    section(3, vec(funcs.map((_, i) => uleb(i)))),
+    section(7, vec(funcs.map((f, i) => [...name(f.name), 0x00, ...uleb(i)]))),
+    section(10, vec(funcs.map((f) => f.code.encode(funcIndex)))),
+  ]);
   return new Uint8Array(bytes);
 }

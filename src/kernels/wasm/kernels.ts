@@ -1,7 +1,8 @@
 /**
- * The WebAssembly SIMD matmul kernels, emitted with ./emitter.ts. Each kernel computes, for weight rows
- * [r0, r1) and tokens [0, T), out[t * (r1 - r0) + r - r0] (float32) = dot(weight row r, activation row t),
- * everything addressed in the shared linear memory (see ./memory.ts).
+ * The WebAssembly SIMD row kernels, emitted with ./emitter.ts: used for single tokens (decode) and the
+ * smallest batches (larger batches of block-quantized types go through ./tile-kernels.ts). Each kernel
+ * computes, for weight rows [r0, r1) and tokens [0, T), out[t * (r1 - r0) + r - r0] (float32) =
+ * dot(weight row r, activation row t), everything addressed in the shared linear memory (see ./memory.ts).
  *
  * Numerics are those of the TypeScript kernels (dot-quant.ts, dot-fused.ts), bit for bit (F32/F16/BF16
  * weights: ./float-kernels.ts): the integer sum
@@ -15,7 +16,7 @@
  * with acc a double summed over the blocks of the row in order, rounded once to float32.
  */
 import { Code, F64, I32, Mem, Op, Simd, V128, type FuncDef } from "./emitter.ts";
-import { F16_TABLE_ADDR } from "./layout.ts";
+import { bytesAsI16, f16AsF64, f32AsF64, kQuants16, kScalesMins, q5_0Quants16, q6kVectors } from "./unpack.ts";
 
 /** Kernel parameters (all i32; addresses are byte offsets in the shared memory). */
 const P = {
@@ -73,16 +74,6 @@ interface KernelSpec {
   block: (x: Ctx) => void;
 }
 
-/** Pushes the f16 at address (local a) + off, converted to f64. */
-function f16AsF64(c: Code, a: number, off: number): void {
-  c.get(a).mem(Mem.i32Load16U, off).i32(2).op(Op.i32Shl).mem(Mem.f32Load, F16_TABLE_ADDR).op(Op.f64PromoteF32);
-}
-
-/** Pushes the f32 at address (local a) + off, converted to f64. */
-function f32AsF64(c: Code, a: number, off = 0): void {
-  c.get(a).mem(Mem.f32Load, off).op(Op.f64PromoteF32);
-}
-
 /** 16 quants widened to two i16x8 (locals lo, hi), as they are dotted with the activations. */
 type Wide = { lo: number; hi: number };
 
@@ -126,10 +117,6 @@ function wide(c: Code): Wide {
   return { lo: c.local(V128), hi: c.local(V128) };
 }
 
-function splat8(c: Code, v: number): void {
-  c.v128Const(new Array(16).fill(v));
-}
-
 /** Declares the locals a spec needs, once per kernel (a spec's block is emitted once per kernel). */
 function lazyLocals<T>(make: (c: Code) => T): (c: Code) => T {
   let v: T | undefined;
@@ -167,11 +154,6 @@ function q8_0Spec(): KernelSpec {
   };
 }
 
-/** Lane i of the result takes byte `bytes[i]` of the operand: the qh byte holding quant i's high bit. */
-const Q5_SPREAD_LO = [0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1];
-const Q5_SPREAD_HI = [2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3];
-const BIT_OF_LANE = [1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128];
-
 /** Q5_0, or Q4_0 (`four`: nibbles at 2, minus 8, no high bits). */
 function q5_0Spec(four = false): KernelSpec {
   const L = lazyLocals((c) => ({ qs: c.local(V128), qh: c.local(V128), q: c.local(V128), w: [wide(c), wide(c)], dw: c.local(F64) }));
@@ -183,24 +165,11 @@ function q5_0Spec(four = false): KernelSpec {
       const { qs, qh, q, w, dw } = L(c);
       c.get(x.wb).simdMem(Simd.v128Load, four ? 2 : 6).set(qs);
       if (!four) c.get(x.wb).mem(Mem.i32Load, 2).simd(Simd.i32x4Splat).set(qh);
-      const half = (lowNibbles: boolean, spread: number[], dst: Wide) => {
-        // nibble | (high bit << 4), minus 16
-        c.get(qs);
-        if (lowNibbles) {
-          splat8(c, 15);
-          c.simd(Simd.v128And);
-        } else c.i32(4).simd(Simd.i8x16ShrU);
-        if (!four) {
-          c.get(qh).get(qh).shuffle(spread).v128Const(BIT_OF_LANE).simd(Simd.v128And).v128Const(BIT_OF_LANE).simd(Simd.i8x16Eq);
-          splat8(c, 16);
-          c.simd(Simd.v128And).simd(Simd.v128Or);
-        }
-        splat8(c, four ? 8 : 16);
-        c.simd(Simd.i8x16Sub).set(q);
-        widen(c, q, dst);
-      };
-      half(true, Q5_SPREAD_LO, w[0]!);
-      half(false, Q5_SPREAD_HI, w[1]!);
+      [true, false].forEach((low, k) => {
+        q5_0Quants16(c, qs, qh, low, four);
+        c.set(q);
+        widen(c, q, w[k]!);
+      });
       accumulate(x, [[w[0]!, 0], [w[1]!, 16]], true);
       sumTokens(x);
       f16AsF64(c, x.wb, 0);
@@ -220,23 +189,13 @@ function q4KSpec(five: boolean): KernelSpec {
     q: c.local(V128), w: [wide(c), wide(c)], sv: c.local(V128), sm: c.local(V128), zero: c.local(V128), mLo: c.local(V128), mHi: c.local(V128),
     a: c.local(I32), b: c.local(I32), cw: c.local(I32), msum: c.local(I32), d: c.local(F64), dmin: c.local(F64),
   }));
-  const qsOff = five ? 48 : 16;
-  /** i16x8 lanes of byte `k` of local v, or of bytes k, k, k+1, k+1, ... (zero-extended) */
-  const bytesAsI16 = (k: number[]) => k.flatMap((j) => [j, 16]);
   return {
     typeSize: five ? 176 : 144,
     blockSize: 256,
     block(x) {
       const { c, wb } = x;
       const { q, w, sv, sm, zero, mLo, mHi, a, b, cw, msum, d, dmin } = L(c);
-      // scales and mins
-      c.get(wb).mem(Mem.i32Load, 4).set(a).get(wb).mem(Mem.i32Load, 8).set(b).get(wb).mem(Mem.i32Load, 12).set(cw);
-      c.get(a).i32(0x3f3f3f3f).op(Op.i32And).simd(Simd.i32x4Splat);
-      c.get(cw).i32(0x0f0f0f0f).op(Op.i32And).get(a).i32(6).op(Op.i32ShrU).i32(0x03030303).op(Op.i32And).i32(4).op(Op.i32Shl, Op.i32Or);
-      c.lane(Simd.i32x4ReplaceLane, 1);
-      c.get(b).i32(0x3f3f3f3f).op(Op.i32And).lane(Simd.i32x4ReplaceLane, 2);
-      c.get(cw).i32(4).op(Op.i32ShrU).i32(0x0f0f0f0f).op(Op.i32And).get(b).i32(6).op(Op.i32ShrU).i32(0x03030303).op(Op.i32And).i32(4).op(Op.i32Shl, Op.i32Or);
-      c.lane(Simd.i32x4ReplaceLane, 3).set(sm);
+      kScalesMins(c, wb, { a, b, cw }, sm);
       c.v128Const(new Array(16).fill(0)).set(zero);
       // isum = sum over the 8 sub-blocks of 32 of sc * (integer dot of the sub-block)
       for (let j = 0; j < 4; j++) {
@@ -246,22 +205,7 @@ function q4KSpec(five: boolean): KernelSpec {
           const single = x.toks.length === 1;
           c.get(sm).get(zero).shuffle(single ? new Array(4).fill([sub, 16, 16, 16]).flat() : bytesAsI16(new Array(8).fill(sub))).set(sv);
           w.forEach((wk, k) => {
-            c.get(wb).simdMem(Simd.v128Load, qsOff + 32 * j + 16 * k);
-            if (high) c.i32(4).simd(Simd.i8x16ShrU);
-            else {
-              splat8(c, 15);
-              c.simd(Simd.v128And);
-            }
-            if (five) {
-              // | bit (2j + high) of qh, moved to bit 4
-              const bit = 2 * j + (high ? 1 : 0);
-              c.get(wb).simdMem(Simd.v128Load, 16 + 16 * k);
-              splat8(c, 1 << bit);
-              c.simd(Simd.v128And);
-              if (bit < 4) c.i32(4 - bit).simd(Simd.i8x16Shl);
-              else if (bit > 4) c.i32(bit - 4).simd(Simd.i8x16ShrU);
-              c.simd(Simd.v128Or);
-            }
+            kQuants16(c, wb, five, j, high, k);
             c.set(q);
             widen(c, q, wk, single ? undefined : sv);
           });
@@ -300,36 +244,13 @@ function q6KSpec(single: boolean): KernelSpec {
     blockSize: 256,
     block(x) {
       const { c, wb } = x;
-      const { ql0, ql1, qh, q, w, sv, d } = L(c);
+      const { w, d } = L(c);
       let first = true;
-      for (let h = 0; h < 2; h++) {
-        for (let half = 0; half < 32; half += 16) {
-          c.get(wb).simdMem(Simd.v128Load, 64 * h + half).set(ql0);
-          c.get(wb).simdMem(Simd.v128Load, 64 * h + 32 + half).set(ql1);
-          c.get(wb).simdMem(Simd.v128Load, 128 + 32 * h + half).set(qh);
-          // four 16-quant vectors: (nibble | two high bits << 4) - 32
-          for (let part = 0; part < 4; part++) {
-            c.get(part % 2 === 0 ? ql0 : ql1);
-            if (part < 2) {
-              splat8(c, 15);
-              c.simd(Simd.v128And);
-            } else c.i32(4).simd(Simd.i8x16ShrU);
-            c.get(qh);
-            splat8(c, 3 << (2 * part));
-            c.simd(Simd.v128And);
-            const shift = 4 - 2 * part; // bits 2p..2p+1 go to 4..5
-            if (shift > 0) c.i32(shift).simd(Simd.i8x16Shl);
-            else if (shift < 0) c.i32(-shift).simd(Simd.i8x16ShrU);
-            c.simd(Simd.v128Or);
-            splat8(c, 32);
-            c.simd(Simd.i8x16Sub).set(q);
-            c.get(wb).mem(Mem.i32Load8S, 192 + 8 * h + (half >> 4) + 2 * part).simd(Simd.i16x8Splat).set(sv);
-            widen(c, q, w, sv);
-            accumulate(x, [[w, 128 * h + 32 * part + half]], first);
-            first = false;
-          }
-        }
-      }
+      q6kVectors(c, wb, L(c), (v) => {
+        widen(c, L(c).q, w, L(c).sv);
+        accumulate(x, [[w, v]], first);
+        first = false;
+      });
       sumTokens(x);
       f16AsF64(c, wb, 208);
       c.set(d);
@@ -401,7 +322,7 @@ export interface KernelInfo {
   tmpPerBlock: number;
 }
 
-/** Tokens that go through a weight block together in the batch kernels. */
+/** Tokens that go through a weight block together when a row kernel gets several tokens. */
 export const TOKENS_PER_PASS = 2;
 
 const KERNELS: Record<string, { make: () => KernelSpec; nTok: number }> = {

@@ -1,8 +1,11 @@
 /**
  * Runs the WASM kernels: compiles the emitted module once per thread, instantiates it over the shared
  * memory (./memory.ts), copies the activations into this thread's scratch area of that memory, calls the
- * kernel for a row range and copies the results out. `wasmMatmulRange` returns false (and does nothing)
- * whenever the WASM path does not apply, so the caller falls back to the TypeScript kernels.
+ * kernel for a row range and copies the results out. Single tokens (and small batches of some types) go
+ * through the row kernels (./kernels.ts, ./float-kernels.ts), batches of block-quantized types through
+ * the batch kernels (./tile-kernels.ts), whose activations are staged once per product and thread.
+ * `wasmMatmulRange` returns false (and does nothing) whenever the WASM path does not apply, so the caller
+ * falls back to the TypeScript kernels.
  */
 import { GGMLType } from "../../tensor/types.ts";
 import type { Activations } from "../activations.ts";
@@ -10,17 +13,30 @@ import type { Weight } from "../matmul.ts";
 import { encodeModule } from "./emitter.ts";
 import { Wasm, type WasmMemory, type WasmModule } from "./webassembly.ts";
 import { emitKernels, type KernelInfo } from "./kernels.ts";
+import { emitTileKernels, stagedBytes, tileBytes, type TileKernelInfo } from "./tile-kernels.ts";
 import { emitFloatKernel } from "./float-kernels.ts";
 import { MAX_PAGES, currentWasmMemory, disableWasm, isWasmBuffer, wasmAlloc, wasmDisabled, wasmMemory } from "./memory.ts";
 
 type KernelFn = (w: number, rb: number, nb: number, r0: number, r1: number, aq: number, ad: number, abs: number, T: number, K: number, out: number, tmp: number) => void;
+type TileFn = (w: number, rb: number, nb: number, r0: number, r1: number, act: number, T: number, out: number, tile: number) => void;
+type StageFn = (q: number, d: number, bsums: number, T: number, K: number, nb: number, dst: number) => void;
+type StageTFn = (q: number, d: number, T: number, K: number, nb: number, dst: number) => void;
 
 interface Runtime {
   memory: WasmMemory;
   kernels: Map<string, { fn: KernelFn; info: KernelInfo }>;
+  tiles: Map<string, { fn: TileFn; info: TileKernelInfo }>;
+  stage: StageFn;
+  stageT: StageTFn;
 }
 
-let moduleCache: { module: WasmModule; info: Map<string, KernelInfo> } | undefined;
+interface Compiled {
+  module: WasmModule;
+  info: Map<string, KernelInfo>;
+  tileInfo: Map<string, TileKernelInfo>;
+}
+
+let moduleCache: Compiled | undefined;
 let runtime: Runtime | undefined;
 let failed = false;
 
@@ -29,21 +45,26 @@ export function kernelModuleBytes(): Uint8Array<ArrayBuffer> {
   return encodeModule(allKernels().funcs, 1, MAX_PAGES);
 }
 
-/** Every kernel: the block-quantized ones of ./kernels.ts and the float ones of ./float-kernels.ts. */
-function allKernels(): ReturnType<typeof emitKernels> {
+/**
+ * Every kernel: the block-quantized row kernels of ./kernels.ts, the float ones of ./float-kernels.ts and
+ * the batch (tile) kernels of ./tile-kernels.ts.
+ */
+function allKernels(): ReturnType<typeof emitKernels> & { tileInfo: Map<string, TileKernelInfo> } {
   const { funcs, info } = emitKernels();
   for (const [name, typeSize] of [["f32", 4], ["f16", 2], ["bf16", 2]] as const) {
     funcs.push(emitFloatKernel(name, name));
     // one "block" per value; the per-row scratch holds the row as float32
     info.set(name, { name, typeSize, blockSize: 1, tmpPerBlock: 4 });
   }
-  return { funcs, info };
+  const tiles = emitTileKernels();
+  funcs.push(...tiles.funcs);
+  return { funcs, info, tileInfo: tiles.info };
 }
 
-function compile(): { module: WasmModule; info: Map<string, KernelInfo> } {
+function compile(): Compiled {
   if (!moduleCache) {
-    const { funcs, info } = allKernels();
-    moduleCache = { module: new Wasm!.Module(encodeModule(funcs, 1, MAX_PAGES)), info };
+    const { funcs, info, tileInfo } = allKernels();
+    moduleCache = { module: new Wasm!.Module(encodeModule(funcs, 1, MAX_PAGES)), info, tileInfo };
   }
   return moduleCache;
 }
@@ -57,11 +78,13 @@ export function wasmRuntime(): Runtime | undefined {
   scratch = { addr: 0, size: 0 }; // a newly attached memory: this thread's scratch is allocated anew
   copiedAct = undefined;
   try {
-    const { module, info } = compile();
+    const { module, info, tileInfo } = compile();
     const inst = new Wasm!.Instance(module, { env: { memory } });
     const kernels = new Map<string, { fn: KernelFn; info: KernelInfo }>();
     for (const [name, i] of info) kernels.set(name, { fn: inst.exports[name] as KernelFn, info: i });
-    runtime = { memory, kernels };
+    const tiles = new Map<string, { fn: TileFn; info: TileKernelInfo }>();
+    for (const [name, i] of tileInfo) tiles.set(name, { fn: inst.exports[i.name] as TileFn, info: i });
+    runtime = { memory, kernels, tiles, stage: inst.exports.stage as StageFn, stageT: inst.exports.stage_t as StageTFn };
   } catch {
     // no fixed-width SIMD in this engine: TypeScript kernels only
     failed = true;
@@ -89,6 +112,28 @@ export function kernelName(type: GGMLType, nTokens: number): string | undefined 
   return KERNEL_OF[type];
 }
 
+/**
+ * Batch (tile) kernel per weight type, and the fewest tokens it is used for (below, the row kernels are
+ * as fast: unpacking a tile does not pay for itself; measured with bench/wasm-kernels.ts).
+ */
+const TILE_OF: Partial<Record<GGMLType, { name: string; minTokens: number }>> = {
+  [GGMLType.Q8_0]: { name: "q8_0", minTokens: 4 },
+  [GGMLType.Q4_0]: { name: "q4_0", minTokens: 3 },
+  [GGMLType.Q5_0]: { name: "q5_0", minTokens: 3 },
+  [GGMLType.Q4_K]: { name: "q4_k", minTokens: 2 },
+  [GGMLType.Q5_K]: { name: "q5_k", minTokens: 2 },
+  [GGMLType.Q6_K]: { name: "q6_k", minTokens: 2 },
+};
+
+/** The batch (tile) kernel for weights of this type and this many tokens, if it is the one to use. */
+export function tileKernelName(type: GGMLType, nTokens: number): string | undefined {
+  const k = TILE_OF[type];
+  return k && nTokens >= k.minTokens ? k.name : undefined;
+}
+
+/** Which WASM kernels wasmMatmulRange may use: the usual choice, or (tests, benchmarks) only one kind. */
+export type KernelChoice = "auto" | "rows" | "tile";
+
 /** This thread's scratch area in the shared memory (activations, outputs, per-row scratch). */
 let scratch = { addr: 0, size: 0 };
 /**
@@ -97,6 +142,8 @@ let scratch = { addr: 0, size: 0 };
  * every product, and nothing changes an Activations object's arrays afterwards).
  */
 let copiedAct: Activations | undefined;
+/** How copiedAct was copied: "rows" (as it is) or "tile" (staged for the tile kernels as well) */
+let copiedAs: "rows" | "tile" = "rows";
 
 function scratchAddr(n: number): number | undefined {
   if (scratch.size < n) {
@@ -116,7 +163,10 @@ const align64 = (n: number) => Math.ceil(n / 64) * 64;
  * WASM kernel; false when the WASM path does not apply (no kernel for the type, weights outside the WASM
  * memory, WASM off), in which case nothing was written. Arguments are checked by the caller (matmulRange).
  */
-export function wasmMatmulRange(w: Weight, act: Activations, out: Float32Array, outStride: number, rowStart: number, rowEnd: number, name = kernelName(w.type, act.nTokens)): boolean {
+export function wasmMatmulRange(w: Weight, act: Activations, out: Float32Array, outStride: number, rowStart: number, rowEnd: number, choice: KernelChoice = "auto"): boolean {
+  const tileName = choice === "rows" ? undefined : choice === "tile" ? TILE_OF[w.type]?.name : tileKernelName(w.type, act.nTokens);
+  if (tileName !== undefined) return tileMatmulRange(tileName, w, act, out, outStride, rowStart, rowEnd);
+  const name = choice === "tile" ? undefined : kernelName(w.type, act.nTokens);
   if (name === undefined || !inWasmMemory(w.data)) return false;
   const rt = wasmRuntime();
   const k = rt?.kernels.get(name);
@@ -141,7 +191,7 @@ export function wasmMatmulRange(w: Weight, act: Activations, out: Float32Array, 
   if (base === undefined) return false;
   const buf = rt.memory.buffer;
   const aq = base, ad = aq + qsBytes, abs = ad + dBytes, tmp = abs + bsBytes, o = tmp + tmpBytes;
-  if (copiedAct !== act) {
+  if (copiedAct !== act || copiedAs !== "rows") {
     if (isFloat) stageFloat(act.f, T, K, new Float32Array(buf, aq, T * K), new Float32Array(buf, ad, nGrouped * K));
     else {
       new Int8Array(buf, aq, T * K).set(act.qs.subarray(0, T * K));
@@ -149,11 +199,63 @@ export function wasmMatmulRange(w: Weight, act: Activations, out: Float32Array, 
       if (bsBytes) new Int32Array(buf, abs, T * (K / 16)).set(act.bsums.subarray(0, T * (K / 16)));
     }
     copiedAct = act;
+    copiedAs = "rows";
   }
   k.fn(w.data.byteOffset, nb * typeSize, nb, rowStart, rowEnd, aq, ad, abs, T, K, o, tmp);
-  const res = new Float32Array(buf, o, T * nRows);
+  copyOut(new Float32Array(buf, o, T * nRows), out, outStride, rowStart, T, nRows);
+  return true;
+}
+
+/** out[t * outStride + rowStart + i] = res[t * nRows + i] */
+function copyOut(res: Float32Array, out: Float32Array, outStride: number, rowStart: number, T: number, nRows: number): void {
   if (T === 1) out.set(res, rowStart);
   else for (let t = 0; t < T; t++) out.set(res.subarray(t * nRows, (t + 1) * nRows), t * outStride + rowStart);
+}
+
+/**
+ * wasmMatmulRange with the tile kernel `name` (./tile-kernels.ts): the activations are copied into this
+ * thread's scratch area and staged there once per Activations object, then the kernel computes the rows.
+ */
+function tileMatmulRange(name: string, w: Weight, act: Activations, out: Float32Array, outStride: number, rowStart: number, rowEnd: number): boolean {
+  if (!inWasmMemory(w.data)) return false;
+  const rt = wasmRuntime();
+  const k = rt?.tiles.get(name);
+  if (!rt || !k) return false;
+  const T = act.nTokens;
+  const K = w.ne0;
+  const nRows = rowEnd - rowStart;
+  if (T === 0 || nRows === 0) return true;
+  const { typeSize, blockSize } = k.info;
+  const nb = K / blockSize;
+  // scratch layout: raw quants, scales, block sums (Q8_K); staged activations; tile; output. Q8_0
+  // activations are staged 4 tokens at a time: their raw copies are padded with zero tokens.
+  const Tp = blockSize === 32 ? Math.ceil(T / 4) * 4 : T;
+  const qsBytes = align64(Tp * K);
+  const dBytes = align64(Tp * nb * 4);
+  const bsBytes = blockSize === 256 ? align64(T * (K / 16) * 4) : 0;
+  const stBytes = align64(stagedBytes(blockSize, T, nb));
+  const tlBytes = align64(tileBytes(name, nb));
+  const base = scratchAddr(qsBytes + dBytes + bsBytes + stBytes + tlBytes + T * nRows * 4);
+  if (base === undefined) return false;
+  const buf = rt.memory.buffer;
+  const aq = base, ad = aq + qsBytes, abs = ad + dBytes, st = abs + bsBytes, tile = st + stBytes, o = tile + tlBytes;
+  if (copiedAct !== act || copiedAs !== "tile") {
+    const q = new Int8Array(buf, aq, Tp * K);
+    q.set(act.qs.subarray(0, T * K));
+    q.fill(0, T * K);
+    const d = new Float32Array(buf, ad, Tp * nb);
+    d.set(act.d.subarray(0, T * nb));
+    d.fill(0, T * nb);
+    if (blockSize === 32) rt.stageT(aq, ad, T, K, nb, st);
+    else {
+      new Int32Array(buf, abs, T * (K / 16)).set(act.bsums.subarray(0, T * (K / 16)));
+      rt.stage(aq, ad, abs, T, K, nb, st);
+    }
+    copiedAct = act;
+    copiedAs = "tile";
+  }
+  k.fn(w.data.byteOffset, nb * typeSize, nb, rowStart, rowEnd, st, T, o, tile);
+  copyOut(new Float32Array(buf, o, T * nRows), out, outStride, rowStart, T, nRows);
   return true;
 }
 
