@@ -125,10 +125,12 @@ export function buildMoeFfn(
   const used: number[] = [];
   for (let e = 0; e < nExpert; e++) if (count[e] > 0) used.push(e);
   const rows = (buf: Float32Array, e: number, width: number) => buf.subarray(start[e] * width, start[e + 1] * width);
+  // one token: every expert reads x itself, so the backend prepares (quantizes) it once for all of them
+  const input = (e: number) => (n === 1 ? x : rows(b.xe, e, nEmbd));
   backend.matmulMany(
     used.flatMap((e) => [
-      { w: w.up[e], x: rows(b.xe, e, nEmbd), nTokens: count[e], out: rows(b.ue, e, nFf) },
-      { w: w.gate[e], x: rows(b.xe, e, nEmbd), nTokens: count[e], out: rows(b.ge, e, nFf) },
+      { w: w.up[e], x: input(e), nTokens: count[e], out: rows(b.ue, e, nFf) },
+      { w: w.gate[e], x: input(e), nTokens: count[e], out: rows(b.ge, e, nFf) },
     ]),
   );
   for (const e of used) {

@@ -26,6 +26,7 @@ import {
   DEFAULT_SPIN_MS,
   Desc,
   descHalf,
+  ITEM_HEADER,
   MAX_ITEMS,
   failureMessage,
   FailKind,
@@ -248,18 +249,32 @@ export class PoolBackend implements MatmulBackend {
     const gen = Atomics.load(i32, Slot.GEN) + 1;
     const half = descHalf(desc, gen);
     const plan = planChunks(job, this.nThreads, CHUNKS_PER_THREAD, ROW_ALIGN);
+    // per item: its kind and where its objects are; objects passed in several items (the activations
+    // up and gate share) are written once
     const objectAt: number[] = [];
-    let at: number = Desc.OBJECTS;
+    let at: number = Desc.OBJECTS + ITEM_HEADER * job.length;
+    const written = new Map<object, number>();
+    const put = (obj: object, policy: "stable" | "volatile", tag: number): number => {
+      let a = written.get(obj);
+      if (a === undefined) {
+        a = at;
+        at = policy === "stable" ? this.encoder.encodeStable(obj, half, at) : this.encoder.encode(obj, half, at, policy, tag);
+        written.set(obj, a);
+      }
+      return a;
+    };
     for (const [i, it] of job.entries()) {
-      objectAt.push(at);
-      half[at++] = ItemKind[it.kind];
+      const h = Desc.OBJECTS + ITEM_HEADER * i;
+      objectAt.push(h);
+      half[h] = ItemKind[it.kind];
       if (it.kind === "attention") {
+        half[h + 1] = at;
         at = this.encoder.encode(it.task, half, at, "stable", i);
         continue;
       }
-      at = this.encoder.encode(it.w, half, at, "stable");
-      at = this.encoder.encode(it.act, half, at, "volatile", i);
-      at = this.encoder.encode({ v: it.out }, half, at, "volatile", i);
+      half[h + 1] = put(it.w, "stable", i);
+      half[h + 2] = put(it.act, "volatile", i);
+      half[h + 3] = put({ v: it.out }, "volatile", i);
     }
     writePlan(half, plan, objectAt);
 

@@ -59,7 +59,34 @@ export class SharedEncoder {
     return at;
   }
 
+  /** encoded slots of stable objects (weights), reused when the same object is passed again */
+  private readonly stableSlots = new WeakMap<object, Float64Array>();
+
+  /**
+   * `encode` with the "stable" policy, for objects that never change (weights): the slots written the first
+   * time are kept and copied on later calls.
+   */
+  encodeStable(obj: object, slots: Float64Array, at: number): number {
+    const known = this.stableSlots.get(obj);
+    if (known) {
+      if (at + known.length > slots.length) throw new TsmoeError("pool: job descriptor too large");
+      slots.set(known, at);
+      return at + known.length;
+    }
+    const end = this.encode(obj, slots, at, "stable");
+    this.stableSlots.set(obj, slots.slice(at, end));
+    return end;
+  }
+
   private layoutOf(entries: [string, unknown][]): number {
+    // a cheap signature first (this runs for every object of every job); the full layout only when new
+    let sig = "";
+    for (const [key, v] of entries) {
+      const t = typeof v;
+      sig += t === "number" || t === "boolean" ? `${key}:${t};` : ArrayBuffer.isView(v) ? `${key}:${v.constructor.name};` : `${key}=${String(v)}:${t};`;
+    }
+    let id = this.layoutIds.get(sig);
+    if (id !== undefined) return id;
     const layout: FieldLayout[] = entries.map(([key, v]) => {
       if (typeof v === "number") return { key, kind: "number" };
       if (typeof v === "boolean") return { key, kind: "boolean" };
@@ -68,13 +95,9 @@ export class SharedEncoder {
       if (typeof v === "string" || v === null || v === undefined) return { key, kind: "const", value: v };
       throw new TsmoeError(`pool: cannot pass field '${key}' (${typeof v}) to worker threads`);
     });
-    const sig = JSON.stringify(layout);
-    let id = this.layoutIds.get(sig);
-    if (id === undefined) {
-      id = this.layoutIds.size + 1;
-      this.layoutIds.set(sig, id);
-      this.post({ kind: "layout", id, layout });
-    }
+    id = this.layoutIds.size + 1;
+    this.layoutIds.set(sig, id);
+    this.post({ kind: "layout", id, layout });
     return id;
   }
 

@@ -64,7 +64,8 @@ export default function runWorker(task: WorkerTask): string {
       };
       const { plan, objectAt } = readPlan(half);
       const items: (JobItem | undefined)[] = [];
-      runChunks(i32, gen, plan, (i) => (items[i] ??= decodeItem(decoder, half, objectAt[i]!)), beforeChunk);
+      const seen = new Map<number, unknown>();
+      runChunks(i32, gen, plan, (i) => (items[i] ??= decodeItem(decoder, half, objectAt[i]!, seen)), beforeChunk);
     } catch (e) {
       recordFailure(ctl, FailKind.THREW, `worker thread ${task.index}: ${e instanceof Error ? e.message : String(e)}`);
     }
@@ -86,13 +87,16 @@ function waitForJob(i32: Int32Array, gen: number, spinMs: number): number {
   }
 }
 
-function decodeItem(decoder: SharedDecoder, half: Float64Array, at: number): JobItem {
-  const kind = half[at];
-  if (kind === ItemKind.attention) return { kind: "attention", task: decoder.decode<AttentionTask>(half, at + 1).value };
-  const w = decoder.decode<MatmulJobItem["w"]>(half, at + 1);
-  const act = decoder.decode<MatmulJobItem["act"]>(half, w.next);
-  const out = decoder.decode<{ v: Float32Array }>(half, act.next);
-  return { kind: "matmul", w: w.value, act: act.value, out: out.value.v };
+/** Item i of a job from its header; `seen` keeps the objects decoded so far by offset (shared by items). */
+function decodeItem(decoder: SharedDecoder, half: Float64Array, at: number, seen: Map<number, unknown>): JobItem {
+  const obj = <T>(slot: number): T => {
+    const o = half[slot]!;
+    let v = seen.get(o) as T | undefined;
+    if (v === undefined) seen.set(o, (v = decoder.decode<T>(half, o).value));
+    return v;
+  };
+  if (half[at] === ItemKind.attention) return { kind: "attention", task: obj<AttentionTask>(at + 1) };
+  return { kind: "matmul", w: obj<MatmulJobItem["w"]>(at + 1), act: obj<MatmulJobItem["act"]>(at + 2), out: obj<{ v: Float32Array }>(at + 3).v };
 }
 
 /** Test-only faults (see PoolBackend.injectFault). */
