@@ -5,9 +5,9 @@
  *
  * Models: seeded random weights with the real models' shapes, cut to a few layers (cached in the OS temp
  * dir): OLMoE-1B-7B (n_embd 2048, 16 heads of 128, 64 experts of 1024, top-8) and Qwen3-30B-A3B (n_embd
- * 2048, 32 query / 4 KV heads of 128, 128 experts of 768, top-8). The vocabulary is cut to 2048 (the output
- * layer then is ~3% of a token's work instead of ~10% in the full models; larger synthetic vocabularies
- * overflow the GGUF writer's header buffer at the time of writing). Types: Q8_0 everywhere, or Q4_K_M-like (Q4_K, with
+ * 2048, 32 query / 4 KV heads of 128, 128 experts of 768, top-8). The vocabulary is cut to 2048: with 2
+ * of the real models' 16 / 48 layers a full vocabulary (50k / 152k) would make the output layer most of a
+ * token's work; at 2048 it is ~3% (~10% in the full models). Types: Q8_0 everywhere, or Q4_K_M-like (Q4_K, with
  * Q6_K for output, attn_v and ffn_down in llama-quantize's "more bits" layers).
  *
  * Per model: prompt processing of 64 tokens (pp64, fresh session) and decode of 32 tokens after it (tg32,
