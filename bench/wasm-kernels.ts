@@ -1,8 +1,9 @@
 /**
  * TypeScript vs WebAssembly SIMD matmul kernels, per weight type: a 2048 x 2048 matrix times one token
  * (decode, matvec) and times a batch of tokens (prompt processing), single thread, same weights (allocated
- * in the WASM memory) and activations. For a batch it times both WASM kernels: the row kernels
- * (src/kernels/wasm/kernels.ts) and the batch (tile) kernels (tile-kernels.ts), alternating, best of
+ * in the WASM memory) and activations. It times two WASM kernels, alternating: the row kernels
+ * (src/kernels/wasm/kernels.ts) and, for a batch, the batch (tile) kernels (tile-kernels.ts), for one
+ * token of Q4_K/Q5_K/Q6_K the single-token kernels (decode-kernels.ts), best of
  * --rounds rounds (other processes on the machine slow a measurement down, never speed it up). Prints
  * GFLOP/s (2 * rows * cols * tokens / CPU time) and checks that all kernels give bit-identical results.
  *
@@ -14,7 +15,7 @@ import { quantize } from "../src/tensor/quantize.ts";
 import { randn } from "../src/tensor/random.ts";
 import { matmulTsRange, quantizeActivations, type Weight } from "../src/kernels/matmul.ts";
 import { allocTensorBytes } from "../src/kernels/wasm/memory.ts";
-import { type KernelChoice, kernelName, tileKernelName, wasmMatmulRange, wasmRuntime } from "../src/kernels/wasm/runtime.ts";
+import { type KernelChoice, decodeKernelName, kernelName, tileKernelName, wasmMatmulRange, wasmRuntime } from "../src/kernels/wasm/runtime.ts";
 
 const DEFAULT_TYPES = ["F32", "F16", "BF16", "Q8_0", "Q4_0", "Q5_0", "Q4_K", "Q5_K", "Q6_K"];
 
@@ -23,7 +24,7 @@ const rounds = Number(arg("rounds", "3"));
 
 if (!wasmRuntime()) throw new Error("WebAssembly SIMD is not available (or TSMOE_WASM=0)");
 console.log(`matmul ${n} x ${n}, single thread, node ${process.version}, GFLOP/s (CPU time, best of ${rounds})`);
-console.log(`type | tokens | TS GFLOP/s | WASM rows | WASM tile | tile / rows | identical`);
+console.log(`type | tokens | TS GFLOP/s | WASM rows | WASM tile/decode | new / rows | identical`);
 const fmt = (flop: number, t: number) => (Number.isFinite(t) ? (flop / t / 1e9).toFixed(2) : "-").padStart(9);
 for (const type of types) {
   const q = quantize(type, randn(n * n, 1, 1 / Math.sqrt(n)), n, n);
@@ -36,7 +37,8 @@ for (const type of types) {
     const flop = 2 * n * n * T;
     const ref = new Float32Array(T * n);
     const ts = timeIt(() => matmulTsRange(w, act, ref, n, 0, n), budget / 2);
-    const choices: KernelChoice[] = T > 1 && tileKernelName(type, Math.max(T, 64)) ? ["rows", "tile"] : ["rows"];
+    const other = T > 1 && tileKernelName(type, Math.max(T, 64)) ? "tile" : decodeKernelName(type, T) ? "decode" : undefined;
+    const choices: KernelChoice[] = other ? ["rows", other] : ["rows"];
     const best = choices.map(() => Infinity);
     const outs = choices.map(() => new Float32Array(T * n));
     for (let r = 0; r < rounds; r++) {
@@ -50,6 +52,6 @@ for (const type of types) {
     const same = outs.every((o) => o.every((v, i) => Object.is(v, ref[i])));
     const tile = best[1] ?? Infinity;
     const ratio = Number.isFinite(tile) ? `${(best[0]! / tile).toFixed(2)}x` : "-";
-    console.log(`${typeName(type).padEnd(4)} | ${String(T).padStart(6)} | ${fmt(flop, ts).padStart(10)} | ${fmt(flop, best[0]!)} | ${fmt(flop, tile)} | ${ratio.padStart(11)} | ${same ? "yes" : "NO"}`);
+    console.log(`${typeName(type).padEnd(4)} | ${String(T).padStart(6)} | ${fmt(flop, ts).padStart(10)} | ${fmt(flop, best[0]!)} | ${fmt(flop, tile).padStart(16)} | ${ratio.padStart(10)} | ${same ? "yes" : "NO"}`);
   }
 }

@@ -11,7 +11,7 @@ import { randn, randomBlocks, uniformRng } from "../src/tensor/random.ts";
 import { matmulRange, matmulTsRange, quantizeActivations, type Weight } from "../src/kernels/matmul.ts";
 import { Code, I32, Op, Simd, V128, encodeModule, sleb, uleb } from "../src/kernels/wasm/emitter.ts";
 import { allocTensorBytes, isWasmBuffer, wasmAlloc, wasmMemory } from "../src/kernels/wasm/memory.ts";
-import { type KernelChoice, kernelModuleBytes, kernelName, tileKernelName, wasmMatmulRange, wasmRuntime } from "../src/kernels/wasm/runtime.ts";
+import { type KernelChoice, decodeKernelName, kernelModuleBytes, kernelName, tileKernelName, wasmMatmulRange, wasmRuntime } from "../src/kernels/wasm/runtime.ts";
 
 const TYPES = [GGMLType.Q8_0, GGMLType.Q5_0, GGMLType.Q4_0, GGMLType.Q4_K, GGMLType.Q5_K, GGMLType.Q6_K];
 
@@ -168,6 +168,33 @@ describe("wasm kernels vs TypeScript kernels (bit-identical)", () => {
     });
   }
 
+  // the single-token (decode) kernels of Q4_K, Q5_K and Q6_K, and the row kernels they replace for one token
+  for (const type of [GGMLType.Q4_K, GGMLType.Q5_K, GGMLType.Q6_K]) {
+    it(`${typeName(type)} single-token kernels: K up to 4096, odd row ranges, extreme quants and scales`, () => {
+      const u = uniformRng(type + 400);
+      let seed = 900;
+      for (const [K, N] of [[256, 1], [256, 37], [512, 16], [1280, 7], [2048, 19], [4096, 9]] as const) {
+        seed++;
+        const bytes = seed % 2 === 0 ? randomBlocks(type, K, N, seed) : quantize(type, randn(K * N, seed, 0.2), N, K);
+        const w = wasmWeight(type, K, N, bytes);
+        for (const choice of ["decode", "rows"] as const) compareKernels(w, activations(K, 1, seed), 1, u, `${typeName(type)} ${choice} K=${K} N=${N}`, choice);
+      }
+      // every quant and scale at its largest magnitude, activations all of one sign (|q8| = 127): the
+      // integer sums at their bounds
+      const K = 4096, N = 5;
+      const bytes = randomBlocks(type, K, N, 77);
+      const bs = rowBytes(type, K) / (K / 256);
+      for (let o = 0; o < bytes.length; o += bs) {
+        if (type === GGMLType.Q6_K) {
+          bytes.fill(0xff, o, o + 192);
+          bytes.fill(0x80, o + 192, o + 208);
+        } else bytes.fill(0xff, o + 4, o + bs);
+      }
+      const w = wasmWeight(type, K, N, bytes);
+      for (const sign of [1, -1]) compareKernels(w, new Float32Array(K).fill(sign), 1, u, `${typeName(type)} extreme, sign ${sign}`, "decode");
+    });
+  }
+
   it("dispatches batches to the tile kernels and single tokens to the row kernels", () => {
     expect(tileKernelName(GGMLType.Q8_0, 1)).toBeUndefined();
     expect(tileKernelName(GGMLType.Q8_0, 8)).toBe("q8_0");
@@ -175,6 +202,9 @@ describe("wasm kernels vs TypeScript kernels (bit-identical)", () => {
     expect(tileKernelName(GGMLType.Q6_K, 1)).toBeUndefined();
     expect(tileKernelName(GGMLType.F32, 64)).toBeUndefined();
     expect(kernelName(GGMLType.Q6_K, 1)).toBe("q6_k_single");
+    expect(decodeKernelName(GGMLType.Q4_K, 1)).toBe("q4_k_1tok");
+    expect(decodeKernelName(GGMLType.Q6_K, 2)).toBeUndefined();
+    expect(decodeKernelName(GGMLType.Q8_0, 1)).toBeUndefined();
   });
 
   it("gives each row the same result whichever rows and tokens it is computed with", () => {

@@ -72,16 +72,17 @@ export const Mem = {
 
 /** SIMD opcodes (after the 0xFD prefix) */
 export const Simd = {
-  v128Load: 0x00, load8x8S: 0x01, load32Splat: 0x09, load64Splat: 0x0a, v128Store: 0x0b, v128Const: 0x0c, i8x16Shuffle: 0x0d, i8x16Swizzle: 0x0e,
+  v128Load: 0x00, load8x8S: 0x01, load16Splat: 0x08, load32Splat: 0x09, load64Splat: 0x0a, v128Store: 0x0b, v128Const: 0x0c, i8x16Shuffle: 0x0d, i8x16Swizzle: 0x0e,
   i8x16Splat: 0x0f, i16x8Splat: 0x10, i32x4Splat: 0x11, f64x2Splat: 0x14,
   i32x4ExtractLane: 0x1b, i32x4ReplaceLane: 0x1c, f32x4ExtractLane: 0x1f, f64x2ExtractLane: 0x21,
   i8x16Eq: 0x23, i32x4Eq: 0x37,
   v128And: 0x4e, v128Or: 0x50, v128Xor: 0x51, v128Bitselect: 0x52,
   load64Zero: 0x5d, f32x4DemoteF64x2Zero: 0x5e, f64x2PromoteLowF32x4: 0x5f,
   i8x16Shl: 0x6b, i8x16ShrU: 0x6d, i8x16Add: 0x6e, i8x16Sub: 0x71,
-  i16x8NarrowI32x4S: 0x85, i16x8ExtendLowI8x16S: 0x87, i16x8ExtendHighI8x16S: 0x88, i16x8Add: 0x8e, i16x8Mul: 0x95,
+  i16x8NarrowI32x4S: 0x85, i16x8ExtendLowI8x16S: 0x87, i16x8ExtendHighI8x16S: 0x88, i16x8ExtendLowI8x16U: 0x89, i16x8ExtendHighI8x16U: 0x8a,
+  i16x8Shl: 0x8b, i16x8ShrS: 0x8c, i16x8ShrU: 0x8d, i16x8Add: 0x8e, i16x8Sub: 0x91, i16x8Mul: 0x95,
   i32x4ExtendLowI16x8U: 0xa9, i32x4ExtendHighI16x8U: 0xaa, i32x4Shl: 0xab,
-  i32x4Add: 0xae, i32x4Mul: 0xb5, i32x4DotI16x8S: 0xba,
+  i32x4Add: 0xae, i32x4Sub: 0xb1, i32x4Mul: 0xb5, i32x4DotI16x8S: 0xba,
   f32x4Mul: 0xe6, f64x2Add: 0xf0, f64x2Sub: 0xf1, f64x2Mul: 0xf2, f32x4ConvertI32x4S: 0xfa, f64x2ConvertLowI32x4S: 0xfe,
 } as const;
 

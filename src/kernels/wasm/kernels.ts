@@ -18,8 +18,8 @@
 import { Code, F64, I32, Mem, Op, Simd, V128, type FuncDef } from "./emitter.ts";
 import { bytesAsI16, f16AsF64, f32AsF64, kQuants16, kScalesMins, q5_0Quants16, q6kVectors } from "./unpack.ts";
 
-/** Kernel parameters (all i32; addresses are byte offsets in the shared memory). */
-const P = {
+/** The first parameters of every row kernel here and in ./decode-kernels.ts: the weights and the rows [r0, r1). */
+export const WEIGHT_ROW_PARAMS = {
   /** weight row 0 */
   w: 0,
   /** bytes per weight row */
@@ -28,6 +28,11 @@ const P = {
   nb: 2,
   r0: 3,
   r1: 4,
+} as const;
+
+/** Kernel parameters (all i32; addresses are byte offsets in the shared memory). */
+const P = {
+  ...WEIGHT_ROW_PARAMS,
   /** activation quants, int8, token t at aq + t * K */
   aq: 5,
   /** activation block scales, float32, token t at ad + t * nb * 4 */

@@ -1,9 +1,11 @@
 /**
  * Runs the WASM kernels: compiles the emitted module once per thread, instantiates it over the shared
  * memory (./memory.ts), copies the activations into this thread's scratch area of that memory, calls the
- * kernel for a row range and copies the results out. Single tokens (and small batches of some types) go
- * through the row kernels (./kernels.ts, ./float-kernels.ts), batches of block-quantized types through
- * the batch kernels (./tile-kernels.ts), whose activations are staged once per product and thread.
+ * kernel for a row range and copies the results out. Single tokens of Q4_K/Q5_K/Q6_K weights go through
+ * the decode kernels (./decode-kernels.ts), other single tokens (and small batches of some types) through
+ * the row kernels (./kernels.ts, ./float-kernels.ts), batches of block-quantized types through the batch
+ * kernels (./tile-kernels.ts); the decode and batch kernels' activations are staged once per product and
+ * thread.
  * `wasmMatmulRange` returns false (and does nothing) whenever the WASM path does not apply, so the caller
  * falls back to the TypeScript kernels.
  */
@@ -15,10 +17,12 @@ import { Wasm, type WasmMemory, type WasmModule } from "./webassembly.ts";
 import { emitKernels, type KernelInfo } from "./kernels.ts";
 import { emitTileKernels, stagedBytes, tileBytes, type TileKernelInfo } from "./tile-kernels.ts";
 import { emitFloatKernel } from "./float-kernels.ts";
+import { DECODE_SCRATCH, type DecodeKernelInfo, decodeStagedBytes, emitDecodeKernels, stageDecodeActivations } from "./decode-kernels.ts";
 import { MAX_PAGES, currentWasmMemory, disableWasm, isWasmBuffer, wasmAlloc, wasmDisabled, wasmMemory } from "./memory.ts";
 
 type KernelFn = (w: number, rb: number, nb: number, r0: number, r1: number, aq: number, ad: number, abs: number, T: number, K: number, out: number, tmp: number) => void;
 type TileFn = (w: number, rb: number, nb: number, r0: number, r1: number, act: number, T: number, out: number, tile: number) => void;
+type DecodeFn = (w: number, rb: number, nb: number, r0: number, r1: number, act: number, ad: number, bs: number, out: number, tmp: number) => void;
 type StageFn = (q: number, d: number, bsums: number, T: number, K: number, nb: number, dst: number) => void;
 type StageTFn = (q: number, d: number, T: number, K: number, nb: number, dst: number) => void;
 
@@ -26,6 +30,7 @@ interface Runtime {
   memory: WasmMemory;
   kernels: Map<string, { fn: KernelFn; info: KernelInfo }>;
   tiles: Map<string, { fn: TileFn; info: TileKernelInfo }>;
+  decode: Map<string, { fn: DecodeFn; info: DecodeKernelInfo }>;
   stage: StageFn;
   stageT: StageTFn;
 }
@@ -34,6 +39,7 @@ interface Compiled {
   module: WasmModule;
   info: Map<string, KernelInfo>;
   tileInfo: Map<string, TileKernelInfo>;
+  decodeInfo: Map<string, DecodeKernelInfo>;
 }
 
 let moduleCache: Compiled | undefined;
@@ -46,10 +52,10 @@ export function kernelModuleBytes(): Uint8Array<ArrayBuffer> {
 }
 
 /**
- * Every kernel: the block-quantized row kernels of ./kernels.ts, the float ones of ./float-kernels.ts and
- * the batch (tile) kernels of ./tile-kernels.ts.
+ * Every kernel: the block-quantized row kernels of ./kernels.ts, the float ones of ./float-kernels.ts, the
+ * batch (tile) kernels of ./tile-kernels.ts and the single-token K-quant ones of ./decode-kernels.ts.
  */
-function allKernels(): ReturnType<typeof emitKernels> & { tileInfo: Map<string, TileKernelInfo> } {
+function allKernels(): ReturnType<typeof emitKernels> & { tileInfo: Map<string, TileKernelInfo>; decodeInfo: Map<string, DecodeKernelInfo> } {
   const { funcs, info } = emitKernels();
   for (const [name, typeSize] of [["f32", 4], ["f16", 2], ["bf16", 2]] as const) {
     funcs.push(emitFloatKernel(name, name));
@@ -58,13 +64,15 @@ function allKernels(): ReturnType<typeof emitKernels> & { tileInfo: Map<string, 
   }
   const tiles = emitTileKernels();
   funcs.push(...tiles.funcs);
-  return { funcs, info, tileInfo: tiles.info };
+  const decode = emitDecodeKernels();
+  funcs.push(...decode.funcs);
+  return { funcs, info, tileInfo: tiles.info, decodeInfo: decode.info };
 }
 
 function compile(): Compiled {
   if (!moduleCache) {
-    const { funcs, info, tileInfo } = allKernels();
-    moduleCache = { module: new Wasm!.Module(encodeModule(funcs, 1, MAX_PAGES)), info, tileInfo };
+    const { funcs, info, tileInfo, decodeInfo } = allKernels();
+    moduleCache = { module: new Wasm!.Module(encodeModule(funcs, 1, MAX_PAGES)), info, tileInfo, decodeInfo };
   }
   return moduleCache;
 }
@@ -78,13 +86,15 @@ export function wasmRuntime(): Runtime | undefined {
   scratch = { addr: 0, size: 0 }; // a newly attached memory: this thread's scratch is allocated anew
   copiedAct = undefined;
   try {
-    const { module, info, tileInfo } = compile();
+    const { module, info, tileInfo, decodeInfo } = compile();
     const inst = new Wasm!.Instance(module, { env: { memory } });
     const kernels = new Map<string, { fn: KernelFn; info: KernelInfo }>();
     for (const [name, i] of info) kernels.set(name, { fn: inst.exports[name] as KernelFn, info: i });
     const tiles = new Map<string, { fn: TileFn; info: TileKernelInfo }>();
     for (const [name, i] of tileInfo) tiles.set(name, { fn: inst.exports[i.name] as TileFn, info: i });
-    runtime = { memory, kernels, tiles, stage: inst.exports.stage as StageFn, stageT: inst.exports.stage_t as StageTFn };
+    const decode = new Map<string, { fn: DecodeFn; info: DecodeKernelInfo }>();
+    for (const [name, i] of decodeInfo) decode.set(name, { fn: inst.exports[name] as DecodeFn, info: i });
+    runtime = { memory, kernels, tiles, decode, stage: inst.exports.stage as StageFn, stageT: inst.exports.stage_t as StageTFn };
   } catch {
     // no fixed-width SIMD in this engine: TypeScript kernels only
     failed = true;
@@ -131,8 +141,20 @@ export function tileKernelName(type: GGMLType, nTokens: number): string | undefi
   return k && nTokens >= k.minTokens ? k.name : undefined;
 }
 
+/** Single-token kernel per weight type (./decode-kernels.ts): faster than the row kernels for one token. */
+const DECODE_OF: Partial<Record<GGMLType, string>> = {
+  [GGMLType.Q4_K]: "q4_k_1tok",
+  [GGMLType.Q5_K]: "q5_k_1tok",
+  [GGMLType.Q6_K]: "q6_k_1tok",
+};
+
+/** The single-token (decode) kernel for weights of this type and this many tokens, if it is the one to use. */
+export function decodeKernelName(type: GGMLType, nTokens: number): string | undefined {
+  return nTokens === 1 ? DECODE_OF[type] : undefined;
+}
+
 /** Which WASM kernels wasmMatmulRange may use: the usual choice, or (tests, benchmarks) only one kind. */
-export type KernelChoice = "auto" | "rows" | "tile";
+export type KernelChoice = "auto" | "rows" | "tile" | "decode";
 
 /** This thread's scratch area in the shared memory (activations, outputs, per-row scratch). */
 let scratch = { addr: 0, size: 0 };
@@ -142,8 +164,11 @@ let scratch = { addr: 0, size: 0 };
  * every product, and nothing changes an Activations object's arrays afterwards).
  */
 let copiedAct: Activations | undefined;
-/** How copiedAct was copied: "rows" (as it is) or "tile" (staged for the tile kernels as well) */
-let copiedAs: "rows" | "tile" = "rows";
+/**
+ * How copiedAct was copied: "rows" (as it is), "tile" (staged for the tile kernels as well) or "decode16"
+ * / "decode32" (staged for the decode kernels, activation sums per 16 or 32 values)
+ */
+let copiedAs: "rows" | "tile" | "decode16" | "decode32" = "rows";
 
 function scratchAddr(n: number): number | undefined {
   if (scratch.size < n) {
@@ -164,6 +189,9 @@ const align64 = (n: number) => Math.ceil(n / 64) * 64;
  * memory, WASM off), in which case nothing was written. Arguments are checked by the caller (matmulRange).
  */
 export function wasmMatmulRange(w: Weight, act: Activations, out: Float32Array, outStride: number, rowStart: number, rowEnd: number, choice: KernelChoice = "auto"): boolean {
+  const decodeName = choice === "auto" || choice === "decode" ? decodeKernelName(w.type, act.nTokens) : undefined;
+  if (decodeName !== undefined) return decodeMatmulRange(decodeName, w, act, out, rowStart, rowEnd);
+  if (choice === "decode") return false;
   const tileName = choice === "rows" ? undefined : choice === "tile" ? TILE_OF[w.type]?.name : tileKernelName(w.type, act.nTokens);
   if (tileName !== undefined) return tileMatmulRange(tileName, w, act, out, outStride, rowStart, rowEnd);
   const name = choice === "tile" ? undefined : kernelName(w.type, act.nTokens);
@@ -203,6 +231,38 @@ export function wasmMatmulRange(w: Weight, act: Activations, out: Float32Array, 
   }
   k.fn(w.data.byteOffset, nb * typeSize, nb, rowStart, rowEnd, aq, ad, abs, T, K, o, tmp);
   copyOut(new Float32Array(buf, o, T * nRows), out, outStride, rowStart, T, nRows);
+  return true;
+}
+
+/**
+ * wasmMatmulRange for one token with the decode kernel `name` (./decode-kernels.ts): the activations are
+ * staged in this thread's scratch area once per Activations object, then the kernel computes the rows.
+ */
+function decodeMatmulRange(name: string, w: Weight, act: Activations, out: Float32Array, rowStart: number, rowEnd: number): boolean {
+  if (!inWasmMemory(w.data)) return false;
+  const rt = wasmRuntime();
+  const k = rt?.decode.get(name);
+  if (!rt || !k) return false;
+  const K = w.ne0;
+  const nRows = rowEnd - rowStart;
+  if (nRows === 0) return true;
+  const { typeSize, sumsPer } = k.info;
+  const nb = K / 256;
+  // scratch layout: staged quants, scales, sums; kernel scratch; output
+  const sz = decodeStagedBytes(K, sumsPer);
+  const qBytes = align64(sz.quants), dBytes = align64(sz.scales), sBytes = align64(sz.sums);
+  const base = scratchAddr(qBytes + dBytes + sBytes + DECODE_SCRATCH + nRows * 4);
+  if (base === undefined) return false;
+  const buf = rt.memory.buffer;
+  const aq = base, ad = aq + qBytes, bs = ad + dBytes, tmp = bs + sBytes, o = tmp + DECODE_SCRATCH;
+  const as = sumsPer === 16 ? "decode16" : "decode32";
+  if (copiedAct !== act || copiedAs !== as) {
+    stageDecodeActivations(act.qs, act.d, act.bsums, K, sumsPer, new Int16Array(buf, aq, K), new Float32Array(buf, ad, nb), new Int16Array(buf, bs, K / sumsPer));
+    copiedAct = act;
+    copiedAs = as;
+  }
+  k.fn(w.data.byteOffset, nb * typeSize, nb, rowStart, rowEnd, aq, ad, bs, o, tmp);
+  out.set(new Float32Array(buf, o, nRows), rowStart);
   return true;
 }
 
