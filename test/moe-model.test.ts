@@ -17,7 +17,7 @@ import { loadGguf } from "../src/gguf/reader.ts";
 import { ARCHS as GENERATED_ARCHS, writeRandomModel, type RandomModelOptions } from "../src/gguf/random-model.ts";
 import { GgufValueType, type GgufFile } from "../src/gguf/types.ts";
 import { writeGguf } from "../src/gguf/writer.ts";
-import { SerialBackend, type MatmulItem } from "../src/kernels/backend.ts";
+import { SerialBackend, type GluItem, type MatmulItem } from "../src/kernels/backend.ts";
 import type { Weight } from "../src/kernels/matmul.ts";
 import type { Model, MoeOptions } from "../src/model/api.ts";
 import { ARCHS as ENGINE_ARCHS } from "../src/model/archs/index.ts";
@@ -210,6 +210,10 @@ describe("one MoE FFN against a float64 reference", () => {
         },
         matmulMany(items: readonly MatmulItem[]) {
           for (const it of items) this.matmul(it.w, it.x, it.nTokens, it.out);
+        },
+        swigluMany(items: readonly GluItem[]) {
+          for (const it of items) expertRows += 2 * it.nTokens;
+          serial.swigluMany(items);
         },
       });
       const ctx = { n: nTokens, hp, backend, b: ffnBuffers(hp, nTokens) };

@@ -9,6 +9,7 @@ import { pathToFileURL } from "node:url";
 import { join } from "node:path";
 import { createPoolBackend, type PoolBackend } from "../src/pool/backend.ts";
 import { matmul, type Weight } from "../src/kernels/matmul.ts";
+import { swigluRange } from "../src/kernels/glu.ts";
 import { quantize } from "../src/tensor/quantize.ts";
 import { randn } from "../src/tensor/random.ts";
 import { GGMLType, typeName } from "../src/tensor/types.ts";
@@ -107,6 +108,37 @@ describe("pool results", () => {
       for (const [i, out] of outs.entries()) {
         const bad = out.findIndex((v, j) => !Object.is(v, expected[i]![j]));
         expect(bad, `item ${i} (${typeName(items[i]!.w.type)}) with ${b.nThreads} threads differs at ${bad}`).toBe(-1);
+      }
+    }
+  });
+
+  it("run fused gate/up products with SwiGLU (swigluMany) with the bits of two products and swigluRange", async () => {
+    const backends = [await pool(1), await pool(2, { minParallelMacs: 0 }), await pool(3, { minParallelMacs: 0, workersOnly: true })];
+    const types = [GGMLType.Q8_0, GGMLType.Q4_K, GGMLType.Q6_K, GGMLType.F16];
+    const inputs = [randn(256 * 3, 61), randn(256, 62)];
+    const tokens = [3, 1];
+    const items = Array.from({ length: 9 }, (_, i) => {
+      const ne1 = 32 + 16 * (i % 3) + (i % 5);
+      const xi = i % 2;
+      // gate and up of different types in some items, as in Q4_K_M files
+      return { gate: sharedWeight(types[i % 4]!, 256, ne1, 70 + i), up: sharedWeight(types[(i + (i % 2)) % 4]!, 256, ne1, 90 + i), x: inputs[xi]!, nTokens: tokens[xi]! };
+    });
+    const expected = items.map(({ gate, up, x, nTokens }) => {
+      const g = new Float32Array(gate.ne1 * nTokens);
+      const u = new Float32Array(up.ne1 * nTokens);
+      matmul(gate, x, nTokens, g);
+      matmul(up, x, nTokens, u);
+      swigluRange(g, u, 0, g.length);
+      return { g, u };
+    });
+    expect(expected.every(({ g }) => g.some((v) => v !== 0))).toBe(true);
+    for (const b of backends) {
+      const outs = items.map(({ gate, nTokens }) => ({ g: b.allocF32(gate.ne1 * nTokens), u: b.allocF32(gate.ne1 * nTokens) }));
+      b.swigluMany(items.map((it, i) => ({ ...it, outGate: outs[i]!.g, outUp: outs[i]!.u })));
+      for (const [i, { g, u }] of outs.entries()) {
+        const bad = g.findIndex((v, j) => !Object.is(v, expected[i]!.g[j]));
+        expect(bad, `item ${i} gate with ${b.nThreads} threads differs at ${bad}`).toBe(-1);
+        expect(Array.from(u)).toEqual(Array.from(expected[i]!.u));
       }
     }
   });

@@ -4,6 +4,7 @@
  * MoE layer) and `backend.attention` for attention over the KV cache, so the serial backend (this file) and the worker-thread pool (src/pool/) are interchangeable.
  */
 import { attendHeads, type AttentionTask } from "./attention.ts";
+import { swigluRange } from "./glu.ts";
 import { matmul, type Weight } from "./matmul.ts";
 
 /** One product of a `matmulMany` call: out[t * w.ne1 + r] = dot(row r of w, row t of x). */
@@ -12,6 +13,16 @@ export interface MatmulItem {
   x: Float32Array;
   nTokens: number;
   out: Float32Array;
+}
+
+/** A fused SwiGLU projection: outGate = silu(gate x) * up x, outUp = up x (rows of w.ne1 per token). */
+export interface GluItem {
+  gate: Weight;
+  up: Weight;
+  x: Float32Array;
+  nTokens: number;
+  outGate: Float32Array;
+  outUp: Float32Array;
 }
 
 export interface MatmulBackend {
@@ -23,6 +34,11 @@ export interface MatmulBackend {
    * bit-identical to `matmul` of that item. A pool spreads all of them over its threads in one dispatch.
    */
   matmulMany(items: readonly MatmulItem[]): void;
+  /**
+   * For each item, the gate and up products and SwiGLU on them (bit-identical to two `matmul`s and
+   * `swigluRange` over the whole output); a pool applies SwiGLU to each chunk of rows as it computes it.
+   */
+  swigluMany(items: readonly GluItem[]): void;
   /** attention over a float32 KV cache (./attention.ts); a pool splits the query heads between threads */
   attention(task: AttentionTask): void;
   /** a float buffer that worker threads can read and write (SharedArrayBuffer-backed); use it for activations */
@@ -38,6 +54,13 @@ export class SerialBackend implements MatmulBackend {
   }
   matmulMany(items: readonly MatmulItem[]): void {
     for (const it of items) matmul(it.w, it.x, it.nTokens, it.out);
+  }
+  swigluMany(items: readonly GluItem[]): void {
+    for (const it of items) {
+      matmul(it.gate, it.x, it.nTokens, it.outGate);
+      matmul(it.up, it.x, it.nTokens, it.outUp);
+      swigluRange(it.outGate, it.outUp, 0, it.nTokens * it.gate.ne1);
+    }
   }
   attention(task: AttentionTask): void {
     attendHeads(task, 0, task.nHead);

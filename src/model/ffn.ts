@@ -46,11 +46,7 @@ function swigluFfn(
   up: Float32Array,
   out: Float32Array,
 ): void {
-  backend.matmulMany([
-    { w: w.up, x, nTokens: n, out: up },
-    { w: w.gate, x, nTokens: n, out: gate },
-  ]);
-  swiglu(gate, up, n * w.gate.ne1);
+  backend.swigluMany([{ gate: w.gate, up: w.up, x, nTokens: n, outGate: gate, outUp: up }]);
   backend.matmul(w.down, gate, n, out);
 }
 
@@ -116,10 +112,11 @@ export function buildMoeFfn(
   if (b.ye.length < nRows * nEmbd) b.ye = backend.allocF32(nRows * nEmbd);
   if (b.ue.length < nRows * nFf) b.ue = backend.allocF32(nRows * nFf);
   if (b.ge.length < nRows * nFf) b.ge = backend.allocF32(nRows * nFf);
-  for (let j = 0; j < nRows; j++) {
-    const t = Math.floor(members[j] / maxK);
-    b.xe.set(x.subarray(t * nEmbd, (t + 1) * nEmbd), j * nEmbd);
-  }
+  if (n > 1)
+    for (let j = 0; j < nRows; j++) {
+      const t = Math.floor(members[j] / maxK);
+      b.xe.set(x.subarray(t * nEmbd, (t + 1) * nEmbd), j * nEmbd);
+    }
 
   // every used expert's up and gate products in one go, then every down product
   const used: number[] = [];
@@ -127,20 +124,24 @@ export function buildMoeFfn(
   const rows = (buf: Float32Array, e: number, width: number) => buf.subarray(start[e] * width, start[e + 1] * width);
   // one token: every expert reads x itself, so the backend prepares (quantizes) it once for all of them
   const input = (e: number) => (n === 1 ? x : rows(b.xe, e, nEmbd));
-  backend.matmulMany(
-    used.flatMap((e) => [
-      { w: w.up[e], x: input(e), nTokens: count[e], out: rows(b.ue, e, nFf) },
-      { w: w.gate[e], x: input(e), nTokens: count[e], out: rows(b.ge, e, nFf) },
-    ]),
-  );
-  for (const e of used) {
-    const m = count[e];
-    const ue = rows(b.ue, e, nFf);
-    const ge = rows(b.ge, e, nFf);
-    if (w.upBias) addRowBias(ue, w.upBias[e], m, nFf);
-    if (w.gateBias) addRowBias(ge, w.gateBias[e], m, nFf);
-    if (w.activation === "swiglu_oai") swigluOai(ge, ue, m * nFf);
-    else swiglu(ge, ue, m * nFf);
+  if (!w.upBias && !w.gateBias && w.activation !== "swiglu_oai") {
+    backend.swigluMany(used.map((e) => ({ gate: w.gate[e], up: w.up[e], x: input(e), nTokens: count[e], outGate: rows(b.ge, e, nFf), outUp: rows(b.ue, e, nFf) })));
+  } else {
+    backend.matmulMany(
+      used.flatMap((e) => [
+        { w: w.up[e], x: input(e), nTokens: count[e], out: rows(b.ue, e, nFf) },
+        { w: w.gate[e], x: input(e), nTokens: count[e], out: rows(b.ge, e, nFf) },
+      ]),
+    );
+    for (const e of used) {
+      const m = count[e];
+      const ue = rows(b.ue, e, nFf);
+      const ge = rows(b.ge, e, nFf);
+      if (w.upBias) addRowBias(ue, w.upBias[e], m, nFf);
+      if (w.gateBias) addRowBias(ge, w.gateBias[e], m, nFf);
+      if (w.activation === "swiglu_oai") swigluOai(ge, ue, m * nFf);
+      else swiglu(ge, ue, m * nFf);
+    }
   }
   backend.matmulMany(used.map((e) => ({ w: w.down[e], x: rows(b.ge, e, nFf), nTokens: count[e], out: rows(b.ye, e, nEmbd) })));
   if (w.downBias) for (const e of used) addRowBias(rows(b.ye, e, nEmbd), w.downBias[e], count[e], nEmbd);

@@ -5,6 +5,8 @@
  */
 import type { ModelHParams } from "./hparams.ts";
 
+import { swigluRange } from "../kernels/glu.ts";
+
 const f32 = Math.fround;
 
 /**
@@ -57,9 +59,7 @@ export function addRowBias(x: Float32Array, b: Float32Array, nRows: number, n: n
 }
 
 /** SiLU in float32: x / (1 + e^-x). */
-export function silu(x: number): number {
-  return f32(x / f32(1 + f32(Math.exp(-x))));
-}
+export { silu } from "../kernels/glu.ts";
 
 export function sigmoid(x: number): number {
   return f32(1 / f32(1 + f32(Math.exp(-x))));
@@ -67,7 +67,7 @@ export function sigmoid(x: number): number {
 
 /** SwiGLU: gate[i] = silu(gate[i]) * up[i] for i < n (in place in gate). */
 export function swiglu(gate: Float32Array, up: Float32Array, n: number): void {
-  for (let i = 0; i < n; i++) gate[i] = silu(gate[i]) * up[i];
+  swigluRange(gate, up, 0, n);
 }
 
 /**

@@ -15,12 +15,13 @@ import { MessageChannel, type MessagePort, type Worker } from "node:worker_threa
 import { availableParallelism } from "node:os";
 import { Piscina } from "piscina";
 import { TsmoeError } from "../errors.ts";
-import type { MatmulBackend, MatmulItem } from "../kernels/backend.ts";
+import type { GluItem, MatmulBackend, MatmulItem } from "../kernels/backend.ts";
+import { swigluRange } from "../kernels/glu.ts";
 import { attendHeads, type AttentionTask } from "../kernels/attention.ts";
 import { matmulRange, quantizeActivations, type Activations, type Weight } from "../kernels/matmul.ts";
 import { wasmMemory } from "../kernels/wasm/memory.ts";
 import { typeName, type GGMLType } from "../tensor/types.ts";
-import { ItemKind, planChunks, runChunks, writePlan, type JobItem, type MatmulJobItem } from "./job.ts";
+import { ItemKind, planChunks, runChunks, runGluRows, writePlan, type GluJobItem, type JobItem, type MatmulJobItem } from "./job.ts";
 import {
   createControl,
   DEFAULT_SPIN_MS,
@@ -167,23 +168,24 @@ export class PoolBackend implements MatmulBackend {
     for (let i0 = 0; i0 < items.length; i0 += MAX_ITEMS) this.runBatch(items.slice(i0, i0 + MAX_ITEMS));
   }
 
+  /** quantized activations for (x, nTokens, w's type), prepared once per distinct input of a job */
+  private activations(w: Weight, x: Float32Array, nTokens: number, seen: { x: Float32Array; nTokens: number; type: GGMLType; act: Activations }[]): Activations {
+    let s = seen.find((e) => e.x === x && e.nTokens === nTokens && e.type === w.type && e.act.ne0 === w.ne0);
+    if (!s) {
+      const key = `${w.type}:${seen.length}`;
+      const act = quantizeActivations(w.type, x, nTokens, w.ne0, this.actScratch.get(key));
+      this.actScratch.set(key, act);
+      s = { x, nTokens, type: w.type, act };
+      seen.push(s);
+    }
+    return s.act;
+  }
+
   private runBatch(items: readonly MatmulItem[]): void {
     // quantize each distinct (input, weight type) once, into scratch of its own
-    const acts: Activations[] = [];
-    const seen: { x: Float32Array; nTokens: number; type: GGMLType; act: Activations }[] = [];
-    let macs = 0;
-    for (const { w, x, nTokens } of items) {
-      let s = seen.find((e) => e.x === x && e.nTokens === nTokens && e.type === w.type && e.act.ne0 === w.ne0);
-      if (!s) {
-        const key = `${w.type}:${seen.length}`;
-        const act = quantizeActivations(w.type, x, nTokens, w.ne0, this.actScratch.get(key));
-        this.actScratch.set(key, act);
-        s = { x, nTokens, type: w.type, act };
-        seen.push(s);
-      }
-      acts.push(s.act);
-      macs += w.ne0 * w.ne1 * nTokens;
-    }
+    const seen: Parameters<PoolBackend["activations"]>[3] = [];
+    const acts = items.map(({ w, x, nTokens }) => this.activations(w, x, nTokens, seen));
+    const macs = items.reduce((a, { w, nTokens }) => a + w.ne0 * w.ne1 * nTokens, 0);
     const serial = this.nWorkers === 0 || macs < this.minParallelMacs || (items.length === 1 && items[0]!.w.ne1 < 2 * ROW_ALIGN);
     if (serial) {
       for (const [i, { w, out }] of items.entries()) matmulRange(w, acts[i]!, out, w.ne1, 0, w.ne1);
@@ -198,6 +200,43 @@ export class PoolBackend implements MatmulBackend {
     this.dispatch(job);
     for (const [i, { w, nTokens, out }] of items.entries())
       if (job[i]!.out !== out) out.set(job[i]!.out.subarray(0, nTokens * w.ne1));
+  }
+
+  /**
+   * Fused gate/up products with SwiGLU: every thread computes both products for its chunk of rows and
+   * applies SwiGLU to them, so the activation runs in parallel too.
+   */
+  swigluMany(items: readonly GluItem[]): void {
+    const fused = this.nWorkers > 0 && items.every((it) => it.outGate.buffer instanceof SharedArrayBuffer && it.outUp.buffer instanceof SharedArrayBuffer && it.gate.ne1 === it.up.ne1 && it.gate.ne0 === it.up.ne0);
+    if (!fused) {
+      this.matmulMany(items.flatMap((it) => [{ w: it.gate, x: it.x, nTokens: it.nTokens, out: it.outGate }, { w: it.up, x: it.x, nTokens: it.nTokens, out: it.outUp }]));
+      for (const it of items) swigluRange(it.outGate, it.outUp, 0, it.nTokens * it.gate.ne1);
+      return;
+    }
+    for (const it of items)
+      for (const [w, out] of [[it.gate, it.outGate], [it.up, it.outUp]] as const)
+        if (it.x.length < it.nTokens * w.ne0 || out.length < it.nTokens * w.ne1)
+          throw new TsmoeError(`swiglu: ${typeName(w.type)} weight [${w.ne0} x ${w.ne1}] with ${it.nTokens} tokens needs input ${it.nTokens * w.ne0} and output ${it.nTokens * w.ne1} values, got ${it.x.length} and ${out.length}`);
+    this.throwIfFailed();
+    for (let i0 = 0; i0 < items.length; i0 += MAX_ITEMS) this.runGluBatch(items.slice(i0, i0 + MAX_ITEMS));
+  }
+
+  private runGluBatch(items: readonly GluItem[]): void {
+    const seen: Parameters<PoolBackend["activations"]>[3] = [];
+    const job: GluJobItem[] = items.map((it) => {
+      const gateAct = this.activations(it.gate, it.x, it.nTokens, seen);
+      const upAct = this.activations(it.up, it.x, it.nTokens, seen);
+      // empty ranges run the kernels' argument checks here, so a bad call throws without failing the workers
+      matmulRange(it.gate, gateAct, it.outGate, it.gate.ne1, 0, 0);
+      matmulRange(it.up, upAct, it.outUp, it.up.ne1, 0, 0);
+      return { kind: "glu", gate: it.gate, up: it.up, gateAct, upAct, outGate: it.outGate, outUp: it.outUp };
+    });
+    const macs = items.reduce((a, it) => a + 2 * it.gate.ne0 * it.gate.ne1 * it.nTokens, 0);
+    if (macs < this.minParallelMacs) {
+      for (const j of job) runGluRows(j, 0, j.gate.ne1);
+      return;
+    }
+    this.dispatch(job);
   }
 
   /** Attention with the query heads split between the threads (on the calling thread alone when small). */
@@ -270,11 +309,18 @@ export class PoolBackend implements MatmulBackend {
       if (it.kind === "attention") {
         half[h + 1] = at;
         at = this.encoder.encode(it.task, half, at, "stable", i);
-        continue;
+      } else if (it.kind === "matmul") {
+        half[h + 1] = put(it.w, "stable", i);
+        half[h + 2] = put(it.act, "volatile", i);
+        half[h + 3] = put({ v: it.out }, "volatile", i);
+      } else {
+        half[h + 1] = put(it.gate, "stable", i);
+        half[h + 2] = put(it.up, "stable", i);
+        half[h + 3] = put(it.gateAct, "volatile", i);
+        half[h + 4] = put(it.upAct, "volatile", i);
+        half[h + 5] = put({ v: it.outGate }, "volatile", i);
+        half[h + 6] = put({ v: it.outUp }, "volatile", i);
       }
-      half[h + 1] = put(it.w, "stable", i);
-      half[h + 2] = put(it.act, "volatile", i);
-      half[h + 3] = put({ v: it.out }, "volatile", i);
     }
     writePlan(half, plan, objectAt);
 

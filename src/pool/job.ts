@@ -9,6 +9,7 @@
  * item its first chunk, rows per chunk, row count and where its encoded objects start.
  */
 import { attendHeads, type AttentionTask } from "../kernels/attention.ts";
+import { swigluRange } from "../kernels/glu.ts";
 import { matmulRange, type Activations, type Weight } from "../kernels/matmul.ts";
 import { CHUNK_BITS, Desc, MAX_CHUNKS, MAX_ITEMS, Slot, TAG_MASK } from "./protocol.ts";
 
@@ -26,14 +27,34 @@ export interface AttentionJobItem {
   task: AttentionTask;
 }
 
-export type JobItem = MatmulJobItem | AttentionJobItem;
+/** Gate and up products of the same rows and SwiGLU on them; its rows are output rows. */
+export interface GluJobItem {
+  kind: "glu";
+  gate: Weight;
+  up: Weight;
+  gateAct: Activations;
+  upAct: Activations;
+  outGate: Float32Array;
+  outUp: Float32Array;
+}
+
+export type JobItem = MatmulJobItem | AttentionJobItem | GluJobItem;
 
 /** Item kinds as written in a descriptor */
-export const ItemKind = { matmul: 1, attention: 2 } as const;
+export const ItemKind = { matmul: 1, attention: 2, glu: 3 } as const;
+
+/** Rows [r0, r1) of a fused SwiGLU item: both products, then outGate = silu(outGate) * outUp on them. */
+export function runGluRows(j: GluJobItem, r0: number, r1: number): void {
+  const n = j.gate.ne1;
+  matmulRange(j.gate, j.gateAct, j.outGate, n, r0, r1);
+  matmulRange(j.up, j.upAct, j.outUp, n, r0, r1);
+  for (let t = 0; t < j.gateAct.nTokens; t++) swigluRange(j.outGate, j.outUp, t * n + r0, t * n + r1);
+}
 
 /** rows (heads) and multiply-adds of an item */
 function itemSize(it: JobItem): { rows: number; macs: number } {
   if (it.kind === "matmul") return { rows: it.w.ne1, macs: it.w.ne0 * it.w.ne1 * it.act.nTokens };
+  if (it.kind === "glu") return { rows: it.gate.ne1, macs: 2 * it.gate.ne0 * it.gate.ne1 * it.gateAct.nTokens };
   const t = it.task;
   return { rows: t.nHead, macs: t.nHead * t.nTokens * (t.pos0 + (t.nTokens + 1) / 2) * (t.dk + t.dv) };
 }
@@ -59,7 +80,7 @@ export function planChunks(items: readonly JobItem[], nThreads: number, chunksPe
   const plan: Plan = { nChunks: 0, firstChunk: [], rowsPerChunk: [], nRows: [] };
   for (const [i, it] of items.entries()) {
     const nRows = sizes[i]!.rows;
-    const align = it.kind === "matmul" ? rowAlign : 1;
+    const align = it.kind === "attention" ? 1 : rowAlign;
     const want = Math.max(1, Math.round((target * sizes[i]!.macs) / Math.max(1, total)));
     let rowsPerChunk = Math.ceil(nRows / (want * align)) * align;
     if (Math.ceil(nRows / rowsPerChunk) > MAX_CHUNKS) rowsPerChunk = Math.ceil(nRows / (MAX_CHUNKS * align)) * align;
@@ -126,6 +147,7 @@ export function runChunks(i32: Int32Array, gen: number, plan: Plan, item: (i: nu
     const r0 = (k - plan.firstChunk[i]!) * plan.rowsPerChunk[i]!;
     const r1 = Math.min(nRows, r0 + plan.rowsPerChunk[i]!);
     if (j.kind === "matmul") matmulRange(j.w, j.act, j.out, nRows, r0, r1);
+    else if (j.kind === "glu") runGluRows(j, r0, r1);
     else attendHeads(j.task, r0, r1);
     Atomics.add(i32, Slot.PROGRESS, 1);
     Atomics.add(i32, Slot.DONE, 1);

@@ -72,10 +72,11 @@ export const MAX_ITEMS = 64;
 export const Desc = { N_CHUNKS: 0, N_ITEMS: 1, ITEMS: 2, OBJECTS: 2 + 4 * MAX_ITEMS } as const;
 /**
  * Slots of an item's header (where the plan's object offset points): its ItemKind, then where its
- * objects are (a product: weight, activations, output; attention: the task). The objects follow the
+ * objects are (a product: weight, activations, output; a fused SwiGLU: gate and up weights, their
+ * activations, the two outputs; attention: the task). The objects follow the
  * headers; one passed in several items is written once.
  */
-export const ITEM_HEADER = 4;
+export const ITEM_HEADER = 7;
 
 export function descHalf(desc: Float64Array, gen: number): Float64Array {
   const o = (gen & 1) * DESC_HALF;

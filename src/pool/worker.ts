@@ -11,7 +11,7 @@ import { attachWasmMemory } from "../kernels/wasm/memory.ts";
 import { wasmRuntime } from "../kernels/wasm/runtime.ts";
 import { controlViews, DEFAULT_SPIN_MS, descHalf, FailKind, recordFailure, Slot, type Control, type ControlMessage, type FaultAction, type WorkerTask } from "./protocol.ts";
 import { SharedDecoder } from "./shared-struct.ts";
-import { ItemKind, readPlan, runChunks, type JobItem, type MatmulJobItem } from "./job.ts";
+import { ItemKind, readPlan, runChunks, type GluJobItem, type JobItem, type MatmulJobItem } from "./job.ts";
 import type { AttentionTask } from "../kernels/attention.ts";
 
 
@@ -96,6 +96,16 @@ function decodeItem(decoder: SharedDecoder, half: Float64Array, at: number, seen
     return v;
   };
   if (half[at] === ItemKind.attention) return { kind: "attention", task: obj<AttentionTask>(at + 1) };
+  if (half[at] === ItemKind.glu)
+    return {
+      kind: "glu",
+      gate: obj<GluJobItem["gate"]>(at + 1),
+      up: obj<GluJobItem["up"]>(at + 2),
+      gateAct: obj<GluJobItem["gateAct"]>(at + 3),
+      upAct: obj<GluJobItem["upAct"]>(at + 4),
+      outGate: obj<{ v: Float32Array }>(at + 5).v,
+      outUp: obj<{ v: Float32Array }>(at + 6).v,
+    };
   return { kind: "matmul", w: obj<MatmulJobItem["w"]>(at + 1), act: obj<MatmulJobItem["act"]>(at + 2), out: obj<{ v: Float32Array }>(at + 3).v };
 }
 
