@@ -5,11 +5,15 @@
  *
  * `Activations` is a flat object of numbers and typed arrays (SharedArrayBuffer-backed when allocated
  * here) so the worker pool can hand it to other threads without copying.
+ *
+ * Q8_0 and Q8_K rows are quantized by the WASM SIMD kernels (./wasm/quantize-kernels.ts, bit-identical)
+ * when WASM is on; the TypeScript quantizers are the reference and the fallback.
  */
 import { GGMLType, typeName } from "../tensor/types.ts";
 import { blockCodec } from "../tensor/decode.ts";
 import { roundToBf16, roundToF16 } from "../tensor/f16.ts";
 import { quantizeQ8Blocks, quantizeQ8KBlocks } from "../tensor/quantize-act.ts";
+import { quantizeQ8KWasm, quantizeQ8Wasm } from "./wasm/quantize-kernels.ts";
 import { TsmoeError } from "../errors.ts";
 
 export interface Activations {
@@ -115,11 +119,14 @@ export function quantizeActivations(
   act.d = sharedView(Float32Array, prev?.d, nTokens * nb);
   if (dotType === GGMLType.Q8_K) {
     act.bsums = sharedView(Int32Array, prev?.bsums, n / 16);
-    for (let t = 0; t < nTokens; t++) quantizeQ8KBlocks(x, t * ne0, ne0, act.qs, t * ne0, act.d, t * nb, act.bsums);
+    // token rows are contiguous and whole blocks, so all of them are quantized as one run of blocks
+    if (!quantizeQ8KWasm(x, 0, n, act.qs, 0, act.d, 0, act.bsums))
+      for (let t = 0; t < nTokens; t++) quantizeQ8KBlocks(x, t * ne0, ne0, act.qs, t * ne0, act.d, t * nb, act.bsums);
   } else {
     if (dotType === GGMLType.Q8_1) act.s = sharedView(Float32Array, prev?.s, nTokens * nb);
     const s = dotType === GGMLType.Q8_1 ? act.s : undefined;
-    for (let t = 0; t < nTokens; t++) quantizeQ8Blocks(x, t * ne0, ne0, act.qs, t * ne0, act.d, t * nb, s);
+    if (s || !quantizeQ8Wasm(x, 0, n, act.qs, 0, act.d, 0))
+      for (let t = 0; t < nTokens; t++) quantizeQ8Blocks(x, t * ne0, ne0, act.qs, t * ne0, act.d, t * nb, s);
   }
   if (nTokens >= 2) {
     act.pk = sharedView(Float64Array, prev?.pk, (nTokens >> 1) * ne0);

@@ -60,8 +60,9 @@ export const Op = {
   block: 0x02, loop: 0x03, if: 0x04, else: 0x05, end: 0x0b, br: 0x0c, brIf: 0x0d, return: 0x0f, call: 0x10, drop: 0x1a, select: 0x1b,
   i32Eqz: 0x45, i32Eq: 0x46, i32Ne: 0x47, i32LtS: 0x48, i32LtU: 0x49, i32GtS: 0x4a, i32GtU: 0x4b, i32LeS: 0x4c, i32LeU: 0x4d, i32GeS: 0x4e, i32GeU: 0x4f,
   i32Add: 0x6a, i32Sub: 0x6b, i32Mul: 0x6c, i32DivU: 0x6e, i32RemU: 0x70, i32And: 0x71, i32Or: 0x72, i32Xor: 0x73, i32Shl: 0x74, i32ShrS: 0x75, i32ShrU: 0x76,
+  f32Eq: 0x5b, f32Ne: 0x5c, f32Lt: 0x5d, i32Ctz: 0x68, f32Abs: 0x8b, f32Add: 0x92, f32Sub: 0x93, f32Mul: 0x94, f32Div: 0x95,
   f64Add: 0xa0, f64Sub: 0xa1, f64Mul: 0xa2,
-  f32DemoteF64: 0xb6, f64ConvertI32S: 0xb7, f64PromoteF32: 0xbb,
+  f32DemoteF64: 0xb6, f64ConvertI32S: 0xb7, f64PromoteF32: 0xbb, i32ReinterpretF32: 0xbc, f32ReinterpretI32: 0xbe,
 } as const;
 
 /** Memory opcodes with their natural alignment (log2 bytes) */
@@ -73,17 +74,18 @@ export const Mem = {
 /** SIMD opcodes (after the 0xFD prefix) */
 export const Simd = {
   v128Load: 0x00, load8x8S: 0x01, load16Splat: 0x08, load32Splat: 0x09, load64Splat: 0x0a, v128Store: 0x0b, v128Const: 0x0c, i8x16Shuffle: 0x0d, i8x16Swizzle: 0x0e,
-  i8x16Splat: 0x0f, i16x8Splat: 0x10, i32x4Splat: 0x11, f64x2Splat: 0x14,
+  i8x16Splat: 0x0f, i16x8Splat: 0x10, i32x4Splat: 0x11, f32x4Splat: 0x13, f64x2Splat: 0x14,
   i32x4ExtractLane: 0x1b, i32x4ReplaceLane: 0x1c, f32x4ExtractLane: 0x1f, f64x2ExtractLane: 0x21,
-  i8x16Eq: 0x23, i32x4Eq: 0x37,
-  v128And: 0x4e, v128Or: 0x50, v128Xor: 0x51, v128Bitselect: 0x52,
+  i8x16Eq: 0x23, i32x4Eq: 0x37, f32x4Eq: 0x41, f32x4Lt: 0x43, f32x4Gt: 0x44, f32x4Ge: 0x46,
+  v128And: 0x4e, v128Or: 0x50, v128Xor: 0x51, v128Bitselect: 0x52, v128AnyTrue: 0x53,
+  i8x16NarrowI16x8S: 0x65, f32x4Nearest: 0x6a, i16x8ExtaddPairwiseI8x16S: 0x7c, i32x4ExtaddPairwiseI16x8S: 0x7e,
   load64Zero: 0x5d, f32x4DemoteF64x2Zero: 0x5e, f64x2PromoteLowF32x4: 0x5f,
   i8x16Shl: 0x6b, i8x16ShrU: 0x6d, i8x16Add: 0x6e, i8x16Sub: 0x71,
   i16x8NarrowI32x4S: 0x85, i16x8ExtendLowI8x16S: 0x87, i16x8ExtendHighI8x16S: 0x88, i16x8ExtendLowI8x16U: 0x89, i16x8ExtendHighI8x16U: 0x8a,
   i16x8Shl: 0x8b, i16x8ShrS: 0x8c, i16x8ShrU: 0x8d, i16x8Add: 0x8e, i16x8Sub: 0x91, i16x8Mul: 0x95,
-  i32x4ExtendLowI16x8U: 0xa9, i32x4ExtendHighI16x8U: 0xaa, i32x4Shl: 0xab,
-  i32x4Add: 0xae, i32x4Sub: 0xb1, i32x4Mul: 0xb5, i32x4DotI16x8S: 0xba,
-  f32x4Mul: 0xe6, f64x2Add: 0xf0, f64x2Sub: 0xf1, f64x2Mul: 0xf2, f32x4ConvertI32x4S: 0xfa, f64x2ConvertLowI32x4S: 0xfe,
+  i32x4Bitmask: 0xa4, i32x4ExtendLowI16x8U: 0xa9, i32x4ExtendHighI16x8U: 0xaa, i32x4Shl: 0xab,
+  i32x4ShrU: 0xad, i32x4Add: 0xae, i32x4Sub: 0xb1, i32x4Mul: 0xb5, i32x4DotI16x8S: 0xba,
+  f32x4Abs: 0xe0, f32x4Add: 0xe4, f32x4Sub: 0xe5, f32x4Mul: 0xe6, f32x4Div: 0xe7, f32x4Max: 0xe9, f32x4Pmax: 0xeb, f64x2Add: 0xf0, f64x2Sub: 0xf1, f64x2Mul: 0xf2, i32x4TruncSatF32x4S: 0xf8, f32x4ConvertI32x4S: 0xfa, f64x2ConvertLowI32x4S: 0xfe,
 } as const;
 
 /** Memory opcode descriptor: [opcode, natural alignment] */
