@@ -12,8 +12,8 @@
  * All addresses are byte offsets in the shared memory.
  */
 import { Code, encodeModule, F32, I32, Mem, Op, Simd, V128, type FuncDef } from "./emitter.ts";
-import { Wasm, type WasmMemory, type WasmModule } from "./webassembly.ts";
-import { MAX_PAGES, wasmAlloc, wasmDisabled, wasmMemory } from "./memory.ts";
+import { MAX_PAGES } from "./memory.ts";
+import { SideModule } from "./side-module.ts";
 
 /** opcodes this module needs beyond the emitter's tables */
 const F32_ADD = 0x92;
@@ -134,47 +134,19 @@ function emitMix(): FuncDef {
 export type ScoresFn = (q: number, k: number, kStride: number, n: number, dk: number, scale: number, out: number) => void;
 export type MixFn = (p: number, v: number, vStride: number, n: number, dv: number, out: number) => void;
 
-interface AttentionKernels {
-  memory: WasmMemory;
-  scores: ScoresFn;
-  mix: MixFn;
-}
-
-let compiled: WasmModule | undefined;
-let kernels: AttentionKernels | undefined;
-let failed = false;
-
 /** The module's bytes, generated here and now. */
 export function attentionModuleBytes(): Uint8Array<ArrayBuffer> {
   return encodeModule([emitScores(), emitMix()], 1, MAX_PAGES);
 }
 
+const side = new SideModule(attentionModuleBytes, (e) => ({ scores: e.attn_scores as ScoresFn, mix: e.attn_mix as MixFn }));
+
 /** This thread's attention kernels over the shared memory, or undefined when WASM is off or unavailable. */
-export function attentionKernels(): AttentionKernels | undefined {
-  if (failed) return undefined;
-  const memory = wasmMemory();
-  if (!memory || wasmDisabled()) return undefined;
-  if (kernels && kernels.memory === memory) return kernels;
-  try {
-    compiled ??= new Wasm!.Module(attentionModuleBytes());
-    const inst = new Wasm!.Instance(compiled, { env: { memory } });
-    kernels = { memory, scores: inst.exports.attn_scores as ScoresFn, mix: inst.exports.attn_mix as MixFn };
-    scratch = { addr: 0, size: 0 };
-    return kernels;
-  } catch {
-    failed = true;
-    return undefined;
-  }
+export function attentionKernels(): ReturnType<typeof side.kernels> {
+  return side.kernels();
 }
 
 /** This thread's scratch bytes in the shared memory for attention (grown on demand). */
-let scratch = { addr: 0, size: 0 };
 export function attentionScratch(bytes: number): number | undefined {
-  if (scratch.size < bytes) {
-    const size = Math.max(bytes, 2 * scratch.size, 1 << 16);
-    const addr = wasmAlloc(size);
-    if (addr === undefined) return undefined;
-    scratch = { addr, size };
-  }
-  return scratch.addr;
+  return side.scratchAddr(bytes);
 }

@@ -17,8 +17,8 @@
  * them in place when they live in the WASM memory.
  */
 import { Code, encodeModule, F32, I32, Mem, Op, Simd, V128, type FuncDef } from "./emitter.ts";
-import { Wasm, type WasmMemory, type WasmModule } from "./webassembly.ts";
-import { isWasmBuffer, MAX_PAGES, wasmAlloc, wasmDisabled, wasmMemory } from "./memory.ts";
+import { isWasmBuffer, MAX_PAGES } from "./memory.ts";
+import { SideModule } from "./side-module.ts";
 
 const ZERO = new Uint8Array(16);
 const SWAP_HALVES = [8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7];
@@ -214,37 +214,16 @@ function emitQ8K(): FuncDef {
 type Q8Fn = (x: number, nBlocks: number, qs: number, d: number) => void;
 type Q8KFn = (x: number, nBlocks: number, qs: number, d: number, bsums: number) => void;
 
-interface QuantizeKernels {
-  memory: WasmMemory;
-  q8_0: Q8Fn;
-  q8_k: Q8KFn;
-}
-
-let compiled: WasmModule | undefined;
-let kernels: QuantizeKernels | undefined;
-let failed = false;
-
 /** The module's bytes, generated here and now. */
 export function quantizeModuleBytes(): Uint8Array<ArrayBuffer> {
   return encodeModule([emitQ8_0(), emitQ8K()], 1, MAX_PAGES);
 }
 
+const side = new SideModule(quantizeModuleBytes, (e) => ({ q8_0: e.q8_0 as Q8Fn, q8_k: e.q8_k as Q8KFn }));
+
 /** This thread's quantize kernels over the shared memory, or undefined when WASM is off or unavailable. */
-export function quantizeKernels(): QuantizeKernels | undefined {
-  if (failed) return undefined;
-  const memory = wasmMemory();
-  if (!memory || wasmDisabled()) return undefined;
-  if (kernels && kernels.memory === memory) return kernels;
-  try {
-    compiled ??= new Wasm!.Module(quantizeModuleBytes());
-    const inst = new Wasm!.Instance(compiled, { env: { memory } });
-    kernels = { memory, q8_0: inst.exports.q8_0 as Q8Fn, q8_k: inst.exports.q8_k as Q8KFn };
-    scratch = { addr: 0, size: 0 };
-    return kernels;
-  } catch {
-    failed = true;
-    return undefined;
-  }
+export function quantizeKernels(): ReturnType<typeof side.kernels> {
+  return side.kernels();
 }
 
 let runs = 0;
@@ -254,15 +233,8 @@ export function quantizeWasmRuns(): number {
 }
 
 /** This thread's scratch bytes in the shared memory (grown on demand). */
-let scratch = { addr: 0, size: 0 };
 function quantizeScratch(bytes: number): number | undefined {
-  if (scratch.size < bytes) {
-    const size = Math.max(bytes, 2 * scratch.size, 1 << 16);
-    const addr = wasmAlloc(size);
-    if (addr === undefined) return undefined;
-    scratch = { addr, size };
-  }
-  return scratch.addr;
+  return side.scratchAddr(bytes);
 }
 
 /** This thread's staging area for n values in the scratch memory: views of the kernels' inputs and outputs. */
@@ -278,12 +250,11 @@ interface Staging {
 let staging: Staging | undefined;
 
 /** Staging for n values (a multiple of 256 for Q8_K, 32 otherwise): x (4n bytes), qs (n), d (n / 8), bsums (n / 4). */
-function stage(k: QuantizeKernels, n: number): Staging | undefined {
-  const buffer = k.memory.buffer;
-  if (staging && staging.buffer === buffer && staging.n === n && staging.base === scratch.addr) return staging;
+function stage(k: NonNullable<ReturnType<typeof quantizeKernels>>, n: number): Staging | undefined {
   const base = quantizeScratch(6 * n + n / 8);
   if (base === undefined) return undefined;
   const buf = k.memory.buffer;
+  if (staging && staging.buffer === buf && staging.n === n && staging.base === base) return staging;
   const qs = base + 4 * n, d = qs + n, bsums = d + n / 8;
   staging = {
     buffer: buf,

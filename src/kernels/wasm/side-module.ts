@@ -1,0 +1,49 @@
+/**
+ * A small WASM module of its own next to the matmul kernels (attention, activation quantization): emitted
+ * and compiled once per thread, instantiated over the shared memory (./memory.ts), with a scratch area of
+ * this thread's in that memory. `kernels()` is undefined when WASM is off or the module does not compile,
+ * and the callers then run their TypeScript code.
+ */
+import { Wasm, type WasmMemory, type WasmModule } from "./webassembly.ts";
+import { wasmAlloc, wasmDisabled, wasmMemory } from "./memory.ts";
+
+export class SideModule<K extends object> {
+  private compiled: WasmModule | undefined;
+  private current: (K & { memory: WasmMemory }) | undefined;
+  private failed = false;
+  private scratch = { addr: 0, size: 0 };
+
+  constructor(
+    private readonly bytes: () => Uint8Array<ArrayBuffer>,
+    private readonly bind: (exports: Record<string, unknown>) => K,
+  ) {}
+
+  /** This thread's kernels over the shared memory, or undefined when WASM is off or unavailable. */
+  kernels(): (K & { memory: WasmMemory }) | undefined {
+    if (this.failed) return undefined;
+    const memory = wasmMemory();
+    if (!memory || wasmDisabled()) return undefined;
+    if (this.current && this.current.memory === memory) return this.current;
+    try {
+      this.compiled ??= new Wasm!.Module(this.bytes());
+      const inst = new Wasm!.Instance(this.compiled, { env: { memory } });
+      this.current = { ...this.bind(inst.exports), memory };
+      this.scratch = { addr: 0, size: 0 };
+      return this.current;
+    } catch {
+      this.failed = true;
+      return undefined;
+    }
+  }
+
+  /** The address of this thread's scratch area of at least `bytes` bytes (grown on demand). */
+  scratchAddr(bytes: number): number | undefined {
+    if (this.scratch.size < bytes) {
+      const size = Math.max(bytes, 2 * this.scratch.size, 1 << 16);
+      const addr = wasmAlloc(size);
+      if (addr === undefined) return undefined;
+      this.scratch = { addr, size };
+    }
+    return this.scratch.addr;
+  }
+}
