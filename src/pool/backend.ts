@@ -53,10 +53,12 @@ export interface PoolOptions {
 }
 
 /**
- * Below this many multiply-adds a dispatch costs more than it saves: waking a worker takes ~10-20 µs on
- * an idle machine, and the WASM kernels do ~250k multiply-adds in about that time.
+ * Below this many multiply-adds a dispatch costs more than it saves: a parallel product costs ~30 µs more
+ * than on the calling thread alone (bench/RESULTS.md), and the WASM kernels do ~7 M multiply-adds per
+ * millisecond, so splitting pays from ~0.5 M on. At 256 K the embedded model decoded ~25% slower with 2
+ * threads than with 1; at 1 M the two are level (every product of a 2048-wide model is above it).
  */
-export const DEFAULT_MIN_PARALLEL_MACS = 1 << 18;
+export const DEFAULT_MIN_PARALLEL_MACS = 1 << 20;
 const DEFAULT_STALL_TIMEOUT_MS = 60_000;
 /** chunk boundaries are multiples of this many rows, so kernels that group rows group them identically */
 const ROW_ALIGN = 16;
