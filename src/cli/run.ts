@@ -45,6 +45,7 @@ interface RunCliOptions extends MoeCliValues {
   conversation?: boolean;
   systemPrompt?: string;
   displayPrompt: boolean;
+  ignoreEos?: boolean;
 }
 
 function samplerParams(o: RunCliOptions): Partial<SamplerParams> {
@@ -93,7 +94,8 @@ export function register(program: Command): void {
     .option("--repeat-last-n <n>", "tokens considered by the repeat penalty (0: off, -1: the context)", "64")
     .option("--conversation", "chat mode (also -cnv): user turns from stdin, the model's chat template")
     .option("--system-prompt <text>", "system message in chat mode (also -sys)")
-    .option("--no-display-prompt", "do not print the prompt before the generated text");
+    .option("--no-display-prompt", "do not print the prompt before the generated text")
+    .option("--ignore-eos", "never sample end-of-generation tokens (generate until -n or a full context)");
   addMoeOptions(cmd);
   cmd.action(async (o: RunCliOptions) => {
     const nPredict = parseIntArg("--n-predict", o.nPredict, -1);
@@ -114,7 +116,7 @@ export function register(program: Command): void {
       const tokenizer = Tokenizer.fromMetadata(model.metadata);
       session = model.createSession(nCtxOpt > 0 ? { nCtx: nCtxOpt } : {});
       const sampler = new Sampler(sp, session.nCtx);
-      const ctx: RunContext = { model, session, tokenizer, sampler, timings, nPredict, interrupt: new Interrupt() };
+      const ctx: RunContext = { model, session, tokenizer, sampler, timings, nPredict, ignoreEos: o.ignoreEos === true, interrupt: new Interrupt() };
       // a closed pipe (`tsmoe ... | head`) ends generation like Ctrl-C instead of crashing
       process.stdout.on("error", (e: NodeJS.ErrnoException) => {
         if (e.code !== "EPIPE") throw e;
@@ -145,6 +147,7 @@ interface RunContext {
   sampler: Sampler;
   timings: GenerationTimings;
   nPredict: number;
+  ignoreEos: boolean;
   interrupt: Interrupt;
 }
 
@@ -164,6 +167,7 @@ async function complete(ctx: RunContext, prompt: string, display: boolean): Prom
   try {
     const { stop } = await generate(ctx.session, ctx.sampler, ctx.tokenizer, tokens, {
       nPredict: ctx.nPredict,
+      ignoreEos: ctx.ignoreEos,
       write: (s) => process.stdout.write(s),
       shouldStop: () => ctx.interrupt.requested,
       timings: ctx.timings,
@@ -217,6 +221,7 @@ async function chat(ctx: RunContext, systemPrompt: string | undefined, firstUser
       try {
         ({ tokens: reply } = await generate(session, ctx.sampler, tokenizer, all.slice(keep), {
           nPredict: ctx.nPredict,
+          ignoreEos: ctx.ignoreEos,
           write: (s) => process.stdout.write(s),
           shouldStop: () => ctx.interrupt.requested,
           timings: ctx.timings,

@@ -29,6 +29,8 @@ export type StopReason = "eog" | "n_predict" | "context" | "interrupted";
 export interface GenerateOptions {
   /** new tokens at most (-1: no limit) */
   nPredict: number;
+  /** end-of-generation tokens are never sampled (llama-cli --ignore-eos: their logits are set to -inf) */
+  ignoreEos?: boolean;
   /** receives text as soon as it forms complete characters */
   write: (text: string) => void;
   /** checked between tokens (Ctrl-C) */
@@ -59,6 +61,8 @@ export async function generate(
   for (const tok of prompt) sampler.accept(tok);
   const decoder = new TokenStreamDecoder(tokenizer);
   const out: number[] = [];
+  const banned: number[] = [];
+  if (opts.ignoreEos) for (let id = 0; id < tokenizer.nVocab; id++) if (tokenizer.isEog(id)) banned.push(id);
   let stop: StopReason = "n_predict";
   for (;;) {
     await yieldToEventLoop();
@@ -67,6 +71,7 @@ export async function generate(
       break;
     }
     t0 = performance.now();
+    for (const id of banned) logits[id] = -Infinity;
     const tok = sampler.sample(logits);
     sampler.accept(tok);
     t.sampleMs += performance.now() - t0;
