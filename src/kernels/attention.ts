@@ -53,32 +53,54 @@ export function firstKey(p: number, window: number | undefined): number {
 /** Runs the task for query heads [h0, h1) of every token. */
 export function attendHeads(task: AttentionTask, h0: number, h1: number): void {
   const wasm = isWasmBuffer(task.k.buffer) && isWasmBuffer(task.v.buffer) ? attentionKernels() : undefined;
-  if (!wasm || !attendHeadsWasm(task, h0, h1, wasm)) attendHeadsTs(task, h0, h1);
+  runHeads(task, h0, h1, (wasm && wasmHeadOps(task, wasm)) || tsHeadOps(task));
 }
 
-function attendHeadsTs(task: AttentionTask, h0: number, h1: number): void {
-  const { q, k, v, out, qRow, kRow, vRow, oRow, nTokens, pos0, nHead, nHeadKv, dk, dv, scale, window, sinks } = task;
+/** The two products of one query head, over n keys from a cache offset (in values, not bytes). */
+interface HeadOps {
+  /** where `score` writes and the softmax runs */
+  scores: Float32Array;
+  /** scores[j] = f32(q . k_j * scale) for the query at q[qo..] and keys k[ko + j * kRow ..], j < n */
+  score(qo: number, ko: number, n: number): void;
+  /** sum over j < n of scores[j] * v[vo + j * vRow ..]: the head's output (a view, valid until the next call) */
+  mix(vo: number, n: number): Float32Array;
+}
+
+function runHeads(task: AttentionTask, h0: number, h1: number, ops: HeadOps): void {
+  const { out, qRow, kRow, vRow, oRow, nTokens, pos0, nHead, nHeadKv, dk, dv, window, sinks } = task;
   const group = nHead / nHeadKv;
-  const sc = f32(scale);
-  const scores = new Float32Array(pos0 + nTokens);
-  const acc = new Float32Array(dv);
   for (let t = 0; t < nTokens; t++) {
     const j0 = firstKey(pos0 + t, window);
     const n = pos0 + t + 1 - j0;
     for (let h = h0; h < h1; h++) {
       const g = Math.floor(h / group);
-      const qo = t * qRow + h * dk;
-      for (let j = 0; j < n; j++) scores[j] = f32(dotLanes(q, qo, k, (j0 + j) * kRow + g * dk, dk) * sc);
-      softmaxInPlace(scores, n, sinks.length ? sinks[h] : undefined);
+      ops.score(t * qRow + h * dk, j0 * kRow + g * dk, n);
+      softmaxInPlace(ops.scores, n, sinks.length ? sinks[h] : undefined);
+      out.set(ops.mix(j0 * vRow + g * dv, n), t * oRow + h * dv);
+    }
+  }
+}
+
+function tsHeadOps(task: AttentionTask): HeadOps {
+  const { q, k, v, kRow, vRow, pos0, nTokens, dk, dv } = task;
+  const sc = f32(task.scale);
+  const scores = new Float32Array(pos0 + nTokens);
+  const acc = new Float32Array(dv);
+  return {
+    scores,
+    score(qo, ko, n) {
+      for (let j = 0; j < n; j++) scores[j] = f32(dotLanes(q, qo, k, ko + j * kRow, dk) * sc);
+    },
+    mix(vo, n) {
       acc.fill(0);
       for (let j = 0; j < n; j++) {
         const p = scores[j]!;
-        const vo = (j0 + j) * vRow + g * dv;
-        for (let d = 0; d < dv; d++) acc[d] = acc[d]! + f32(p * v[vo + d]!);
+        const o = vo + j * vRow;
+        for (let d = 0; d < dv; d++) acc[d] = acc[d]! + f32(p * v[o + d]!);
       }
-      out.set(acc, t * oRow + h * dv);
-    }
-  }
+      return acc;
+    },
+  };
 }
 
 /** a . b over n float32 values in four float32 lanes (the tail to lane 0), (l0 + l1) + (l2 + l3) */
@@ -98,32 +120,27 @@ function dotLanes(a: Float32Array, ao: number, b: Float32Array, bo: number, n: n
   return f32(f32(s0 + s1) + f32(s2 + s3));
 }
 
-/** false (nothing written) when the thread has no scratch space in the WASM memory */
-function attendHeadsWasm(task: AttentionTask, h0: number, h1: number, wasm: NonNullable<ReturnType<typeof attentionKernels>>): boolean {
-  const { q, k, v, out, qRow, kRow, vRow, oRow, nTokens, pos0, nHead, nHeadKv, dk, dv, scale, window, sinks } = task;
+/** The WASM kernels on this thread's scratch, or undefined (TypeScript then) when it has no scratch space. */
+function wasmHeadOps(task: AttentionTask, wasm: NonNullable<ReturnType<typeof attentionKernels>>): HeadOps | undefined {
+  const { q, k, v, kRow, vRow, pos0, nTokens, dk, dv, scale } = task;
   const maxKeys = pos0 + nTokens;
   const base = attentionScratch(4 * (dk + dv + maxKeys) + 64);
-  if (base === undefined) return false;
+  if (base === undefined) return undefined;
   const qAddr = base;
   const oAddr = qAddr + 4 * dk;
   const sAddr = oAddr + 4 * dv;
   const buf = wasm.memory.buffer;
   const qBuf = new Float32Array(buf, qAddr, dk);
   const oBuf = new Float32Array(buf, oAddr, dv);
-  const scores = new Float32Array(buf, sAddr, maxKeys);
-  const group = nHead / nHeadKv;
-  for (let t = 0; t < nTokens; t++) {
-    const j0 = firstKey(pos0 + t, window);
-    const n = pos0 + t + 1 - j0;
-    for (let h = h0; h < h1; h++) {
-      const g = Math.floor(h / group);
-      const qo = t * qRow + h * dk;
+  return {
+    scores: new Float32Array(buf, sAddr, maxKeys),
+    score(qo, ko, n) {
       qBuf.set(q.subarray(qo, qo + dk));
-      wasm.scores(qAddr, k.byteOffset + 4 * ((j0 * kRow) + g * dk), 4 * kRow, n, dk, scale, sAddr);
-      softmaxInPlace(scores, n, sinks.length ? sinks[h] : undefined);
-      wasm.mix(sAddr, v.byteOffset + 4 * ((j0 * vRow) + g * dv), 4 * vRow, n, dv, oAddr);
-      out.set(oBuf, t * oRow + h * dv);
-    }
-  }
-  return true;
+      wasm.scores(qAddr, k.byteOffset + 4 * ko, 4 * kRow, n, dk, scale, sAddr);
+    },
+    mix(vo, n) {
+      wasm.mix(sAddr, v.byteOffset + 4 * vo, 4 * vRow, n, dv, oAddr);
+      return oBuf;
+    },
+  };
 }
