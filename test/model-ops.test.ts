@@ -124,11 +124,10 @@ describe("attention", () => {
     const cache = new KvCache(1, 8, shape);
     // two batches: 3 tokens, then 2 tokens at positions 3..4
     const out = new Float32Array(nTok * 4 * 8);
-    const scores = new Float32Array(8);
     cache.store(0, 0, 3, k, v);
-    attend(cache, 0, shape, q, 3, 0, out, scores);
+    attend(cache, 0, shape, q, 3, 0, out);
     cache.store(0, 3, 2, k.subarray(3 * 16), v.subarray(3 * 16));
-    attend(cache, 0, shape, q.subarray(3 * 32), 2, 3, out.subarray(3 * 32), scores);
+    attend(cache, 0, shape, q.subarray(3 * 32), 2, 3, out.subarray(3 * 32));
     const want: number[] = [];
     for (let t = 0; t < nTok; t++)
       for (let h = 0; h < 4; h++) {

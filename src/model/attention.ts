@@ -125,7 +125,6 @@ export function attend(
   nTokens: number,
   pos0: number,
   out: Float32Array,
-  _scores?: Float32Array,
   opts: AttentionOptions = {},
 ): void {
   attendHeads(attentionTask(cache, il, shape, q, nTokens, pos0, out, opts), 0, shape.nHead);

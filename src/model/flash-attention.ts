@@ -145,10 +145,9 @@ export function attendFlashF16(
   nTokens: number,
   pos0: number,
   out: Float32Array,
-  scores: Float32Array,
   opts: AttentionOptions = {},
 ): void {
-  if (nTokens >= FA_TILE_Q) attend(cache, il, shape, q, nTokens, pos0, out, scores, opts);
+  if (nTokens >= FA_TILE_Q) attend(cache, il, shape, q, nTokens, pos0, out, opts);
   else attendFlashVec(cache, il, shape, q, nTokens, pos0, out, opts, cacheLanes.get(cache) ?? F32_LANES);
 }
 

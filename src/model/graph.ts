@@ -52,13 +52,11 @@ class Buffers implements FfnBuffers {
   ue: Float32Array;
   ye: Float32Array;
   shexpGate: Float32Array;
-  scores: Float32Array;
 
   constructor(
     backend: MatmulBackend,
     readonly cap: number,
     hp: ModelHParams,
-    nCtx: number,
   ) {
     const a = (n: number) => backend.allocF32(Math.max(1, n));
     const ffnWidth = Math.max(hp.nFf, hp.nFfShexp, hp.nFfExp);
@@ -78,7 +76,6 @@ class Buffers implements FfnBuffers {
     this.ue = a(hp.nExpert ? cap * hp.nFfExp : 0);
     this.ye = a(hp.nExpert ? cap * hp.nEmbd : 0);
     this.shexpGate = a(cap);
-    this.scores = new Float32Array(nCtx);
   }
 }
 
@@ -107,7 +104,7 @@ export class LayerGraph {
 
   /** Prepares for a batch of n tokens at positions pos0..pos0+n-1. */
   begin(n: number, pos0: number): void {
-    if (!this.b || this.b.cap < n) this.b = new Buffers(this.backend, n, this.hp, this.cache.nCtx);
+    if (!this.b || this.b.cap < n) this.b = new Buffers(this.backend, n, this.hp);
     this.n = n;
     this.pos0 = pos0;
     const positions = new Int32Array(n);
@@ -187,7 +184,7 @@ export class LayerGraph {
   attend(L: LayerWeights, il: number, window = 0): void {
     this.cache.store(il, this.pos0, this.n, this.b.k, this.b.v);
     const opts = { sinks: L.attnSinks, window };
-    if (this.cache.f16) attendFlashF16(this.cache, il, this.attnShape, this.b.q, this.n, this.pos0, this.b.attn, this.b.scores, opts);
+    if (this.cache.f16) attendFlashF16(this.cache, il, this.attnShape, this.b.q, this.n, this.pos0, this.b.attn, opts);
     else this.backend.attention(attentionTask(this.cache, il, this.attnShape, this.b.q, this.n, this.pos0, this.b.attn, opts));
   }
 
