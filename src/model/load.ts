@@ -59,7 +59,7 @@ export function buildModel(file: GgufFile): LoadedModel {
   return { arch, hparams: hp, weights, routerConfig };
 }
 
-export class ModelSession implements Session {
+class ModelSession implements Session {
   private pos = 0;
   private readonly graph: LayerGraph;
   /** the session's KV cache */
