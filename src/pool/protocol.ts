@@ -31,10 +31,12 @@ export const Slot = {
 } as const;
 
 /**
- * How long an idle thread spins (a worker on the job generation, the main thread on finished chunks) before it sleeps (Atomics.wait). Decode hands the pool a
- * product every ~100 µs with a little serial work in between; a worker that has gone to sleep needs a
- * futex wake-up (tens of µs on a VM) and the calling thread meanwhile takes its chunks alone. Spinning
- * through those gaps keeps both threads busy; a spin this short costs little when the cores are shared.
+ * How long an idle thread spins (a worker on the job generation, the main thread on finished chunks)
+ * before it sleeps (Atomics.wait). Decode hands the pool a job every ~100 µs with a little serial work in
+ * between; a worker that has gone to sleep needs a futex wake-up (tens of µs on a VM) and the calling
+ * thread meanwhile takes its chunks alone. On an idle machine 2-thread decode measured faster with a long
+ * spin than with a few µs; when other processes share the cores a spinning thread takes CPU from the one
+ * with work, so the spin stays short (PoolOptions.spinMs changes it).
  */
 export const DEFAULT_SPIN_MS = 1;
 
