@@ -21,7 +21,7 @@ import { attendHeads, type AttentionTask } from "../kernels/attention.ts";
 import { matmulRange, quantizeActivations, type Activations, type Weight } from "../kernels/matmul.ts";
 import { wasmMemory } from "../kernels/wasm/memory.ts";
 import { typeName, type GGMLType } from "../tensor/types.ts";
-import { ItemKind, planChunks, runChunks, runGluRows, writePlan, type GluJobItem, type JobItem, type MatmulJobItem } from "./job.ts";
+import { ItemKind, itemSize, planChunks, runChunks, runGluRows, writePlan, type GluJobItem, type JobItem, type MatmulJobItem } from "./job.ts";
 import {
   createControl,
   DEFAULT_SPIN_MS,
@@ -244,13 +244,14 @@ export class PoolBackend implements MatmulBackend {
   /** Attention with the query heads split between the threads (on the calling thread alone when small). */
   attention(task: AttentionTask): void {
     this.throwIfFailed();
-    const macs = task.nHead * task.nTokens * (task.pos0 + task.nTokens) * (task.dk + task.dv);
+    const item: JobItem = { kind: "attention", task };
+    const { macs } = itemSize(item);
     const shared = [task.q, task.k, task.v, task.out].every((a) => a.buffer instanceof SharedArrayBuffer);
     if (this.nWorkers === 0 || macs < this.minParallelMacs || task.nHead < 2 || !shared) {
       attendHeads(task, 0, task.nHead);
       return;
     }
-    this.dispatch([{ kind: "attention", task }]);
+    this.dispatch([item]);
   }
 
   allocF32(n: number): Float32Array {

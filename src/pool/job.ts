@@ -52,7 +52,7 @@ export function runGluRows(j: GluJobItem, r0: number, r1: number): void {
 }
 
 /** rows (heads) and multiply-adds of an item */
-function itemSize(it: JobItem): { rows: number; macs: number } {
+export function itemSize(it: JobItem): { rows: number; macs: number } {
   if (it.kind === "matmul") return { rows: it.w.ne1, macs: it.w.ne0 * it.w.ne1 * it.act.nTokens };
   if (it.kind === "glu") return { rows: it.gate.ne1, macs: 2 * it.gate.ne0 * it.gate.ne1 * it.gateAct.nTokens };
   const t = it.task;
