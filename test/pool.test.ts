@@ -17,6 +17,8 @@ import { TsmoeError } from "../src/errors.ts";
 import { loadModel } from "../src/model/load.ts";
 import { allocTensorBytes } from "../src/kernels/wasm/memory.ts";
 import { ROOT } from "./helpers.ts";
+import { planChunks, type JobItem } from "../src/pool/job.ts";
+import type { Activations } from "../src/kernels/activations.ts";
 
 const WEIGHT_TYPES = [
   GGMLType.F32,
@@ -189,6 +191,66 @@ describe("pool results", () => {
     expect(Array.from(out)).toEqual(Array.from(expected));
     await expect(createPoolBackend(0)).rejects.toThrow(TsmoeError);
     await expect(createPoolBackend(1.5)).rejects.toThrow(/positive integer/);
+  });
+});
+
+describe("job plans", () => {
+  // only the sizes matter to the planner: a product of ne0 x rows over one token
+  const product = (ne0: number, rows: number): JobItem => ({
+    kind: "matmul",
+    w: { type: GGMLType.F32, ne0, ne1: rows, data: new Uint8Array(0) },
+    act: { nTokens: 1 } as Activations,
+    out: new Float32Array(0),
+  });
+  const chunksOf = (plan: ReturnType<typeof planChunks>) => {
+    const out: { item: number; r0: number; r1: number }[] = [];
+    for (let i = 0; i < plan.item.length; i++)
+      for (let k = plan.firstChunk[i]!; k < plan.firstChunk[i + 1]!; k++) {
+        const r0 = plan.rowStart[i]! + (k - plan.firstChunk[i]!) * plan.rowsPerChunk[i]!;
+        out.push({ item: plan.item[i]!, r0, r1: Math.min(plan.rowEnd[i]!, r0 + plan.rowsPerChunk[i]!) });
+      }
+    return out;
+  };
+
+  it("cover every row of every item once, in item order, at multiples of the row alignment", () => {
+    for (const items of [[product(2048, 4096)], [product(2048, 768), product(2048, 768), product(2048, 768)], [product(512, 100), product(64, 16), product(4096, 2000)]])
+      for (const threads of [2, 3, 8]) {
+        const plan = planChunks(items, threads, 4, 16);
+        const chunks = chunksOf(plan);
+        expect(chunks.length).toBe(plan.nChunks);
+        for (const [i, it] of items.entries()) {
+          const mine = chunks.filter((c) => c.item === i);
+          expect(mine.length).toBeGreaterThan(0);
+          const rows = it.kind === "matmul" ? it.w.ne1 : 0;
+          let next = 0;
+          for (const c of mine) {
+            expect(c.r0).toBe(next);
+            expect(c.r1).toBeGreaterThan(c.r0);
+            if (c.r1 < rows) expect(c.r1 % 16).toBe(0);
+            next = c.r1;
+          }
+          expect(next).toBe(rows);
+        }
+        expect(chunks.map((c) => c.item)).toEqual([...chunks.map((c) => c.item)].sort((a, b) => a - b));
+      }
+  });
+
+  it("end with chunks finer than the bulk, so the threads run out of work together", () => {
+    const plan = planChunks([product(2048, 8192)], 2, 4, 16);
+    const sizes = chunksOf(plan).map((c) => c.r1 - c.r0);
+    // 8 chunks of equal work, the last 2 of them cut 4 times finer
+    expect(sizes.slice(0, 6)).toEqual(Array(6).fill(1024));
+    expect(sizes.slice(6)).toEqual(Array(8).fill(256));
+    // MoE-like jobs: the last items are the ones cut finer
+    const moe = chunksOf(planChunks(Array.from({ length: 8 }, () => product(2048, 768)), 2, 4, 16));
+    expect(moe.filter((c) => c.item < 6).map((c) => c.r1 - c.r0)).toEqual(Array(6).fill(768));
+    expect(moe.filter((c) => c.item >= 6).every((c) => c.r1 - c.r0 < 768)).toBe(true);
+  });
+
+  it("stay within the chunk limit", () => {
+    const plan = planChunks([product(64, 1 << 16)], 2, 4, 16, 100);
+    expect(plan.nChunks).toBeLessThanOrEqual(100);
+    expect(chunksOf(plan).at(-1)!.r1).toBe(1 << 16);
   });
 });
 

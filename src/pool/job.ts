@@ -5,13 +5,13 @@
  * ticket until none is left and compute each with the kernels' `matmulRange` or `attendHeads`. The main thread and the
  * workers run the same function, so which thread computes a row never changes its value.
  *
- * A job's plan lives in its descriptor half (see ./protocol.ts): the chunk count, the item count, then per
- * item its first chunk, rows per chunk, row count and where its encoded objects start.
+ * A job's plan lives in its descriptor half (see ./protocol.ts): the chunk count, the range count, then per
+ * row range its first chunk, rows per chunk, first and end row and where its item's encoded objects start.
  */
 import { attendHeads, type AttentionTask } from "../kernels/attention.ts";
 import { swigluRange } from "../kernels/glu.ts";
 import { matmulRange, type Activations, type Weight } from "../kernels/matmul.ts";
-import { CHUNK_BITS, Desc, MAX_CHUNKS, MAX_ITEMS, Slot, TAG_MASK } from "./protocol.ts";
+import { CHUNK_BITS, Desc, MAX_CHUNKS, MAX_RANGES, RANGE_SLOTS, Slot, TAG_MASK } from "./protocol.ts";
 
 /** One product of a job: out[t * w.ne1 + r] = dot(row r of w, activation row t). */
 export interface MatmulJobItem {
@@ -59,35 +59,61 @@ export function itemSize(it: JobItem): { rows: number; macs: number } {
   return { rows: t.nHead, macs: t.nHead * t.nTokens * (t.pos0 + (t.nTokens + 1) / 2) * (t.dk + t.dv) };
 }
 
-/** How a job's items are cut into chunks. */
+/**
+ * How a job's items are cut into chunks: a list of row ranges, each of one item, each cut into chunks of
+ * the same number of rows. An item is one range, or two where the job's finer tail chunks start.
+ */
 export interface Plan {
   nChunks: number;
-  /** per item: its first chunk (firstChunk[nItems] = nChunks), rows per chunk, row count */
+  /** per range: its item, its first chunk (firstChunk[nRanges] = nChunks), rows per chunk, rows [rowStart, rowEnd) */
+  item: number[];
   firstChunk: number[];
   rowsPerChunk: number[];
-  nRows: number[];
+  rowStart: number[];
+  rowEnd: number[];
 }
 
+/** the tail's chunks are this many times smaller than the others */
+const TAIL_SPLIT = 4;
+
 /**
- * Chunks for a job: about nThreads * chunksPerThread in all, shared out between the items in proportion to
- * their multiply-adds (at least one per item); products are cut at multiples of `align` rows, so kernels
- * that group rows group them identically whatever the thread count (attention heads: any cut).
+ * Chunks for a job, in item order: about nThreads * chunksPerThread chunks of equal work, except that the
+ * last nThreads such chunks' worth of work is cut TAIL_SPLIT times finer, so the threads run out of work
+ * at nearly the same time while the bulk of the job stays in large chunks (each chunk costs a kernel call
+ * and its per-call staging). Every item gets at least one chunk. Products are cut at multiples of
+ * `rowAlign` rows, so kernels that group rows group them identically whatever the thread count (attention
+ * heads: any cut). At most maxChunks chunks in all.
  */
-export function planChunks(items: readonly JobItem[], nThreads: number, chunksPerThread: number, rowAlign: number): Plan {
+export function planChunks(items: readonly JobItem[], nThreads: number, chunksPerThread: number, rowAlign: number, maxChunks = MAX_CHUNKS): Plan {
   const sizes = items.map(itemSize);
   const total = sizes.reduce((a, b) => a + b.macs, 0);
-  const target = nThreads * chunksPerThread;
-  const plan: Plan = { nChunks: 0, firstChunk: [], rowsPerChunk: [], nRows: [] };
-  for (const [i, it] of items.entries()) {
-    const nRows = sizes[i]!.rows;
-    const align = it.kind === "attention" ? 1 : rowAlign;
-    const want = Math.max(1, Math.round((target * sizes[i]!.macs) / Math.max(1, total)));
-    let rowsPerChunk = Math.ceil(nRows / (want * align)) * align;
-    if (Math.ceil(nRows / rowsPerChunk) > MAX_CHUNKS) rowsPerChunk = Math.ceil(nRows / (MAX_CHUNKS * align)) * align;
+  for (let chunkMacs = Math.max(1, total / (nThreads * chunksPerThread)); ; chunkMacs *= 2) {
+    const plan = cutItems(items, sizes, Math.max(0, total - nThreads * chunkMacs), chunkMacs, rowAlign);
+    if (plan.nChunks <= maxChunks) return plan;
+  }
+}
+
+function cutItems(items: readonly JobItem[], sizes: readonly { rows: number; macs: number }[], tailStart: number, chunkMacs: number, rowAlign: number): Plan {
+  const plan: Plan = { nChunks: 0, item: [], firstChunk: [], rowsPerChunk: [], rowStart: [], rowEnd: [] };
+  const addRange = (item: number, r0: number, r1: number, rowsPerChunk: number): void => {
+    plan.item.push(item);
     plan.firstChunk.push(plan.nChunks);
     plan.rowsPerChunk.push(rowsPerChunk);
-    plan.nRows.push(nRows);
-    plan.nChunks += Math.max(1, Math.ceil(nRows / rowsPerChunk));
+    plan.rowStart.push(r0);
+    plan.rowEnd.push(r1);
+    plan.nChunks += Math.max(1, Math.ceil((r1 - r0) / rowsPerChunk));
+  };
+  let done = 0;
+  for (const [i, it] of items.entries()) {
+    const { rows, macs } = sizes[i]!;
+    const align = it.kind === "attention" ? 1 : rowAlign;
+    const macsPerRow = Math.max(1, macs / Math.max(1, rows));
+    const rowsFor = (m: number): number => Math.max(align, Math.ceil(m / macsPerRow / align) * align);
+    // rows of this item before the tail starts, at a multiple of align
+    const split = Math.min(rows, Math.max(0, Math.ceil((tailStart - done) / macsPerRow / align) * align));
+    if (split > 0) addRange(i, 0, split, rowsFor(chunkMacs));
+    if (split < rows || rows === 0) addRange(i, split, rows, rowsFor(chunkMacs / TAIL_SPLIT));
+    done += macs;
   }
   plan.firstChunk.push(plan.nChunks);
   return plan;
@@ -95,41 +121,46 @@ export function planChunks(items: readonly JobItem[], nThreads: number, chunksPe
 
 /** Writes the plan into a descriptor half; item i's objects start at objectAt[i]. */
 export function writePlan(half: Float64Array, plan: Plan, objectAt: readonly number[]): void {
-  const n = plan.nRows.length;
+  const n = plan.item.length;
+  if (n > MAX_RANGES) throw new Error(`pool: ${n} row ranges in one job (at most ${MAX_RANGES})`);
   half[Desc.N_CHUNKS] = plan.nChunks;
-  half[Desc.N_ITEMS] = n;
+  half[Desc.N_RANGES] = n;
   for (let i = 0; i < n; i++) {
-    const o = Desc.ITEMS + 4 * i;
+    const o = Desc.RANGES + RANGE_SLOTS * i;
     half[o] = plan.firstChunk[i]!;
     half[o + 1] = plan.rowsPerChunk[i]!;
-    half[o + 2] = plan.nRows[i]!;
-    half[o + 3] = objectAt[i]!;
+    half[o + 2] = plan.rowStart[i]!;
+    half[o + 3] = plan.rowEnd[i]!;
+    half[o + 4] = objectAt[plan.item[i]!]!;
   }
 }
 
-/** The plan (and each item's object offset) as written by writePlan. */
-export function readPlan(half: Float64Array): { plan: Plan; objectAt: number[] } {
-  const n = half[Desc.N_ITEMS]!;
-  if (!(n >= 1 && n <= MAX_ITEMS)) throw new Error(`pool worker: bad job item count ${n}`);
-  const plan: Plan = { nChunks: half[Desc.N_CHUNKS]!, firstChunk: [], rowsPerChunk: [], nRows: [] };
-  const objectAt: number[] = [];
+/**
+ * The plan as written by writePlan; its ranges' items are numbered by where their objects start
+ * (plan.item[i] is that offset), so ranges of one item share it.
+ */
+export function readPlan(half: Float64Array): Plan {
+  const n = half[Desc.N_RANGES]!;
+  if (!(n >= 1 && n <= MAX_RANGES)) throw new Error(`pool worker: bad job range count ${n}`);
+  const plan: Plan = { nChunks: half[Desc.N_CHUNKS]!, item: [], firstChunk: [], rowsPerChunk: [], rowStart: [], rowEnd: [] };
   for (let i = 0; i < n; i++) {
-    const o = Desc.ITEMS + 4 * i;
+    const o = Desc.RANGES + RANGE_SLOTS * i;
     plan.firstChunk.push(half[o]!);
     plan.rowsPerChunk.push(half[o + 1]!);
-    plan.nRows.push(half[o + 2]!);
-    objectAt.push(half[o + 3]!);
+    plan.rowStart.push(half[o + 2]!);
+    plan.rowEnd.push(half[o + 3]!);
+    plan.item.push(half[o + 4]!);
   }
   plan.firstChunk.push(plan.nChunks);
-  return { plan, objectAt };
+  return plan;
 }
 
 /**
  * Takes chunk after chunk of job `gen` (the ticket must carry gen's tag) and computes it; returns once the
- * job has no chunk left or the ticket belongs to another job. `item(i)` gives item i (decoded on first
- * use); `beforeChunk` runs after a chunk is taken.
+ * job has no chunk left or the ticket belongs to another job. `item(plan.item[i])` gives range i's item
+ * (decoded on first use); `beforeChunk` runs after a chunk is taken.
  */
-export function runChunks(i32: Int32Array, gen: number, plan: Plan, item: (i: number) => JobItem, beforeChunk?: () => void): void {
+export function runChunks(i32: Int32Array, gen: number, plan: Plan, item: (id: number) => JobItem, beforeChunk?: () => void): void {
   const tag = gen & TAG_MASK;
   let i = 0;
   for (;;) {
@@ -140,13 +171,12 @@ export function runChunks(i32: Int32Array, gen: number, plan: Plan, item: (i: nu
     if (Atomics.compareExchange(i32, Slot.TICKET, t, (t + 1) | 0) !== t) continue;
     Atomics.add(i32, Slot.PROGRESS, 1);
     beforeChunk?.();
-    // tickets only grow, so the item index only moves forward
+    // tickets only grow, so the range index only moves forward
     while (k >= plan.firstChunk[i + 1]!) i++;
-    const j = item(i);
-    const nRows = plan.nRows[i]!;
-    const r0 = (k - plan.firstChunk[i]!) * plan.rowsPerChunk[i]!;
-    const r1 = Math.min(nRows, r0 + plan.rowsPerChunk[i]!);
-    if (j.kind === "matmul") matmulRange(j.w, j.act, j.out, nRows, r0, r1);
+    const j = item(plan.item[i]!);
+    const r0 = plan.rowStart[i]! + (k - plan.firstChunk[i]!) * plan.rowsPerChunk[i]!;
+    const r1 = Math.min(plan.rowEnd[i]!, r0 + plan.rowsPerChunk[i]!);
+    if (j.kind === "matmul") matmulRange(j.w, j.act, j.out, j.w.ne1, r0, r1);
     else if (j.kind === "glu") runGluRows(j, r0, r1);
     else attendHeads(j.task, r0, r1);
     Atomics.add(i32, Slot.PROGRESS, 1);

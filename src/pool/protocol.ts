@@ -63,15 +63,19 @@ const N_SLOTS = 16;
 const ERR_BYTES = 4096;
 /**
  * Float64 slots for job descriptors: two halves, used by even and odd generations, so the main thread
- * writes job g + 1 while a late worker may still read job g's half. Each half: chunk count, item count,
- * MAX_ITEMS entries of 4 (per item: first chunk, rows per chunk, row count, where its objects start; see
- * ./job.ts), then the encoded weight, activations and output of each item.
+ * writes job g + 1 while a late worker may still read job g's half. Each half: chunk count, range count,
+ * MAX_RANGES entries of RANGE_SLOTS (per row range of an item: first chunk, rows per chunk, first row, end
+ * row, where the item's objects start; see ./job.ts), then the encoded weight, activations and output of
+ * each item.
  */
 export const DESC_SLOTS = 8192;
 export const DESC_HALF = DESC_SLOTS / 2;
 /** the most products one job carries (a longer matmulMany is cut into several jobs) */
 export const MAX_ITEMS = 64;
-export const Desc = { N_CHUNKS: 0, N_ITEMS: 1, ITEMS: 2, OBJECTS: 2 + 4 * MAX_ITEMS } as const;
+/** a job's plan cuts one item in two (where its last, finer chunks start): one range more than items */
+export const MAX_RANGES = MAX_ITEMS + 1;
+export const RANGE_SLOTS = 5;
+export const Desc = { N_CHUNKS: 0, N_RANGES: 1, RANGES: 2, OBJECTS: 2 + RANGE_SLOTS * MAX_RANGES } as const;
 /**
  * Slots of an item's header (where the plan's object offset points): its ItemKind, then where its
  * objects are (a product: weight, activations, output; a fused SwiGLU: gate and up weights, their

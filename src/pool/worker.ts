@@ -62,10 +62,16 @@ export default function runWorker(task: WorkerTask): string {
         fault = undefined;
         injectFault(action, ctl);
       };
-      const { plan, objectAt } = readPlan(half);
-      const items: (JobItem | undefined)[] = [];
+      const plan = readPlan(half);
+      // items by where their objects start (the plan's item ids), decoded on first use
+      const items = new Map<number, JobItem>();
       const seen = new Map<number, unknown>();
-      runChunks(i32, gen, plan, (i) => (items[i] ??= decodeItem(decoder, half, objectAt[i]!, seen)), beforeChunk);
+      const item = (at: number): JobItem => {
+        let it = items.get(at);
+        if (it === undefined) items.set(at, (it = decodeItem(decoder, half, at, seen)));
+        return it;
+      };
+      runChunks(i32, gen, plan, item, beforeChunk);
     } catch (e) {
       recordFailure(ctl, FailKind.THREW, `worker thread ${task.index}: ${e instanceof Error ? e.message : String(e)}`);
     }
