@@ -20,6 +20,7 @@ import { swigluRange } from "../kernels/glu.ts";
 import { attendHeads, type AttentionTask } from "../kernels/attention.ts";
 import { matmulRange, quantizeActivations, type Activations, type Weight } from "../kernels/matmul.ts";
 import { wasmMemory } from "../kernels/wasm/memory.ts";
+import { compiledWasm } from "../kernels/wasm/shared-modules.ts";
 import { typeName, type GGMLType } from "../tensor/types.ts";
 import { ItemKind, itemSize, planChunks, runChunks, runGluRows, writePlan, type GluJobItem, type JobItem, type MatmulJobItem } from "./job.ts";
 import {
@@ -125,10 +126,11 @@ export class PoolBackend implements MatmulBackend {
     let startError: string | undefined;
     // created here if no model made it yet, so that every thread runs the WASM kernels over the same memory
     const memory = wasmMemory();
+    const wasmModules = memory ? compiledWasm() : undefined;
     for (let index = 0; index < this.nWorkers; index++) {
       const { port1, port2 } = new MessageChannel();
       this.ports.push(port1);
-      const task: WorkerTask = { control: this.ctl.sab, index, port: port2, wasmMemory: memory, spinMs: this.spinMs };
+      const task: WorkerTask = { control: this.ctl.sab, index, port: port2, wasmMemory: memory, wasmModules, spinMs: this.spinMs };
       const done = piscina.run(task, { transferList: [port2] }).then(
         () => {
           if (!this.stopping) this.failFromEventLoop(`worker thread ${index} stopped`);

@@ -139,6 +139,8 @@ export interface WorkerTask {
   port: import("node:worker_threads").MessagePort;
   /** the main thread's WebAssembly memory (weights the WASM kernels read live in it), if WASM is on */
   wasmMemory?: import("../kernels/wasm/webassembly.ts").WasmMemory;
+  /** the main thread's compiled WASM modules (the worker instantiates them instead of compiling its own) */
+  wasmModules?: import("../kernels/wasm/shared-modules.ts").CompiledWasm;
   /** how long the worker spins on the job generation before it sleeps (ms) */
   spinMs?: number;
 }

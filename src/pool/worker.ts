@@ -9,6 +9,7 @@
 import { receiveMessageOnPort } from "node:worker_threads";
 import { attachWasmMemory } from "../kernels/wasm/memory.ts";
 import { wasmRuntime } from "../kernels/wasm/runtime.ts";
+import { adoptCompiledWasm } from "../kernels/wasm/shared-modules.ts";
 import { controlViews, DEFAULT_SPIN_MS, descHalf, FailKind, recordFailure, Slot, type Control, type ControlMessage, type FaultAction, type WorkerTask } from "./protocol.ts";
 import { SharedDecoder } from "./shared-struct.ts";
 import { ItemKind, readPlan, runChunks, type GluJobItem, type JobItem, type MatmulJobItem } from "./job.ts";
@@ -19,7 +20,9 @@ export default function runWorker(task: WorkerTask): string {
   // the WASM kernels must see the main thread's memory, where the weights are
   if (task.wasmMemory) {
     attachWasmMemory(task.wasmMemory);
-    // compile the kernels now, not inside the first chunk (where it would count against the stall timeout)
+    if (task.wasmModules) adoptCompiledWasm(task.wasmModules);
+    // instantiate the kernels now (compile them, without modules from the main thread), not inside the first
+    // chunk, where it would count against the stall timeout
     wasmRuntime();
   }
   const ctl = controlViews(task.control);

@@ -139,14 +139,15 @@ export function attentionModuleBytes(): Uint8Array<ArrayBuffer> {
   return encodeModule([emitScores(), emitMix()], 1, MAX_PAGES);
 }
 
-const side = new SideModule(attentionModuleBytes, (e) => ({ scores: e.attn_scores as ScoresFn, mix: e.attn_mix as MixFn }));
+/** the module with its per-thread instance (exported for ./shared-modules.ts) */
+export const attentionModule = new SideModule(attentionModuleBytes, (e) => ({ scores: e.attn_scores as ScoresFn, mix: e.attn_mix as MixFn }));
 
 /** This thread's attention kernels over the shared memory, or undefined when WASM is off or unavailable. */
-export function attentionKernels(): ReturnType<typeof side.kernels> {
-  return side.kernels();
+export function attentionKernels(): ReturnType<typeof attentionModule.kernels> {
+  return attentionModule.kernels();
 }
 
 /** This thread's scratch bytes in the shared memory for attention (grown on demand). */
 export function attentionScratch(bytes: number): number | undefined {
-  return side.scratchAddr(bytes);
+  return attentionModule.scratchAddr(bytes);
 }

@@ -219,11 +219,12 @@ export function quantizeModuleBytes(): Uint8Array<ArrayBuffer> {
   return encodeModule([emitQ8_0(), emitQ8K()], 1, MAX_PAGES);
 }
 
-const side = new SideModule(quantizeModuleBytes, (e) => ({ q8_0: e.q8_0 as Q8Fn, q8_k: e.q8_k as Q8KFn }));
+/** the module with its per-thread instance (exported for ./shared-modules.ts) */
+export const quantizeModule = new SideModule(quantizeModuleBytes, (e) => ({ q8_0: e.q8_0 as Q8Fn, q8_k: e.q8_k as Q8KFn }));
 
 /** This thread's quantize kernels over the shared memory, or undefined when WASM is off or unavailable. */
-export function quantizeKernels(): ReturnType<typeof side.kernels> {
-  return side.kernels();
+export function quantizeKernels(): ReturnType<typeof quantizeModule.kernels> {
+  return quantizeModule.kernels();
 }
 
 let runs = 0;
@@ -234,7 +235,7 @@ export function quantizeWasmRuns(): number {
 
 /** This thread's scratch bytes in the shared memory (grown on demand). */
 function quantizeScratch(bytes: number): number | undefined {
-  return side.scratchAddr(bytes);
+  return quantizeModule.scratchAddr(bytes);
 }
 
 /** This thread's staging area for n values in the scratch memory: views of the kernels' inputs and outputs. */

@@ -1,5 +1,6 @@
 /**
- * Runs the WASM kernels: compiles the emitted module once per thread, instantiates it over the shared
+ * Runs the WASM kernels: compiles the emitted module once per process (worker threads get the main
+ * thread's, see ./shared-modules.ts), instantiates it per thread over the shared
  * memory (./memory.ts), copies the activations into this thread's scratch area of that memory, calls the
  * kernel for a row range and copies the results out. Single tokens of Q4_K/Q5_K/Q6_K weights go through
  * the decode kernels (./decode-kernels.ts), other single tokens (and small batches of some types) through
@@ -35,7 +36,7 @@ interface Runtime {
   stageT: StageTFn;
 }
 
-interface Compiled {
+export interface Compiled {
   module: WasmModule;
   info: Map<string, KernelInfo>;
   tileInfo: Map<string, TileKernelInfo>;
@@ -67,6 +68,21 @@ function allKernels(): ReturnType<typeof emitKernels> & { tileInfo: Map<string, 
   const decode = emitDecodeKernels();
   funcs.push(...decode.funcs);
   return { funcs, info, tileInfo: tiles.info, decodeInfo: decode.info };
+}
+
+/** The compiled kernel module and its kernels' descriptions (compiled now if need be), to hand to worker threads. */
+export function compiledKernels(): Compiled | undefined {
+  if (failed || !Wasm) return undefined;
+  try {
+    return compile();
+  } catch {
+    return undefined;
+  }
+}
+
+/** Uses a kernel module another thread compiled (see compiledKernels) instead of emitting and compiling it here. */
+export function adoptCompiledKernels(c: Compiled): void {
+  moduleCache ??= c;
 }
 
 function compile(): Compiled {

@@ -1,7 +1,7 @@
 /**
  * A small WASM module of its own next to the matmul kernels (attention, activation quantization): emitted
- * and compiled once per thread, instantiated over the shared memory (./memory.ts), with a scratch area of
- * this thread's in that memory. `kernels()` is undefined when WASM is off or the module does not compile,
+ * and compiled once per thread (or adopted from another thread, see ./shared-modules.ts), instantiated
+ * over the shared memory (./memory.ts), with a scratch area of this thread's in that memory. `kernels()` is undefined when WASM is off or the module does not compile,
  * and the callers then run their TypeScript code.
  */
 import { Wasm, type WasmMemory, type WasmModule } from "./webassembly.ts";
@@ -34,6 +34,22 @@ export class SideModule<K extends object> {
       this.failed = true;
       return undefined;
     }
+  }
+
+  /** The compiled module (compiled now if need be), to hand to worker threads; undefined if it does not compile. */
+  compiledModule(): WasmModule | undefined {
+    if (this.failed || !Wasm) return undefined;
+    try {
+      return (this.compiled ??= new Wasm.Module(this.bytes()));
+    } catch {
+      this.failed = true;
+      return undefined;
+    }
+  }
+
+  /** Uses a module another thread compiled (see compiledModule) instead of emitting and compiling it here. */
+  adopt(module: WasmModule): void {
+    this.compiled ??= module;
   }
 
   /** The address of this thread's scratch area of at least `bytes` bytes (grown on demand). */
