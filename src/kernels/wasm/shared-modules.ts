@@ -1,7 +1,6 @@
 /**
  * The WASM modules a thread has compiled, handed to the pool's worker threads when they start: a worker
- * then neither emits nor compiles them (that took ~10 MB of heap per worker, kept until a major GC that an
- * idle worker never runs), and all threads run one copy of V8's compiled code, optimised tiers included.
+ * then neither emits nor compiles them (a pool starts faster) and all threads share V8's compiled code.
  */
 import { attentionModule } from "./attention-kernels.ts";
 import { quantizeModule } from "./quantize-kernels.ts";
