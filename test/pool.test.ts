@@ -18,6 +18,8 @@ import { loadModel } from "../src/model/load.ts";
 import { allocTensorBytes } from "../src/kernels/wasm/memory.ts";
 import { ROOT } from "./helpers.ts";
 import { planChunks, type JobItem } from "../src/pool/job.ts";
+import { SharedDecoder, SharedEncoder } from "../src/pool/shared-struct.ts";
+import type { ControlMessage } from "../src/pool/protocol.ts";
 import type { Activations } from "../src/kernels/activations.ts";
 
 const WEIGHT_TYPES = [
@@ -191,6 +193,63 @@ describe("pool results", () => {
     expect(Array.from(out)).toEqual(Array.from(expected));
     await expect(createPoolBackend(0)).rejects.toThrow(TsmoeError);
     await expect(createPoolBackend(1.5)).rejects.toThrow(/positive integer/);
+  });
+});
+
+describe("shared structs", () => {
+  const pair = () => {
+    const decoder = new SharedDecoder();
+    const encoder = new SharedEncoder((msg: ControlMessage) => {
+      decoder.apply(structuredClone(msg));
+    });
+    return { encoder, decoder, slots: new Float64Array(256) };
+  };
+  const sab = <T extends Float32Array | Int8Array>(Ctor: new (b: SharedArrayBuffer) => T, n: number, fill: number): T => {
+    const v = new Ctor(new SharedArrayBuffer(n * (Ctor === (Float32Array as unknown) ? 4 : 1)));
+    v.fill(fill);
+    return v;
+  };
+
+  it("decode what was encoded, with and without a shape name, and when a field changes kind", () => {
+    const { encoder, decoder, slots } = pair();
+    const a = { n: 3, f: sab(Float32Array, 4, 1.5), flag: true, name: "x" };
+    const b = { n: 7, f: sab(Float32Array, 2, -2), flag: false, name: "x" };
+    // same shape name, field f now an Int8Array: the cached layout no longer fits and a new one is made
+    const c = { n: 9, f: sab(Int8Array, 3, 5), flag: true, name: "x" };
+    let at = 0;
+    const starts: number[] = [];
+    for (const o of [a, b, c, a]) {
+      starts.push(at);
+      at = encoder.encode(o, slots, at, "volatile", 0, "thing");
+    }
+    for (const [i, o] of [a, b, c, a].entries()) {
+      const { value } = decoder.decode<typeof o>(slots, starts[i]!);
+      expect(value.n).toBe(o.n);
+      expect(value.flag).toBe(o.flag);
+      expect(value.name).toBe("x");
+      expect(value.f.constructor).toBe(o.f.constructor);
+      expect(Array.from(value.f)).toEqual(Array.from(o.f));
+    }
+    // shared: the same memory, not a copy
+    const again = decoder.decode<typeof a>(slots, starts[0]!).value;
+    a.f[2] = 42;
+    expect(again.f[2]).toBe(42);
+    a.f[2] = 1.5;
+  });
+
+  it("encode a bare view as { v } and copy non-shared volatile views into scratch", () => {
+    const { encoder, decoder, slots } = pair();
+    const shared = sab(Float32Array, 5, 2);
+    const plain = new Float32Array([1, 2, 3]);
+    const end = encoder.encodeView(shared, slots, 0, "volatile", 0);
+    encoder.encodeView(plain, slots, end, "volatile", 1);
+    const v0 = decoder.decode<{ v: Float32Array }>(slots, 0).value.v;
+    const v1 = decoder.decode<{ v: Float32Array }>(slots, end).value.v;
+    shared[4] = 9;
+    expect(Array.from(v0)).toEqual([2, 2, 2, 2, 9]);
+    expect(Array.from(v1)).toEqual([1, 2, 3]);
+    expect(v1.buffer).toBeInstanceOf(SharedArrayBuffer);
+    expect(() => encoder.encodeView(shared, new Float64Array(3), 0, "volatile")).toThrow(TsmoeError);
   });
 });
 

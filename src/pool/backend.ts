@@ -298,13 +298,18 @@ export class PoolBackend implements MatmulBackend {
     const objectAt: number[] = [];
     let at: number = Desc.OBJECTS + ITEM_HEADER * job.length;
     const written = new Map<object, number>();
-    const put = (obj: object, policy: "stable" | "volatile", tag: number): number => {
+    const put = (obj: object, policy: "stable" | "volatile", tag: number, shape?: string): number => {
       let a = written.get(obj);
       if (a === undefined) {
         a = at;
-        at = policy === "stable" ? this.encoder.encodeStable(obj, half, at) : this.encoder.encode(obj, half, at, policy, tag);
+        at = policy === "stable" ? this.encoder.encodeStable(obj, half, at) : this.encoder.encode(obj, half, at, policy, tag, shape);
         written.set(obj, a);
       }
+      return a;
+    };
+    const putOut = (out: Float32Array, tag: number): number => {
+      const a = at;
+      at = this.encoder.encodeView(out, half, at, "volatile", tag);
       return a;
     };
     for (const [i, it] of job.entries()) {
@@ -313,18 +318,19 @@ export class PoolBackend implements MatmulBackend {
       half[h] = ItemKind[it.kind];
       if (it.kind === "attention") {
         half[h + 1] = at;
-        at = this.encoder.encode(it.task, half, at, "stable", i);
+        at = this.encoder.encode(it.task, half, at, "stable", i, "attention");
       } else if (it.kind === "matmul") {
         half[h + 1] = put(it.w, "stable", i);
-        half[h + 2] = put(it.act, "volatile", i);
-        half[h + 3] = put({ v: it.out }, "volatile", i);
+        half[h + 2] = put(it.act, "volatile", i, "activations");
+        half[h + 3] = putOut(it.out, i);
       } else {
         half[h + 1] = put(it.gate, "stable", i);
         half[h + 2] = put(it.up, "stable", i);
-        half[h + 3] = put(it.gateAct, "volatile", i);
-        half[h + 4] = put(it.upAct, "volatile", i);
-        half[h + 5] = put({ v: it.outGate }, "volatile", i);
-        half[h + 6] = put({ v: it.outUp }, "volatile", i);
+        half[h + 3] = put(it.gateAct, "volatile", i, "activations");
+        half[h + 4] = put(it.upAct, "volatile", i, "activations");
+        half[h + 5] = putOut(it.outGate, i);
+        // another tag: both outputs are alive at once (scratch for non-shared data is kept per tag)
+        half[h + 6] = putOut(it.outUp, i + MAX_ITEMS);
       }
     }
     writePlan(half, plan, objectAt);

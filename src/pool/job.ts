@@ -95,28 +95,33 @@ export function planChunks(items: readonly JobItem[], nThreads: number, chunksPe
 
 function cutItems(items: readonly JobItem[], sizes: readonly { rows: number; macs: number }[], tailStart: number, chunkMacs: number, rowAlign: number): Plan {
   const plan: Plan = { nChunks: 0, item: [], firstChunk: [], rowsPerChunk: [], rowStart: [], rowEnd: [] };
-  const addRange = (item: number, r0: number, r1: number, rowsPerChunk: number): void => {
-    plan.item.push(item);
-    plan.firstChunk.push(plan.nChunks);
-    plan.rowsPerChunk.push(rowsPerChunk);
-    plan.rowStart.push(r0);
-    plan.rowEnd.push(r1);
-    plan.nChunks += Math.max(1, Math.ceil((r1 - r0) / rowsPerChunk));
-  };
   let done = 0;
-  for (const [i, it] of items.entries()) {
+  for (let i = 0; i < items.length; i++) {
     const { rows, macs } = sizes[i]!;
-    const align = it.kind === "attention" ? 1 : rowAlign;
+    const align = items[i]!.kind === "attention" ? 1 : rowAlign;
     const macsPerRow = Math.max(1, macs / Math.max(1, rows));
-    const rowsFor = (m: number): number => Math.max(align, Math.ceil(m / macsPerRow / align) * align);
     // rows of this item before the tail starts, at a multiple of align
     const split = Math.min(rows, Math.max(0, Math.ceil((tailStart - done) / macsPerRow / align) * align));
-    if (split > 0) addRange(i, 0, split, rowsFor(chunkMacs));
-    if (split < rows || rows === 0) addRange(i, split, rows, rowsFor(chunkMacs / TAIL_SPLIT));
+    if (split > 0) addRange(plan, i, 0, split, rowsFor(chunkMacs, macsPerRow, align));
+    if (split < rows || rows === 0) addRange(plan, i, split, rows, rowsFor(chunkMacs / TAIL_SPLIT, macsPerRow, align));
     done += macs;
   }
   plan.firstChunk.push(plan.nChunks);
   return plan;
+}
+
+/** rows for a chunk of about `macs` multiply-adds: a positive multiple of align */
+function rowsFor(macs: number, macsPerRow: number, align: number): number {
+  return Math.max(align, Math.ceil(macs / macsPerRow / align) * align);
+}
+
+function addRange(plan: Plan, item: number, r0: number, r1: number, rowsPerChunk: number): void {
+  plan.item.push(item);
+  plan.firstChunk.push(plan.nChunks);
+  plan.rowsPerChunk.push(rowsPerChunk);
+  plan.rowStart.push(r0);
+  plan.rowEnd.push(r1);
+  plan.nChunks += Math.max(1, Math.ceil((r1 - r0) / rowsPerChunk));
 }
 
 /** Writes the plan into a descriptor half; item i's objects start at objectAt[i]. */

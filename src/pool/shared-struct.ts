@@ -26,7 +26,7 @@ function viewCtorName(v: unknown): ViewCtorName | undefined {
 export class SharedEncoder {
   private readonly bufferIds = new WeakMap<SharedArrayBuffer, number>();
   private nextBufferId = 1;
-  private readonly layoutIds = new Map<string, number>();
+  private readonly layoutIds = new Map<string, { id: number; fields: FieldLayout[] }>();
   /** shared copies of non-shared buffers holding stable data */
   private readonly stableCopies = new WeakMap<ArrayBufferLike, SharedArrayBuffer>();
   /** per-field scratch for volatile non-shared data, keyed "layout:field:tag" */
@@ -38,25 +38,65 @@ export class SharedEncoder {
   /**
    * Writes `obj` into `slots` from index `at` and returns the index after it. Volatile non-shared data is
    * copied into scratch kept per layout, field and `tag`: objects of one job that are alive at the same
-   * time need different tags.
+   * time need different tags. Objects passed with the same `shape` name must have the same keys in the
+   * same order (built by one object literal): their layout is then looked up by the name instead of
+   * being worked out from the object's entries on every call.
    */
-  encode(obj: object, slots: Float64Array, at: number, policy: CopyPolicy, tag = 0): number {
-    const entries = Object.entries(obj);
-    const layoutId = this.layoutOf(entries);
-    slots[at++] = layoutId;
-    for (let f = 0; f < entries.length; f++) {
-      const v = entries[f][1];
-      if (typeof v === "number") slots[at++] = v;
-      else if (typeof v === "boolean") slots[at++] = v ? 1 : 0;
-      else if (ArrayBuffer.isView(v)) {
-        const shared = this.sharedView(v as View, policy, `${layoutId}:${f}:${tag}`);
-        slots[at++] = this.bufferId(shared.buffer as SharedArrayBuffer);
-        slots[at++] = shared.byteOffset;
-        slots[at++] = shared.length;
-      }
-      if (at > slots.length) throw new TsmoeError("pool: job descriptor too large");
+  encode(obj: object, slots: Float64Array, at: number, policy: CopyPolicy, tag = 0, shape?: string): number {
+    let layout = shape === undefined ? undefined : this.shapes.get(shape);
+    if (layout === undefined || !this.fits(obj as Record<string, unknown>, layout.fields)) {
+      layout = this.layoutOf(Object.entries(obj));
+      if (shape !== undefined) this.shapes.set(shape, layout);
     }
+    const fields = layout.fields;
+    slots[at++] = layout.id;
+    for (let f = 0; f < fields.length; f++) {
+      const field = fields[f]!;
+      const v = (obj as Record<string, unknown>)[field.key];
+      if (field.kind === "number") slots[at++] = v as number;
+      else if (field.kind === "boolean") slots[at++] = v ? 1 : 0;
+      else if (field.kind === "view") at = this.writeView(v as View, slots, at, policy, layout.id, f, tag);
+    }
+    // writes past the end of a typed array are dropped: check once at the end
+    if (at > slots.length) throw new TsmoeError("pool: job descriptor too large");
     return at;
+  }
+
+  /**
+   * Writes the object `{ v: view }` (without making it): the workers decode it as such an object. For
+   * output buffers, passed in every job.
+   */
+  encodeView(view: View, slots: Float64Array, at: number, policy: CopyPolicy, tag = 0): number {
+    const ctor = viewCtorName(view);
+    if (ctor === undefined) throw new TsmoeError(`pool: cannot pass a ${view.constructor.name} to worker threads`);
+    let id = this.viewLayouts.get(ctor);
+    if (id === undefined) this.viewLayouts.set(ctor, (id = this.layoutOf([["v", view]]).id));
+    slots[at] = id;
+    const end = this.writeView(view, slots, at + 1, policy, id, 0, tag);
+    if (end > slots.length) throw new TsmoeError("pool: job descriptor too large");
+    return end;
+  }
+
+  /** layouts of objects passed with a shape name */
+  private readonly shapes = new Map<string, { id: number; fields: FieldLayout[] }>();
+  /** layout ids of `{ v: view }` per view type */
+  private readonly viewLayouts = new Map<ViewCtorName, number>();
+
+  /** whether obj's fields still have the kinds the layout says (a field that changed kind needs a new layout) */
+  private fits(obj: Record<string, unknown>, fields: readonly FieldLayout[]): boolean {
+    for (const field of fields) {
+      const v = obj[field.key];
+      if (field.kind === "number" ? typeof v !== "number" : field.kind === "boolean" ? typeof v !== "boolean" : field.kind === "view" ? viewCtorName(v) !== field.ctor : v !== field.value) return false;
+    }
+    return true;
+  }
+
+  private writeView(v: View, slots: Float64Array, at: number, policy: CopyPolicy, layoutId: number, field: number, tag: number): number {
+    const shared = v.buffer instanceof SharedArrayBuffer ? v : this.sharedView(v, policy, `${layoutId}:${field}:${tag}`);
+    slots[at] = this.bufferId(shared.buffer as SharedArrayBuffer);
+    slots[at + 1] = shared.byteOffset;
+    slots[at + 2] = shared.length;
+    return at + 3;
   }
 
   /** encoded slots of stable objects (weights), reused when the same object is passed again */
@@ -78,16 +118,16 @@ export class SharedEncoder {
     return end;
   }
 
-  private layoutOf(entries: [string, unknown][]): number {
-    // a cheap signature first (this runs for every object of every job); the full layout only when new
+  private layoutOf(entries: [string, unknown][]): { id: number; fields: FieldLayout[] } {
+    // a cheap signature first; the full layout only when new
     let sig = "";
     for (const [key, v] of entries) {
       const t = typeof v;
       sig += t === "number" || t === "boolean" ? `${key}:${t};` : ArrayBuffer.isView(v) ? `${key}:${v.constructor.name};` : `${key}=${String(v)}:${t};`;
     }
-    let id = this.layoutIds.get(sig);
-    if (id !== undefined) return id;
-    const layout: FieldLayout[] = entries.map(([key, v]) => {
+    const known = this.layoutIds.get(sig);
+    if (known !== undefined) return known;
+    const fields: FieldLayout[] = entries.map(([key, v]) => {
       if (typeof v === "number") return { key, kind: "number" };
       if (typeof v === "boolean") return { key, kind: "boolean" };
       const ctor = viewCtorName(v);
@@ -95,10 +135,10 @@ export class SharedEncoder {
       if (typeof v === "string" || v === null || v === undefined) return { key, kind: "const", value: v };
       throw new TsmoeError(`pool: cannot pass field '${key}' (${typeof v}) to worker threads`);
     });
-    id = this.layoutIds.size + 1;
-    this.layoutIds.set(sig, id);
-    this.post({ kind: "layout", id, layout });
-    return id;
+    const layout = { id: this.layoutIds.size + 1, fields };
+    this.layoutIds.set(sig, layout);
+    this.post({ kind: "layout", id: layout.id, layout: fields });
+    return layout;
   }
 
   private sharedView(v: View, policy: CopyPolicy, scratchKey: string): View {
