@@ -1,6 +1,6 @@
 /**
  * tsmoe against llama.cpp (node-llama-cpp) on the same GGUF files, same thread count:
- *   npx tsx bench/vs-llamacpp.ts [--threads 2] [--layers 2] [--reps 2] [--models olmoe,qwen3moe]
+ *   npx tsx bench/vs-llamacpp.ts [--threads 2] [--layers 2] [--reps 3] [--models olmoe,qwen3moe]
  *                                [--types Q8_0,Q4_K_M] [--write]
  *
  * Models: seeded random weights with the real models' shapes, cut to a few layers (cached in the OS temp
@@ -12,7 +12,7 @@
  *
  * Per model: prompt processing of 64 tokens (pp64, fresh session) and decode of 32 tokens after it (tg32,
  * one token per eval, greedy) with tsmoe and llama.cpp at `threads` and at 1 thread, alternating `reps`
- * times (best run kept); tokens per CPU-second of the 1-thread runs compare the kernels independently of
+ * times after one untimed run each (best run kept; thread scaling also as the median of paired rounds); tokens per CPU-second of the 1-thread runs compare the kernels independently of
  * other load. Each model is measured in a child process so the peak RSS taken after tsmoe's first run is
  * tsmoe's own. Prints a table; --write also writes bench/RESULTS.md.
  */
@@ -27,6 +27,10 @@ import { GgufValueType } from "../src/gguf/types.ts";
 import { loadModel } from "../src/model/load.ts";
 import { createPoolBackend } from "../src/pool/backend.ts";
 import { GGMLType } from "../src/tensor/types.ts";
+import { quantize } from "../src/tensor/quantize.ts";
+import { randn } from "../src/tensor/random.ts";
+import { allocTensorBytes } from "../src/kernels/wasm/memory.ts";
+import type { Weight } from "../src/kernels/matmul.ts";
 import type { Token } from "node-llama-cpp";
 
 /** node-llama-cpp's token ids are a branded number type */
@@ -172,6 +176,12 @@ async function runLlama(lm: LlamaModel, threads: number, prompt: number[]): Prom
   }
 }
 
+/** the median of many-thread / 1-thread decode speed over runs made in the same alternation round */
+function pairedScaling(many: Speed[], one: Speed[]): number {
+  const r = many.map((m, i) => m.tg / one[i]!.tg).sort((a, b) => a - b);
+  return r.length % 2 ? r[r.length >> 1]! : (r[r.length / 2 - 1]! + r[r.length / 2]!) / 2;
+}
+
 function best(runs: Speed[]): Speed {
   const max = (k: keyof Speed): number => Math.max(...runs.map((r) => r[k]));
   return { pp: max("pp"), tg: max("tg"), ppCpu: max("ppCpu"), tgCpu: max("tgCpu") };
@@ -184,6 +194,9 @@ interface ChildResult {
   llama1: Speed;
   /** peak RSS after loading and running the model with `threads` threads (before anything else loads) */
   tsmoeRssMB: number;
+  /** median over the alternation rounds of (tg at `threads`) / (tg at 1 thread) in the same round */
+  tsmoeScaling: number;
+  llamaScaling: number;
   /** RSS of the process before loading the model */
   baseRssMB: number;
   fileMB: number;
@@ -199,14 +212,18 @@ async function measure(path: string, threads: number, reps: number): Promise<voi
   const model = await loadModel(path, { threads });
   const prompt = promptTokens(model.hparams.nVocab);
   const runs = { tsmoe: [] as Speed[], llama: [] as Speed[], tsmoe1: [] as Speed[], llama1: [] as Speed[] };
-  runs.tsmoe.push(await runTsmoe(model, prompt));
+  // a first untimed run of each engine and thread count (JIT and caches warm up; tsmoe's peak RSS is taken after its first run)
+  await runTsmoe(model, prompt);
   const tsmoeRssMB = process.resourceUsage().maxRSS / 1024;
 
   const model1 = await loadModel(path, { threads: 1 });
   const llama = await getLlama({ gpu: false, build: "never", maxThreads: 0, logLevel: LlamaLogLevel.error });
   const lm = await llama.loadModel({ modelPath: path });
+  await runTsmoe(model1, prompt);
+  await runLlama(lm, threads, prompt);
+  await runLlama(lm, 1, prompt);
   for (let r = 0; r < reps; r++) {
-    if (r > 0) runs.tsmoe.push(await runTsmoe(model, prompt));
+    runs.tsmoe.push(await runTsmoe(model, prompt));
     runs.llama.push(await runLlama(lm, threads, prompt));
     runs.tsmoe1.push(await runTsmoe(model1, prompt));
     runs.llama1.push(await runLlama(lm, 1, prompt));
@@ -221,6 +238,8 @@ async function measure(path: string, threads: number, reps: number): Promise<voi
     tsmoe1: best(runs.tsmoe1),
     llama1: best(runs.llama1),
     tsmoeRssMB,
+    tsmoeScaling: pairedScaling(runs.tsmoe, runs.tsmoe1),
+    llamaScaling: pairedScaling(runs.llama, runs.llama1),
     baseRssMB,
     fileMB,
     load: loadavg()[0]!,
@@ -247,6 +266,47 @@ async function dispatchOverhead(): Promise<{ oneUs: number; twoUs: number }> {
   return { oneUs: await time(1), twoUs: await time(2) };
 }
 
+/**
+ * The ceiling for decode scaling on this machine: multiply-adds per second of the matmul kernels alone
+ * through the pool at 1 and `threads` threads, on products shaped like a MoE layer's (8 Q4_K products of
+ * 2048 x 768 per dispatch, one token, cycling through 64 weights = 56 MB so they stream from memory as in
+ * decode). No routing, norms, attention or other serial work: what is left is the kernels, the dispatch and
+ * the threads sharing the memory system. Best of 3 alternating runs of ~1 s each.
+ */
+async function kernelScaling(threads: number): Promise<{ oneGmacs: number; manyGmacs: number }> {
+  const ne0 = 2048, ne1 = 768, nW = 64, perJob = 8;
+  const proto = quantize(GGMLType.Q4_K, randn(ne0 * ne1, 3), ne1, ne0);
+  const ws: Weight[] = Array.from({ length: nW }, () => {
+    const data = allocTensorBytes(proto.length);
+    data.set(proto);
+    return { type: GGMLType.Q4_K, ne0, ne1, data };
+  });
+  const x = new Float32Array(randn(ne0, 4));
+  const rate = async (n: number, backend: Awaited<ReturnType<typeof createPoolBackend>>): Promise<number> => {
+    const outs = Array.from({ length: perJob }, () => backend.allocF32(ne1));
+    let i = 0, macs = 0;
+    const t0 = performance.now();
+    while (performance.now() - t0 < 1000) {
+      backend.matmulMany(outs.map((out, j) => ({ w: ws[(i + j) % nW]!, x, nTokens: 1, out })));
+      i += perJob;
+      macs += perJob * ne0 * ne1;
+    }
+    return macs / ((performance.now() - t0) * 1e6);
+  };
+  const one = await createPoolBackend(1);
+  const many = await createPoolBackend(threads);
+  let oneGmacs = 0, manyGmacs = 0;
+  await rate(1, one);
+  await rate(threads, many);
+  for (let r = 0; r < 3; r++) {
+    oneGmacs = Math.max(oneGmacs, await rate(1, one));
+    manyGmacs = Math.max(manyGmacs, await rate(threads, many));
+  }
+  await one.dispose();
+  await many.dispose();
+  return { oneGmacs, manyGmacs };
+}
+
 function child(args: string[]): string {
   const r = spawnSync(process.execPath, ["--import", "tsx", fileURLToPath(import.meta.url), ...args], {
     encoding: "utf8",
@@ -263,6 +323,10 @@ async function main(): Promise<void> {
     await generate(path!, arch!, type!, Number(layers));
     return;
   }
+  if (process.argv.includes("--kernel-scaling")) {
+    console.log("RESULT " + JSON.stringify(await kernelScaling(Number(process.argv[process.argv.indexOf("--kernel-scaling") + 1]))));
+    return;
+  }
   if (process.argv.includes("--measure")) {
     const [path, threads, reps] = process.argv.slice(process.argv.indexOf("--measure") + 1);
     await measure(path!, Number(threads), Number(reps));
@@ -270,7 +334,7 @@ async function main(): Promise<void> {
   }
   const threads = Number(arg("--threads", "2"));
   const nLayer = Number(arg("--layers", "2"));
-  const reps = Number(arg("--reps", "2"));
+  const reps = Number(arg("--reps", "3"));
   const archs = arg("--models", "olmoe,qwen3moe").split(",");
   const types = arg("--types", "Q8_0,Q4_K_M").split(",");
 
@@ -281,6 +345,14 @@ async function main(): Promise<void> {
     lines.push(l);
   };
   say(`dispatch: 64x64 F32 matmul ${d.oneUs.toFixed(1)} µs on 1 thread, ${d.twoUs.toFixed(1)} µs through 2 threads (minParallelMacs 0); load avg ${loadavg()[0]!.toFixed(1)}`);
+  // in a child process of its own: its weights stay out of the RSS of the measurements
+  const ksLine = child(["--kernel-scaling", String(threads)]).split("\n").find((l) => l.startsWith("RESULT "));
+  if (!ksLine) throw new Error("no kernel scaling result");
+  const ks = JSON.parse(ksLine.slice(7)) as { oneGmacs: number; manyGmacs: number };
+  say("");
+  say(
+    `kernels alone (8 Q4_K 2048x768 products per dispatch, 1 token, 56 MB of weights): ${ks.oneGmacs.toFixed(2)} G multiply-adds/s on 1 thread, ${ks.manyGmacs.toFixed(2)} on ${threads}: ${(ks.manyGmacs / ks.oneGmacs).toFixed(2)}x (the ceiling for decode's thread scaling here)`,
+  );
   say("");
   const results: { label: string; r: ChildResult }[] = [];
   for (const arch of archs)
@@ -308,14 +380,16 @@ async function main(): Promise<void> {
   say("");
   say(`Thread scaling (tg32 tokens/s) and single-thread efficiency (tokens per CPU-second, 1 thread; insensitive to other load):`);
   say("");
-  say(`| model | tsmoe tg 1t | tsmoe ${threads}t/1t | llama.cpp tg 1t | llama.cpp ${threads}t/1t | pp tok/CPU-s tsmoe | llama.cpp | ratio | tg tok/CPU-s tsmoe | llama.cpp | ratio |`);
+  say(`| model | tsmoe tg 1t | tsmoe ${threads}t/1t best (paired) | llama.cpp tg 1t | llama.cpp ${threads}t/1t best (paired) | pp tok/CPU-s tsmoe | llama.cpp | ratio | tg tok/CPU-s tsmoe | llama.cpp | ratio |`);
   say("|---|---|---|---|---|---|---|---|---|---|---|");
   for (const { label, r } of results)
     say(
-      `| ${label} | ${f(r.tsmoe1.tg)} | ${f(r.tsmoe.tg / r.tsmoe1.tg)} | ${f(r.llama1.tg)} | ${f(r.llama.tg / r.llama1.tg)} | ${f(r.tsmoe1.ppCpu)} | ${f(r.llama1.ppCpu)} | ${f(r.tsmoe1.ppCpu / r.llama1.ppCpu)} | ${f(r.tsmoe1.tgCpu)} | ${f(r.llama1.tgCpu)} | ${f(r.tsmoe1.tgCpu / r.llama1.tgCpu)} |`,
+      `| ${label} | ${f(r.tsmoe1.tg)} | ${f(r.tsmoe.tg / r.tsmoe1.tg)} (${f(r.tsmoeScaling)}) | ${f(r.llama1.tg)} | ${f(r.llama.tg / r.llama1.tg)} (${f(r.llamaScaling)}) | ${f(r.tsmoe1.ppCpu)} | ${f(r.llama1.ppCpu)} | ${f(r.tsmoe1.ppCpu / r.llama1.ppCpu)} | ${f(r.tsmoe1.tgCpu)} | ${f(r.llama1.tgCpu)} | ${f(r.tsmoe1.tgCpu / r.llama1.tgCpu)} |`,
     );
   say("");
-  say(`Best of ${reps} runs each; tsmoe ${threads}t, llama.cpp ${threads}t, tsmoe 1t and llama.cpp 1t alternate. load avg: 1-minute load average at the end of the model's measurement (other processes share the machine).`);
+  say(
+    `Best of ${reps} runs each, after one untimed run of each; tsmoe ${threads}t, llama.cpp ${threads}t, tsmoe 1t and llama.cpp 1t alternate. Scaling "best" divides the best runs; "paired" is the median over the rounds of the ${threads}-thread run over the 1-thread run of the same round (less sensitive to the machine's speed drifting). load avg: 1-minute load average at the end of the model's measurement (other processes share the machine).`,
+  );
 
   if (process.argv.includes("--write")) {
     const cpu = cpus()[0]?.model ?? "unknown CPU";
