@@ -19,6 +19,7 @@ import {
 } from "../src/cli/moe-options.ts";
 import { UsageError } from "../src/errors.ts";
 import { writeRandomModel } from "../src/gguf/random-model.ts";
+import { loadModel } from "../src/model/load.ts";
 import type { MoeLayerStats, MoeOptions } from "../src/model/api.ts";
 import { runCli } from "./helpers.ts";
 
@@ -220,6 +221,26 @@ describe("through the CLI (tsmoe run)", () => {
       expect(r.stderr.trim().split("\n").filter((l) => l.startsWith("error:"))).toEqual([message]);
       expect(r.stderr).not.toMatch(/\n\s+at /);
     }
+  });
+
+  it("checks the options against the header before any tensor data is read", async () => {
+    const read: number[] = [];
+    const header: unknown[] = [];
+    const load = loadModel(moe, {
+      threads: 1,
+      onProgress: (done) => read.push(done),
+      onHeader: (hp) => {
+        header.push(hp);
+        throw new UsageError("stop here");
+      },
+    });
+    await expect(load).rejects.toThrow("stop here");
+    expect(header).toEqual([{ arch: "qwen3moe", nExpert: 8, nExpertUsed: 4, nLayer: 2 }]);
+    expect(read).toEqual([]);
+    // without a throw the same load goes on to read the tensors
+    const model = await loadModel(moe, { threads: 1, onProgress: (done) => read.push(done), onHeader: () => {} });
+    await model.dispose();
+    expect(read.length).toBeGreaterThan(1);
   });
 
   it("prints the mean experts and the --moe-stats table; warns and ignores the options on a dense model", () => {

@@ -11,7 +11,6 @@ import { TsmoeError } from "../errors.ts";
 import type { KvOverride, Model, MoeOptions } from "../model/api.ts";
 import { loadModel } from "../model/load.ts";
 import { validateMoeOptions } from "./moe-options.ts";
-import { headerHParams } from "../model/load.ts";
 
 export interface Progress {
   /** (bytes done, bytes total): pass as LoadOptions.onProgress */
@@ -88,13 +87,20 @@ export async function openModel(path: string, opts: OpenModelOptions = {}): Prom
   if (!existsSync(path))
     throw new TsmoeError(path === DEFAULT_MODEL ? `the embedded model ${path} is missing: pass a model with -m` : `model file not found: ${path}`);
   const t0 = performance.now();
-  // bad MoE options fail before the (possibly long) load, from the header's hyperparameters; the check
-  // after the load stays authoritative (an architecture may use fewer layers than block_count)
-  if (opts.moe !== undefined) validateMoeOptions(opts.moe, await headerHParams(path, opts.overrideKv), { warn: () => {} });
   const bar = loadProgress("loading model");
   let model: Model;
   try {
-    model = await loadModel(path, { moe: opts.moe, overrideKv: opts.overrideKv, threads: opts.threads, onProgress: bar.update });
+    model = await loadModel(path, {
+      moe: opts.moe,
+      overrideKv: opts.overrideKv,
+      threads: opts.threads,
+      onProgress: bar.update,
+      // bad MoE options fail before the (possibly long) load, from the header's hyperparameters; the check
+      // after the load stays authoritative (an architecture may use fewer layers than block_count)
+      onHeader: (hp) => {
+        if (opts.moe !== undefined) validateMoeOptions(opts.moe, hp, { warn: () => {} });
+      },
+    });
   } finally {
     bar.finish();
   }

@@ -24,6 +24,23 @@ export interface LoadGgufOptions {
 const READ_CHUNK = 1 << 30;
 
 export async function loadGguf(path: string, opts: LoadGgufOptions = {}): Promise<GgufFile> {
+  const g = await openGguf(path);
+  if (!opts.headerOnly) g.readTensors(opts.onProgress);
+  return g.file;
+}
+
+/** A GGUF model whose headers are read (every tensor's data still empty) and whose tensor data can follow. */
+export interface OpenedGguf {
+  file: GgufFile;
+  /** Reads every tensor's data into file's tensor entries (once); returns the file. */
+  readTensors(onProgress?: (done: number, total: number) => void): GgufFile;
+}
+
+/**
+ * Reads the headers of a GGUF model (all shards), so a caller can check the metadata before the tensor
+ * data is read.
+ */
+export async function openGguf(path: string): Promise<OpenedGguf> {
   const first = readGgufHeader(path);
   const shards: { path: string; header: GgufHeader }[] = [{ path, header: first }];
   for (const p of splitShardPaths(path, first).slice(1)) shards.push({ path: p, header: readGgufHeader(p) });
@@ -39,24 +56,7 @@ export async function loadGguf(path: string, opts: LoadGgufOptions = {}): Promis
       total += t.nBytes;
     }
 
-  if (!opts.headerOnly) {
-    let done = 0;
-    opts.onProgress?.(0, total);
-    for (const s of shards) {
-      const fd = openSync(s.path, "r");
-      try {
-        for (const t of s.header.tensors) {
-          tensors.get(t.name)!.data = readTensorData(fd, s.path, t.name, s.header.dataOffset + t.offset, t.nBytes);
-          done += t.nBytes;
-          opts.onProgress?.(done, total);
-        }
-      } finally {
-        closeSync(fd);
-      }
-    }
-  }
-
-  return {
+  const file: GgufFile = {
     path,
     version: first.version,
     alignment: first.alignment,
@@ -64,6 +64,27 @@ export async function loadGguf(path: string, opts: LoadGgufOptions = {}): Promis
     metadata: first.metadata,
     tensors,
   };
+  let read = false;
+  const readTensors = (onProgress?: (done: number, total: number) => void): GgufFile => {
+    if (read) return file;
+    read = true;
+    let done = 0;
+    onProgress?.(0, total);
+    for (const s of shards) {
+      const fd = openSync(s.path, "r");
+      try {
+        for (const t of s.header.tensors) {
+          tensors.get(t.name)!.data = readTensorData(fd, s.path, t.name, s.header.dataOffset + t.offset, t.nBytes);
+          done += t.nBytes;
+          onProgress?.(done, total);
+        }
+      } finally {
+        closeSync(fd);
+      }
+    }
+    return file;
+  };
+  return { file, readTensors };
 }
 
 function readTensorData(fd: number, file: string, name: string, position: number, nBytes: number): Uint8Array {

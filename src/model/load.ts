@@ -4,7 +4,7 @@
  * sessions evaluate tokens through the shared forward pass (src/model/graph.ts) with a KV cache.
  */
 import { TsmoeError } from "../errors.ts";
-import { loadGguf } from "../gguf/reader.ts";
+import { openGguf } from "../gguf/reader.ts";
 import { freeTensorBytes } from "../kernels/wasm/memory.ts";
 import { metaArch } from "../gguf/meta.ts";
 import type { GgufFile } from "../gguf/types.ts";
@@ -173,29 +173,37 @@ function releaseTensors(file: GgufFile): void {
   for (const t of file.tensors.values()) freeTensorBytes(t.data);
 }
 
-/**
- * The hyperparameters the MoE options are checked against, from the file's header alone (after
- * --override-kv): architecture, expert count, experts per token, block count.
- */
-export async function headerHParams(path: string, overrideKv?: LoadOptions["overrideKv"]): Promise<Pick<ModelHParams, "arch" | "nExpert" | "nExpertUsed" | "nLayer">> {
-  const file = applyKvOverrides(await loadGguf(path, { headerOnly: true }), overrideKv);
+/** What a GGUF header says about the model, for checks before its tensors load (after --override-kv). */
+export type HeaderHParams = Pick<ModelHParams, "arch" | "nExpert" | "nExpertUsed" | "nLayer">;
+
+function headerHParams(file: GgufFile): HeaderHParams {
   const arch = metaArch(file);
   getArch(arch);
   const r = new MetaReader(file, arch);
   return { arch, nExpert: r.int("expert_count", 0), nExpertUsed: r.int("expert_used_count", 0), nLayer: r.int("block_count") };
 }
 
-export async function loadModel(path: string, opts: LoadOptions = {}): Promise<Model> {
-  // check the architecture from the header before reading the tensor data
-  getArch(metaArch(await loadGguf(path, { headerOnly: true })));
-  const raw = await loadGguf(path, { onProgress: opts.onProgress });
+/**
+ * Reads the header once, checks the architecture (and runs opts.onHeader) before the tensor data is read,
+ * so a bad file or option fails before a long load.
+ */
+export async function loadModel(path: string, opts: LoadModelOptions = {}): Promise<Model> {
+  const opened = await openGguf(path);
+  const file = applyKvOverrides(opened.file, opts.overrideKv);
+  const header = headerHParams(file);
+  opts.onHeader?.(header);
   try {
-    const file = applyKvOverrides(raw, opts.overrideKv);
+    opened.readTensors(opts.onProgress);
     const m = buildModel(file);
     const backend = await createPoolBackend(opts.threads ?? defaultThreadCount());
     return new LoadedGgufModel(path, file, m, backend, opts.moe);
   } catch (err) {
-    releaseTensors(raw);
+    releaseTensors(file);
     throw err;
   }
+}
+
+export interface LoadModelOptions extends LoadOptions {
+  /** runs after the header is read (a throw stops the load before the tensor data is read) */
+  onHeader?: (hp: HeaderHParams) => void;
 }
