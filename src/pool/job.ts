@@ -82,14 +82,15 @@ const TAIL_SPLIT = 4;
  * at nearly the same time while the bulk of the job stays in large chunks (each chunk costs a kernel call
  * and its per-call staging). Every item gets at least one chunk. Products are cut at multiples of
  * `rowAlign` rows, so kernels that group rows group them identically whatever the thread count (attention
- * heads: any cut). At most maxChunks chunks in all.
+ * heads: any cut). At most maxChunks chunks in all (or one per item, where that is more).
  */
 export function planChunks(items: readonly JobItem[], nThreads: number, chunksPerThread: number, rowAlign: number, maxChunks = MAX_CHUNKS): Plan {
   const sizes = items.map(itemSize);
   const total = sizes.reduce((a, b) => a + b.macs, 0);
   for (let chunkMacs = Math.max(1, total / (nThreads * chunksPerThread)); ; chunkMacs *= 2) {
     const plan = cutItems(items, sizes, Math.max(0, total - nThreads * chunkMacs), chunkMacs, rowAlign);
-    if (plan.nChunks <= maxChunks) return plan;
+    // (at TAIL_SPLIT * total every item is one chunk: a limit below the item count cannot be met)
+    if (plan.nChunks <= maxChunks || chunkMacs >= TAIL_SPLIT * total) return plan;
   }
 }
 
