@@ -3,7 +3,8 @@
  * (decode, matvec) and times a batch of tokens (prompt processing), single thread, same weights (allocated
  * in the WASM memory) and activations. It times two WASM kernels, alternating: the row kernels
  * (src/kernels/wasm/kernels.ts) and, for a batch, the batch (tile) kernels (tile-kernels.ts), for one
- * token of Q4_K/Q5_K/Q6_K the single-token kernels (decode-kernels.ts), best of
+ * token of Q4_K/Q5_K/Q6_K the single-token kernels (decode-kernels.ts), for a batch of at most
+ * MAX_DECODE_TOKENS of them the multi-token decode kernels as well (last column), best of
  * --rounds rounds (other processes on the machine slow a measurement down, never speed it up). Prints
  * GFLOP/s (2 * rows * cols * tokens / CPU time) and checks that all kernels give bit-identical results.
  *
@@ -24,7 +25,7 @@ const rounds = Number(arg("rounds", "3"));
 
 if (!wasmRuntime()) throw new Error("WebAssembly SIMD is not available (or TSMOE_WASM=0)");
 console.log(`matmul ${n} x ${n}, single thread, node ${process.version}, GFLOP/s (CPU time, best of ${rounds})`);
-console.log(`type | tokens | TS GFLOP/s | WASM rows | WASM tile/decode | new / rows | identical`);
+console.log(`type | tokens | TS GFLOP/s | WASM rows | WASM tile/decode | new / rows | identical | WASM decode`);
 const fmt = (flop: number, t: number) => (Number.isFinite(t) ? (flop / t / 1e9).toFixed(2) : "-").padStart(9);
 for (const type of types) {
   const q = quantize(type, randn(n * n, 1, 1 / Math.sqrt(n)), n, n);
@@ -39,6 +40,7 @@ for (const type of types) {
     const ts = timeIt(() => matmulTsRange(w, act, ref, n, 0, n), budget / 2);
     const other = T > 1 && tileKernelName(type, Math.max(T, 64)) ? "tile" : decodeKernelName(type, T) ? "decode" : undefined;
     const choices: KernelChoice[] = other ? ["rows", other] : ["rows"];
+    if (T > 1 && decodeKernelName(type, T, true)) choices.push("decode");
     const best = choices.map(() => Infinity);
     const outs = choices.map(() => new Float32Array(T * n));
     for (let r = 0; r < rounds; r++) {
@@ -52,6 +54,6 @@ for (const type of types) {
     const same = outs.every((o) => o.every((v, i) => Object.is(v, ref[i])));
     const tile = best[1] ?? Infinity;
     const ratio = Number.isFinite(tile) ? `${(best[0]! / tile).toFixed(2)}x` : "-";
-    console.log(`${typeName(type).padEnd(4)} | ${String(T).padStart(6)} | ${fmt(flop, ts).padStart(10)} | ${fmt(flop, best[0]!)} | ${fmt(flop, tile).padStart(16)} | ${ratio.padStart(10)} | ${same ? "yes" : "NO"}`);
+    console.log(`${typeName(type).padEnd(4)} | ${String(T).padStart(6)} | ${fmt(flop, ts).padStart(10)} | ${fmt(flop, best[0]!)} | ${fmt(flop, tile).padStart(16)} | ${ratio.padStart(10)} | ${(same ? "yes" : "NO").padEnd(9)} | ${choices[2] ? fmt(flop, best[2]!) : ""}`);
   }
 }

@@ -11,6 +11,7 @@ import { randn, randomBlocks, uniformRng } from "../src/tensor/random.ts";
 import { matmulRange, matmulTsRange, quantizeActivations, type Weight } from "../src/kernels/matmul.ts";
 import { Code, I32, Op, Simd, V128, encodeModule, sleb, uleb } from "../src/kernels/wasm/emitter.ts";
 import { allocTensorBytes, isWasmBuffer, wasmAlloc, wasmMemory } from "../src/kernels/wasm/memory.ts";
+import { MAX_DECODE_TOKENS } from "../src/kernels/wasm/decode-kernels.ts";
 import { type KernelChoice, decodeKernelName, kernelModuleBytes, kernelName, tileKernelName, wasmMatmulRange, wasmRuntime } from "../src/kernels/wasm/runtime.ts";
 
 const TYPES = [GGMLType.Q8_0, GGMLType.Q5_0, GGMLType.Q4_0, GGMLType.Q4_K, GGMLType.Q5_K, GGMLType.Q6_K];
@@ -38,6 +39,19 @@ function expectSameBits(a: Float32Array, b: Float32Array, what: string): void {
   for (let i = 0; i < a.length; i++) {
     if (!Object.is(a[i], b[i])) throw new Error(`${what}: element ${i}: TS ${a[i]} vs WASM ${b[i]}`);
   }
+}
+
+/** K-quant blocks (Q4_K, Q5_K, Q6_K) with every quant and scale at its largest magnitude (random f16 scales). */
+function extremeBlocks(type: GGMLType, K: number, N: number): Uint8Array {
+  const bytes = randomBlocks(type, K, N, 77);
+  const bs = rowBytes(type, K) / (K / 256);
+  for (let o = 0; o < bytes.length; o += bs) {
+    if (type === GGMLType.Q6_K) {
+      bytes.fill(0xff, o, o + 192);
+      bytes.fill(0x80, o + 192, o + 208);
+    } else bytes.fill(0xff, o + 4, o + bs);
+  }
+  return bytes;
 }
 
 /**
@@ -184,16 +198,31 @@ describe("wasm kernels vs TypeScript kernels (bit-identical)", () => {
       // integer sums at their bounds
       // (one row at a time, and two at a time for 67 rows)
       for (const [K, N] of [[4096, 5], [1024, 67]] as const) {
-        const bytes = randomBlocks(type, K, N, 77);
-        const bs = rowBytes(type, K) / (K / 256);
-        for (let o = 0; o < bytes.length; o += bs) {
-          if (type === GGMLType.Q6_K) {
-            bytes.fill(0xff, o, o + 192);
-            bytes.fill(0x80, o + 192, o + 208);
-          } else bytes.fill(0xff, o + 4, o + bs);
-        }
-        const w = wasmWeight(type, K, N, bytes);
+        const w = wasmWeight(type, K, N, extremeBlocks(type, K, N));
         for (const sign of [1, -1]) compareKernels(w, new Float32Array(K).fill(sign), 1, u, `${typeName(type)} extreme N=${N}, sign ${sign}`, "decode");
+      }
+    });
+  }
+
+  // the multi-token decode kernels (2 to MAX_DECODE_TOKENS tokens, one row at a time)
+  for (const type of [GGMLType.Q4_K, GGMLType.Q5_K, GGMLType.Q6_K]) {
+    it(`${typeName(type)} few-token decode kernels: 2..${MAX_DECODE_TOKENS} tokens, odd row ranges, extreme quants and scales`, () => {
+      const u = uniformRng(type + 500);
+      let seed = 1900;
+      for (const [K, N] of [[256, 1], [512, 37], [1280, 7], [2048, 5], [768, 131]] as const) {
+        seed++;
+        const bytes = seed % 2 === 0 ? randomBlocks(type, K, N, seed) : quantize(type, randn(K * N, seed, 0.2), N, K);
+        const w = wasmWeight(type, K, N, bytes);
+        for (let T = 2; T <= MAX_DECODE_TOKENS; T++) compareKernels(w, activations(K, T, seed + T), T, u, `${typeName(type)} decode K=${K} N=${N} T=${T}`, "decode");
+      }
+      for (const [K, N] of [[4096, 3], [1024, 66]] as const) {
+        const w = wasmWeight(type, K, N, extremeBlocks(type, K, N));
+        for (const T of [2, 3, MAX_DECODE_TOKENS]) {
+          // tokens alternating in sign, all |q8| = 127
+          const x = new Float32Array(K * T);
+          for (let t = 0; t < T; t++) x.fill(t % 2 ? -1 : 1, t * K, (t + 1) * K);
+          compareKernels(w, x, T, u, `${typeName(type)} decode extreme N=${N} T=${T}`, "decode");
+        }
       }
     });
   }
@@ -201,13 +230,31 @@ describe("wasm kernels vs TypeScript kernels (bit-identical)", () => {
   it("dispatches batches to the tile kernels and single tokens to the row kernels", () => {
     expect(tileKernelName(GGMLType.Q8_0, 1)).toBeUndefined();
     expect(tileKernelName(GGMLType.Q8_0, 8)).toBe("q8_0");
-    expect(tileKernelName(GGMLType.Q4_K, 2)).toBe("q4_k");
+    expect(tileKernelName(GGMLType.Q4_K, 4)).toBe("q4_k");
+    expect(tileKernelName(GGMLType.Q6_K, 4)).toBe("q6_k");
     expect(tileKernelName(GGMLType.Q6_K, 1)).toBeUndefined();
     expect(tileKernelName(GGMLType.F32, 64)).toBeUndefined();
     expect(kernelName(GGMLType.Q6_K, 1)).toBe("q6_k_single");
     expect(decodeKernelName(GGMLType.Q4_K, 1)).toBe("q4_k_1tok");
-    expect(decodeKernelName(GGMLType.Q6_K, 2)).toBeUndefined();
     expect(decodeKernelName(GGMLType.Q8_0, 1)).toBeUndefined();
+    // 2 to 4 tokens of K-quants: the multi-token decode kernels where they beat the tile kernels, else the tile ones
+    const few: [GGMLType, number, string | undefined][] = [
+      [GGMLType.Q4_K, 2, "q4_k_2tok"],
+      [GGMLType.Q4_K, 3, "q4_k_3tok"],
+      [GGMLType.Q4_K, 4, undefined],
+      [GGMLType.Q5_K, 4, "q5_k_4tok"],
+      [GGMLType.Q5_K, 5, undefined],
+      [GGMLType.Q6_K, 3, "q6_k_3tok"],
+      [GGMLType.Q6_K, 4, undefined],
+      [GGMLType.Q6_K, 0, undefined],
+    ];
+    for (const [type, T, name] of few) {
+      expect(decodeKernelName(type, T)).toBe(name);
+      if (T > 0) expect(tileKernelName(type, T)).toBe(name ? undefined : typeName(type).toLowerCase());
+    }
+    // every token count up to MAX_DECODE_TOKENS has a kernel (KernelChoice "decode")
+    expect(decodeKernelName(GGMLType.Q4_K, MAX_DECODE_TOKENS, true)).toBe(`q4_k_${MAX_DECODE_TOKENS}tok`);
+    expect(decodeKernelName(GGMLType.Q4_K, MAX_DECODE_TOKENS + 1, true)).toBeUndefined();
   });
 
   it("gives each row the same result whichever rows and tokens it is computed with", () => {
@@ -225,16 +272,19 @@ describe("wasm kernels vs TypeScript kernels (bit-identical)", () => {
   });
 
   it("writes with an output stride wider than the row count, leaving other entries alone", () => {
-    const K = 256, N = 9, T = 3, stride = 20;
-    const w = wasmWeight(GGMLType.Q4_K, K, N, randomBlocks(GGMLType.Q4_K, K, N, 5));
-    const act = quantizeActivations(GGMLType.Q4_K, randn(K * T, 6), T, K);
-    const ref = new Float32Array(T * stride).fill(7);
-    const got = new Float32Array(T * stride).fill(7);
-    matmulTsRange(w, act, ref, stride, 2, 8);
-    expect(wasmMatmulRange(w, act, got, stride, 2, 8)).toBe(true);
-    expectSameBits(ref, got, "strided");
-    expect(got[0]).toBe(7);
-    expect(got[stride + 8]).toBe(7);
+    // 4 tokens: the tile kernel; 2: the decode kernel
+    for (const T of [4, 2]) {
+      const K = 256, N = 9, stride = 20;
+      const w = wasmWeight(GGMLType.Q4_K, K, N, randomBlocks(GGMLType.Q4_K, K, N, 5));
+      const act = quantizeActivations(GGMLType.Q4_K, randn(K * T, 6), T, K);
+      const ref = new Float32Array(T * stride).fill(7);
+      const got = new Float32Array(T * stride).fill(7);
+      matmulTsRange(w, act, ref, stride, 2, 8);
+      expect(wasmMatmulRange(w, act, got, stride, 2, 8)).toBe(true);
+      expectSameBits(ref, got, `strided T=${T}`);
+      expect(got[0]).toBe(7);
+      expect(got[stride + 8]).toBe(7);
+    }
   });
 
   it("falls back to TypeScript for weights outside the WASM memory and for types without a kernel", () => {

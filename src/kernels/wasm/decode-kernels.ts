@@ -1,13 +1,13 @@
 /**
- * Single-token (decode) WebAssembly SIMD kernels for Q4_K, Q5_K and Q6_K weights, emitted with
- * ./emitter.ts. One token is dotted with every weight row, so the weight unpacking is paid per row and
- * the activations are shared by all rows: the runtime stages them once per product (see
- * `stageDecodeActivations`) as int16, each group of 16 values a_0..a_15 as the 8 even-indexed values
- * a_2i, then the 8 values a_2i+1 - 256 a_2i (wrapped to int16). That order matches weights read as i16x8
- * lanes v = e + 256 o (e an even value's quant in the low byte, o an odd one's in the high byte, both
- * unsigned, all other bits cleared with 16-bit masks and shifts, which are cheap on every SIMD unit):
- * v * a_2i + (v >> 8) * (a_2i+1 - 256 a_2i) = e a_2i + o a_2i+1, modulo 2^16 as `i16x8.mul` computes it,
- * one mask fewer than splitting v into e and o.
+ * Decode WebAssembly SIMD kernels for Q4_K, Q5_K and Q6_K weights times one token, or a few (2 to
+ * MAX_DECODE_TOKENS: the tokens an expert gets in a MoE prompt), emitted with ./emitter.ts. The weight
+ * unpacking is paid per row (and shared by the tokens) and the activations are shared by all rows: the
+ * runtime stages them once per product (see `stageDecodeActivations`) as int16, each group of 16 values
+ * a_0..a_15 as the 8 even-indexed values a_2i, then the 8 values a_2i+1 - 256 a_2i (wrapped to int16).
+ * That order matches weights read as i16x8 lanes v = e + 256 o (e an even value's quant in the low byte,
+ * o an odd one's in the high byte, both unsigned, all other bits cleared with 16-bit masks and shifts,
+ * which are cheap on every SIMD unit): v * a_2i + (v >> 8) * (a_2i+1 - 256 a_2i) = e a_2i + o a_2i+1,
+ * modulo 2^16 as `i16x8.mul` computes it, one mask fewer than splitting v into e and o.
  *
  * Integer part, exact: quants (unsigned: Q4_K 0..15, Q5_K 0..31, Q6_K 0..63 before its -32) times
  * activations (-128..127), at most two or four products summed per i16 lane: the true sum is within
@@ -32,6 +32,15 @@
  * the staged odd-minus-256-even activations gave 1.1x to 1.3x the speed of one row at a time for Q4_K,
  * 1.05x to 1.2x for Q6_K (single thread, weights streamed from memory, K x N = 2048 x 768, 768 x 2048,
  * 2048 x 2048, calls of 64 rows or more).
+ *
+ * Several tokens (emitMultiKernel): one row at a time, each group of 16 quants unpacked once into
+ * registers (q and q >> 8, and the sub-block's scale splatted) and multiplied with each token's staged
+ * activations, one integer accumulator per token (with the addScaled store after each token: without it
+ * the kernels ran 2x slower), the f64 accumulators in the scratch memory (fewer live registers); the
+ * tokens' activations are staged interleaved by block, so token t's are at a constant offset from token
+ * 0's. Against the tile kernels (./tile-kernels.ts, which unpack rows to memory first) this was 1.2x to
+ * 1.45x the speed for 2 tokens, 1.1x to 1.35x for 3, 0.85x to 1.2x for 4 (by type) and slower from 6
+ * (single thread, same shapes), hence MAX_DECODE_TOKENS.
  */
 import { Code, F64, I32, Mem, Op, Simd, V128, type FuncDef } from "./emitter.ts";
 import { f16AsF64, f32AsF64, kScalesMins } from "./unpack.ts";
@@ -57,18 +66,24 @@ const N_PARAMS = 10;
 const ROWS = 2;
 /** Fewest rows of a call computed ROWS at a time; fewer go one by one. */
 const SPLIT_MIN_ROWS = 64;
-/** Byte offsets in the kernel scratch (param tmp), row i's at + 32 i (scales) or + 16 i: a block's scales as int16 */
-const SCALES_AT = 0;
-/** the integer accumulator's store (see addScaled) */
-const STORE_AT = SCALES_AT + 32 * ROWS;
-/** Q4_K/Q5_K: the block's mins times the activation sums */
-const MSUM_AT = STORE_AT + 16 * ROWS;
-/** the i16x8 constants (at most MAX_CONSTANTS), 16 bytes each */
-const CONSTANTS_AT = MSUM_AT + 16 * ROWS;
+/** Most tokens of a multi-token kernel (see emitMultiKernel; more were slower than the tile kernels). */
+export const MAX_DECODE_TOKENS = 4;
+/** Entries of the per-row (single token) or per-token (several) scratch arrays below. */
+const LANES = Math.max(ROWS, MAX_DECODE_TOKENS);
+/** Byte offsets in the kernel scratch (param tmp): the i16x8 constants (at most MAX_CONSTANTS), 16 bytes each */
+const CONSTANTS_AT = 0;
 const MAX_CONSTANTS = 2;
+/** row i's at + 32 i: a block's scales as int16 (several tokens: one row, at + 0) */
+const SCALES_AT = CONSTANTS_AT + 16 * MAX_CONSTANTS;
+/** the integer accumulator's store (see addScaled), row or token i's at + 16 i */
+const STORE_AT = SCALES_AT + 32 * ROWS;
+/** Q4_K/Q5_K: the block's mins times the activation sums, row or token i's at + 16 i */
+const MSUM_AT = STORE_AT + 16 * LANES;
+/** several tokens: token i's f64 accumulator at + 8 i */
+const ACC_AT = MSUM_AT + 16 * LANES;
 
 /** Bytes of kernel scratch (param tmp) a decode kernel needs. */
-export const DECODE_SCRATCH = CONSTANTS_AT + 16 * MAX_CONSTANTS;
+export const DECODE_SCRATCH = ACC_AT + 8 * LANES;
 
 /** Locals of one weight row in the row and block loops. */
 interface RowCtx {
@@ -144,8 +159,25 @@ function mulBytePairs(c: Code, ae: number, ad: number, v: number): void {
  * otherwise issue the loads of a whole loop body first and keep every loaded vector live (spilling them).
  */
 function addScaled(c: Code, i: number, off: number, vacc: number): void {
-  c.get(P.tmp).simdMem(Simd.load16Splat, SCALES_AT + 32 * i + off).simd(Simd.i32x4DotI16x8S).get(vacc).simd(Simd.i32x4Add).set(vacc);
-  c.get(P.tmp).get(vacc).simdMem(Simd.v128Store, STORE_AT + 16 * i);
+  c.get(P.tmp).simdMem(Simd.load16Splat, SCALES_AT + 32 * i + off);
+  addDot(c, STORE_AT + 16 * i, vacc);
+}
+
+/** addScaled with the splatted scale in local scale, vacc stored at tmp + storeAt. */
+function addScaledBy(c: Code, scale: number, storeAt: number, vacc: number): void {
+  c.get(scale);
+  addDot(c, storeAt, vacc);
+}
+
+/** vacc += dot of the two i16x8 on the stack, then stored at tmp + storeAt (see addScaled). */
+function addDot(c: Code, storeAt: number, vacc: number): void {
+  c.simd(Simd.i32x4DotI16x8S).get(vacc).simd(Simd.i32x4Add).set(vacc);
+  c.get(P.tmp).get(vacc).simdMem(Simd.v128Store, storeAt);
+}
+
+/** Sets local scale to the int16 scale at tmp + SCALES_AT + off splatted. */
+function splatScale(c: Code, off: number, scale: number): void {
+  c.get(P.tmp).simdMem(Simd.load16Splat, SCALES_AT + off).set(scale);
 }
 
 /** A v128 local per row. */
@@ -217,25 +249,34 @@ function q4KDecode(five: boolean): (init: (() => void)[], c: Code) => DecodeSpec
         });
         for (let j = 0; j < 4; j++) subBlocks(rows, ab, j);
         rows.forEach(({ wb, acc }, i) => {
-          // isum = sum of vacc's lanes, msum = sum of msum's lanes: one reduction for both
-          const msum = () => c.get(P.tmp).simdMem(Simd.v128Load, MSUM_AT + 16 * i);
-          c.get(vacc[i]!);
-          msum();
-          c.shuffle(i32Lanes([0, 4, 1, 5])).get(vacc[i]!);
-          msum();
-          c.shuffle(i32Lanes([2, 6, 3, 7])).simd(Simd.i32x4Add).tee(v);
-          c.get(v).get(v).shuffle(i32Lanes([2, 3, 0, 1])).simd(Simd.i32x4Add).set(v);
-          // acc += da * (d * isum - dmin * msum)
           c.get(acc);
-          f32AsF64(c, dp);
-          f16AsF64(c, wb, 0);
-          c.get(v).lane(Simd.i32x4ExtractLane, 0).op(Op.f64ConvertI32S, Op.f64Mul);
-          f16AsF64(c, wb, 2);
-          c.get(v).lane(Simd.i32x4ExtractLane, 1).op(Op.f64ConvertI32S, Op.f64Mul, Op.f64Sub, Op.f64Mul, Op.f64Add).set(acc);
+          q4KBlockValue(c, vacc[i]!, MSUM_AT + 16 * i, v, wb, dp, 0);
+          c.op(Op.f64Add).set(acc);
         });
       },
     };
   };
+}
+
+/**
+ * Pushes a Q4_K/Q5_K block's da * (d * isum - dmin * msum) as f64: isum the sum of vacc's i32 lanes,
+ * msum that of the i32x4 at tmp + msumAt, d and dmin the f16 at wb, wb + 2, da the f32 at dp + dpOff.
+ * v: a v128 scratch local.
+ */
+function q4KBlockValue(c: Code, vacc: number, msumAt: number, v: number, wb: number, dp: number, dpOff: number): void {
+  // isum = sum of vacc's lanes, msum = sum of msum's lanes: one reduction for both
+  const msum = () => c.get(P.tmp).simdMem(Simd.v128Load, msumAt);
+  c.get(vacc);
+  msum();
+  c.shuffle(i32Lanes([0, 4, 1, 5])).get(vacc);
+  msum();
+  c.shuffle(i32Lanes([2, 6, 3, 7])).simd(Simd.i32x4Add).tee(v);
+  c.get(v).get(v).shuffle(i32Lanes([2, 3, 0, 1])).simd(Simd.i32x4Add).set(v);
+  f32AsF64(c, dp, dpOff);
+  f16AsF64(c, wb, 0);
+  c.get(v).lane(Simd.i32x4ExtractLane, 0).op(Op.f64ConvertI32S, Op.f64Mul);
+  f16AsF64(c, wb, 2);
+  c.get(v).lane(Simd.i32x4ExtractLane, 1).op(Op.f64ConvertI32S, Op.f64Mul, Op.f64Sub, Op.f64Mul);
 }
 
 /** Shuffle lanes selecting i32 lanes k (0..3 of the first operand, 4..7 of the second). */
@@ -349,52 +390,255 @@ function emitDecodeKernel(name: string, make: (init: (() => void)[], c: Code) =>
   return { def: { name, params: new Array(N_PARAMS).fill(I32), results: [], code: c }, spec };
 }
 
+/**
+ * Locals of a multi-token kernel's block loop: one weight row's block at wb, the T tokens' staged
+ * activations of the block at ab + 512 t, their scales at dp + 4 t and sums at bp + bsBytes t.
+ */
+interface MultiCtx {
+  wb: number;
+  ab: number;
+  dp: number;
+  bp: number;
+}
+
+interface MultiSpec {
+  typeSize: number;
+  bsBytes: number;
+  /** the block body: token t's integer accumulator is vacc[t], its f64 accumulator at tmp + ACC_AT + 8 t */
+  block: (x: MultiCtx) => void;
+}
+
+/**
+ * Pushes q * (the 8 staged even activations at ab + off) + qShr * (the 8 odd-minus-256-even ones at
+ * ab + off + 16): see mulBytePairs, with q >> 8 already in qShr.
+ */
+function mulStaged(c: Code, q: number, qShr: number, ab: number, off: number): void {
+  c.get(q).get(ab).simdMem(Simd.v128Load, off).simd(Simd.i16x8Mul);
+  c.get(qShr).get(ab).simdMem(Simd.v128Load, off + 16).simd(Simd.i16x8Mul).simd(Simd.i16x8Add);
+}
+
+/** Sets q to the i16x8 on the stack and qShr to q >> 8 (unsigned). */
+function setQuants(c: Code, q: number, qShr: number): void {
+  c.tee(q).i32(8).simd(Simd.i16x8ShrU).set(qShr);
+}
+
+/** Token t's f64 accumulator: pushes its address, then its value (for addToAcc). */
+function loadAcc(c: Code, t: number): void {
+  c.get(P.tmp).get(P.tmp).mem(Mem.f64Load, ACC_AT + 8 * t);
+}
+
+/** Ends loadAcc: adds the f64 on the stack and stores the sum. */
+function addToAcc(c: Code, t: number): void {
+  c.op(Op.f64Add).mem(Mem.f64Store, ACC_AT + 8 * t);
+}
+
+/**
+ * Q4_K / Q5_K for T tokens, one weight row: each group of 16 quants is unpacked once (16-byte loads,
+ * masks and shifts as in q4KDecode) and multiplied with every token's staged activations.
+ */
+function q4KMulti(five: boolean, T: number): (init: (() => void)[], c: Code) => MultiSpec {
+  return (init, c) => {
+    const m0f0f = constant16(c, 0x0f0f, init);
+    const m1010 = five ? constant16(c, 0x1010, init) : -1;
+    const sm = c.local(V128), v = c.local(V128), mins = c.local(V128), scale = c.local(V128);
+    const q = [c.local(V128), c.local(V128)], qShr = [c.local(V128), c.local(V128)];
+    const vacc = Array.from({ length: T }, () => c.local(V128));
+    const a = c.local(I32), b = c.local(I32), cw = c.local(I32);
+    const qsOff = five ? 48 : 16;
+    return {
+      typeSize: five ? 176 : 144,
+      bsBytes: 16,
+      block({ wb, ab, dp, bp }) {
+        kScalesMins(c, wb, { a, b, cw }, sm);
+        c.get(P.tmp).get(sm).simd(Simd.i16x8ExtendLowI8x16U).simdMem(Simd.v128Store, SCALES_AT);
+        c.get(sm).simd(Simd.i16x8ExtendHighI8x16U).set(mins);
+        for (let t = 0; t < T; t++) {
+          c.get(P.tmp).get(mins).get(bp).simdMem(Simd.v128Load, 16 * t).simd(Simd.i32x4DotI16x8S).simdMem(Simd.v128Store, MSUM_AT + 16 * t);
+          c.v128Const(new Array(16).fill(0)).set(vacc[t]!);
+        }
+        // sub-block s = 2j + high: values 64j + 32 high + 16k + 0..15 from the nibbles of bytes qsOff + 32j + 16k
+        for (let s = 0; s < 8; s++) {
+          const j = s >> 1, high = s & 1;
+          for (let k = 0; k < 2; k++) {
+            c.get(wb).simdMem(Simd.v128Load, qsOff + 32 * j + 16 * k);
+            if (high) c.i32(4).simd(Simd.i16x8ShrU);
+            c.get(m0f0f).simd(Simd.v128And);
+            if (five) {
+              c.get(wb).simdMem(Simd.v128Load, 16 + 16 * k);
+              if (s < 4) c.i32(4 - s).simd(Simd.i16x8Shl);
+              else if (s > 4) c.i32(s - 4).simd(Simd.i16x8ShrU);
+              c.get(m1010).simd(Simd.v128And).simd(Simd.v128Or);
+            }
+            setQuants(c, q[k]!, qShr[k]!);
+          }
+          splatScale(c, 2 * s, scale);
+          for (let t = 0; t < T; t++) {
+            const off = 512 * t + 2 * (32 * s);
+            mulStaged(c, q[0]!, qShr[0]!, ab, off);
+            mulStaged(c, q[1]!, qShr[1]!, ab, off + 32);
+            c.simd(Simd.i16x8Add);
+            addScaledBy(c, scale, STORE_AT + 16 * t, vacc[t]!);
+          }
+        }
+        for (let t = 0; t < T; t++) {
+          loadAcc(c, t);
+          q4KBlockValue(c, vacc[t]!, MSUM_AT + 16 * t, v, wb, dp, 4 * t);
+          addToAcc(c, t);
+        }
+      },
+    };
+  };
+}
+
+/**
+ * Q6_K for T tokens, one weight row: each group of 16 quants is unpacked once (as in q6KDecode) and
+ * multiplied with every token's staged activations.
+ */
+function q6KMulti(T: number): (init: (() => void)[], c: Code) => MultiSpec {
+  return (init, c) => {
+    const m0f0f = constant16(c, 0x0f0f, init), m3030 = constant16(c, 0x3030, init);
+    const sc = c.local(V128), scale = c.local(V128), q = c.local(V128), qShr = c.local(V128), ql = [c.local(V128), c.local(V128)], qh = c.local(V128);
+    const vacc = Array.from({ length: T }, () => c.local(V128));
+    return {
+      typeSize: 210,
+      bsBytes: 32,
+      block({ wb, ab, dp, bp }) {
+        c.get(wb).simdMem(Simd.v128Load, Q6K_SCALES).set(sc);
+        c.get(P.tmp).get(sc).simd(Simd.i16x8ExtendLowI8x16S).simdMem(Simd.v128Store, SCALES_AT);
+        c.get(P.tmp).get(sc).simd(Simd.i16x8ExtendHighI8x16S).simdMem(Simd.v128Store, SCALES_AT + 16);
+        for (let t = 0; t < T; t++) {
+          // vacc starts at -32 * sum_g scale_g * bsum_g
+          c.v128Const(new Array(16).fill(0));
+          c.get(P.tmp).simdMem(Simd.v128Load, SCALES_AT).get(bp).simdMem(Simd.v128Load, 32 * t).simd(Simd.i32x4DotI16x8S);
+          c.get(P.tmp).simdMem(Simd.v128Load, SCALES_AT + 16).get(bp).simdMem(Simd.v128Load, 32 * t + 16).simd(Simd.i32x4DotI16x8S);
+          c.simd(Simd.i32x4Add).i32(5).simd(Simd.i32x4Shl).simd(Simd.i32x4Sub).set(vacc[t]!);
+        }
+        for (let k = 0; k < 4; k++) {
+          const h = k >> 1, x = k & 1;
+          for (const first of [0, 1]) c.get(wb).simdMem(Simd.v128Load, 64 * h + 32 * first + 16 * x).set(ql[first]!);
+          c.get(wb).simdMem(Simd.v128Load, Q6K_QH + 16 * k).set(qh);
+          for (let p = 0; p < 4; p++) {
+            // (nibble | two high bits << 4), unsigned 0..63
+            c.get(ql[p % 2]!);
+            if (p >= 2) c.i32(4).simd(Simd.i16x8ShrU);
+            c.get(m0f0f).simd(Simd.v128And);
+            c.get(qh);
+            const shift = 4 - 2 * p;
+            if (shift > 0) c.i32(shift).simd(Simd.i16x8Shl);
+            else if (shift < 0) c.i32(-shift).simd(Simd.i16x8ShrU);
+            c.get(m3030).simd(Simd.v128And).simd(Simd.v128Or);
+            setQuants(c, q, qShr);
+            splatScale(c, 2 * (8 * h + 2 * p + x), scale);
+            for (let t = 0; t < T; t++) {
+              mulStaged(c, q, qShr, ab, 512 * t + 2 * (128 * h + 32 * p + 16 * x));
+              addScaledBy(c, scale, STORE_AT + 16 * t, vacc[t]!);
+            }
+          }
+        }
+        for (let t = 0; t < T; t++) {
+          // acc += (da * d) * isum
+          loadAcc(c, t);
+          f32AsF64(c, dp, 4 * t);
+          f16AsF64(c, wb, Q6K_D);
+          c.op(Op.f64Mul).get(vacc[t]!).sumI32x4().op(Op.f64ConvertI32S, Op.f64Mul);
+          addToAcc(c, t);
+        }
+      },
+    };
+  };
+}
+
+/**
+ * The row and block loops around a multi-token block body: rows one at a time, each block of the row
+ * with the T tokens' activations of that block (staged interleaved by block, see
+ * stageDecodeActivations); out[t * n + r - r0], n = r1 - r0.
+ */
+function emitMultiKernel(name: string, T: number, make: (init: (() => void)[], c: Code) => MultiSpec): { def: FuncDef; spec: MultiSpec } {
+  const c = new Code(N_PARAMS);
+  const r = c.local(I32), blk = c.local(I32), wb = c.local(I32), ab = c.local(I32), dp = c.local(I32), bp = c.local(I32), n4 = c.local(I32);
+  const init: (() => void)[] = [];
+  const spec = make(init, c);
+  for (const f of init) f();
+  c.get(P.r1).get(P.r0).op(Op.i32Sub).i32(2).op(Op.i32Shl).set(n4);
+  c.forLoop(r, () => c.get(P.r0), () => c.get(P.r1), 1, () => {
+    c.get(P.w).get(r).get(P.rb).op(Op.i32Mul, Op.i32Add).set(wb);
+    for (let t = 0; t < T; t++) c.get(P.tmp).f64(0).mem(Mem.f64Store, ACC_AT + 8 * t);
+    c.get(P.act).set(ab).get(P.ad).set(dp).get(P.bs).set(bp);
+    c.forLoop(blk, () => c.i32(0), () => c.get(P.nb), 1, () => {
+      spec.block({ wb, ab, dp, bp });
+      c.inc(wb, spec.typeSize).inc(ab, 512 * T).inc(dp, 4 * T).inc(bp, spec.bsBytes * T);
+    });
+    for (let t = 0; t < T; t++) {
+      c.get(P.out).get(r).get(P.r0).op(Op.i32Sub).i32(2).op(Op.i32Shl, Op.i32Add);
+      if (t > 0) c.get(n4).i32(t).op(Op.i32Mul, Op.i32Add);
+      c.get(P.tmp).mem(Mem.f64Load, ACC_AT + 8 * t).op(Op.f32DemoteF64).mem(Mem.f32Store);
+    }
+  });
+  return { def: { name, params: new Array(N_PARAMS).fill(I32), results: [], code: c }, spec };
+}
+
 /** What the runtime needs to know about a decode kernel. */
 export interface DecodeKernelInfo {
   name: string;
   typeSize: number;
   /** staged activation sums: per 32 values (Q4_K, Q5_K) or per 16 (Q6_K) */
   sumsPer: 16 | 32;
+  /** tokens per call */
+  tokens: number;
 }
 
-const DECODE: Record<string, (init: (() => void)[], c: Code) => DecodeSpec> = {
-  q4_k_1tok: q4KDecode(false),
-  q5_k_1tok: q4KDecode(true),
-  q6_k_1tok: q6KDecode,
+/** Kernel makers per weight type name: one token (rows two at a time) and T tokens (one row at a time). */
+const DECODE: Record<string, { one: (init: (() => void)[], c: Code) => DecodeSpec; multi: (T: number) => (init: (() => void)[], c: Code) => MultiSpec }> = {
+  q4_k: { one: q4KDecode(false), multi: (T) => q4KMulti(false, T) },
+  q5_k: { one: q4KDecode(true), multi: (T) => q4KMulti(true, T) },
+  q6_k: { one: q6KDecode, multi: q6KMulti },
 };
 
-/** Every decode kernel function, and its description. */
+/** The decode kernel's name for weights of type `type` (q4_k, q5_k, q6_k) and T tokens. */
+export function decodeKernelFor(type: string, T: number): string {
+  return `${type}_${T}tok`;
+}
+
+/** Every decode kernel function (for 1 to MAX_DECODE_TOKENS tokens), and its description. */
 export function emitDecodeKernels(): { funcs: FuncDef[]; info: Map<string, DecodeKernelInfo> } {
   const funcs: FuncDef[] = [];
   const info = new Map<string, DecodeKernelInfo>();
-  for (const [name, make] of Object.entries(DECODE)) {
-    const { def, spec } = emitDecodeKernel(name, make);
-    funcs.push(def);
-    info.set(name, { name, typeSize: spec.typeSize, sumsPer: spec.bsBytes === 16 ? 32 : 16 });
+  for (const [type, { one, multi }] of Object.entries(DECODE)) {
+    for (let T = 1; T <= MAX_DECODE_TOKENS; T++) {
+      const name = decodeKernelFor(type, T);
+      const { def, spec } = T === 1 ? emitDecodeKernel(name, one) : emitMultiKernel(name, T, multi(T));
+      funcs.push(def);
+      info.set(name, { name, typeSize: spec.typeSize, sumsPer: spec.bsBytes === 16 ? 32 : 16, tokens: T });
+    }
   }
   return { funcs, info };
 }
 
-/** Bytes of staged activations for K values (int16 quants, float32 scales, int16 sums). */
-export function decodeStagedBytes(K: number, sumsPer: 16 | 32): { quants: number; scales: number; sums: number } {
-  return { quants: 2 * K, scales: (K / 256) * 4, sums: (2 * K) / sumsPer };
+/** Bytes of staged activations for T tokens of K values (int16 quants, float32 scales, int16 sums). */
+export function decodeStagedBytes(K: number, sumsPer: 16 | 32, T = 1): { quants: number; scales: number; sums: number } {
+  return { quants: 2 * K * T, scales: (K / 256) * 4 * T, sums: ((2 * K) / sumsPer) * T };
 }
 
 /**
- * Stages one token's Q8_K activations for the decode kernels: quants as int16, each group of 16 as its 8
- * evens then its 8 odds minus 256 times the even before them (see the header); scales as they are; sums
- * of the quants per sumsPer values as int16 (|sum| <= 4096).
+ * Stages token t of T tokens' Q8_K activations (qs, d, bsums: that token's) for the decode kernels,
+ * interleaved by block (block b of token t at index b T + t in units of a block's staged values): quants
+ * as int16, each group of 16 as its 8 evens then its 8 odds minus 256 times the even before them (see
+ * the header); scales as they are; sums of the quants per sumsPer values as int16 (|sum| <= 4096).
  */
-export function stageDecodeActivations(qs: Int8Array, d: Float32Array, bsums: Int32Array, K: number, sumsPer: 16 | 32, quants: Int16Array, scales: Float32Array, sums: Int16Array): void {
-  for (let g = 0; g < K; g += 16) {
-    for (let i = 0; i < 8; i++) {
-      quants[g + i] = qs[g + 2 * i]!;
-      // wraps to int16
-      quants[g + 8 + i] = qs[g + 2 * i + 1]! - 256 * qs[g + 2 * i]!;
+export function stageDecodeActivations(qs: Int8Array, d: Float32Array, bsums: Int32Array, K: number, sumsPer: 16 | 32, quants: Int16Array, scales: Float32Array, sums: Int16Array, t = 0, T = 1): void {
+  const nb = K / 256, sumsPerBlock = 256 / sumsPer, per = sumsPer / 16;
+  for (let b = 0; b < nb; b++) {
+    const src = 256 * b, dst = 256 * (b * T + t);
+    for (let g = 0; g < 256; g += 16) {
+      for (let i = 0; i < 8; i++) {
+        const e = qs[src + g + 2 * i]!;
+        quants[dst + g + i] = e;
+        // wraps to int16
+        quants[dst + g + 8 + i] = qs[src + g + 2 * i + 1]! - 256 * e;
+      }
     }
+    scales[b * T + t] = d[b]!;
+    const s0 = sumsPerBlock * (b * T + t), i0 = sumsPerBlock * b;
+    for (let i = 0; i < sumsPerBlock; i++) sums[s0 + i] = per === 1 ? bsums[i0 + i]! : bsums[2 * (i0 + i)]! + bsums[2 * (i0 + i) + 1]!;
   }
-  scales.set(d.subarray(0, K / 256));
-  const n = K / sumsPer;
-  const per = sumsPer / 16;
-  for (let i = 0; i < n; i++) sums[i] = per === 1 ? bsums[i]! : bsums[2 * i]! + bsums[2 * i + 1]!;
 }

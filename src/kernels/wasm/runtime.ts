@@ -3,10 +3,10 @@
  * thread's, see ./shared-modules.ts), instantiates it per thread over the shared
  * memory (./memory.ts), copies the activations into this thread's scratch area of that memory, calls the
  * kernel for a row range and copies the results out. Single tokens of Q4_K/Q5_K/Q6_K weights go through
- * the decode kernels (./decode-kernels.ts), other single tokens (and small batches of some types) through
- * the row kernels (./kernels.ts, ./float-kernels.ts), batches of block-quantized types through the batch
- * kernels (./tile-kernels.ts); the decode and batch kernels' activations are staged once per product and
- * thread.
+ * the decode kernels (./decode-kernels.ts), and so do batches of 2 to 4 tokens of them (DECODE_OF); other
+ * single tokens (and small batches of some types) go through the row kernels (./kernels.ts,
+ * ./float-kernels.ts), batches of block-quantized types through the batch kernels (./tile-kernels.ts); the
+ * decode and batch kernels' activations are staged once per product and thread.
  * `wasmMatmulRange` returns false (and does nothing) whenever the WASM path does not apply, so the caller
  * falls back to the TypeScript kernels.
  */
@@ -18,7 +18,7 @@ import { Wasm, type WasmMemory, type WasmModule } from "./webassembly.ts";
 import { emitKernels, type KernelInfo } from "./kernels.ts";
 import { emitTileKernels, stagedBytes, tileBytes, type TileKernelInfo } from "./tile-kernels.ts";
 import { emitFloatKernel } from "./float-kernels.ts";
-import { DECODE_SCRATCH, type DecodeKernelInfo, decodeStagedBytes, emitDecodeKernels, stageDecodeActivations } from "./decode-kernels.ts";
+import { DECODE_SCRATCH, type DecodeKernelInfo, MAX_DECODE_TOKENS, decodeKernelFor, decodeStagedBytes, emitDecodeKernels, stageDecodeActivations } from "./decode-kernels.ts";
 import { MAX_PAGES, currentWasmMemory, disableWasm, isWasmBuffer, wasmAlloc, wasmDisabled, wasmMemory } from "./memory.ts";
 
 type KernelFn = (w: number, rb: number, nb: number, r0: number, r1: number, aq: number, ad: number, abs: number, T: number, K: number, out: number, tmp: number) => void;
@@ -154,19 +154,30 @@ const TILE_OF: Partial<Record<GGMLType, { name: string; minTokens: number }>> = 
 /** The batch (tile) kernel for weights of this type and this many tokens, if it is the one to use. */
 export function tileKernelName(type: GGMLType, nTokens: number): string | undefined {
   const k = TILE_OF[type];
-  return k && nTokens >= k.minTokens ? k.name : undefined;
+  return k && nTokens >= k.minTokens && !decodeKernelName(type, nTokens) ? k.name : undefined;
 }
 
-/** Single-token kernel per weight type (./decode-kernels.ts): faster than the row kernels for one token. */
-const DECODE_OF: Partial<Record<GGMLType, string>> = {
-  [GGMLType.Q4_K]: "q4_k_1tok",
-  [GGMLType.Q5_K]: "q5_k_1tok",
-  [GGMLType.Q6_K]: "q6_k_1tok",
+/**
+ * Decode kernels per weight type (./decode-kernels.ts), and the most tokens they are used for: one token
+ * (faster than the row kernels), and the batches where they were at least 1.1x the speed of the tile
+ * kernels (paired medians, single thread, weights streamed from memory, shapes 2048 x 768, 768 x 2048,
+ * 2048 x 2048): 2 tokens 1.2x to 1.45x, 3 tokens 1.1x to 1.35x, 4 tokens Q5_K 1.1x to 1.2x (Q4_K 1.0x to
+ * 1.1x, Q6_K 0.85x to 1.0x).
+ */
+const DECODE_OF: Partial<Record<GGMLType, { name: string; maxTokens: number }>> = {
+  [GGMLType.Q4_K]: { name: "q4_k", maxTokens: 3 },
+  [GGMLType.Q5_K]: { name: "q5_k", maxTokens: 4 },
+  [GGMLType.Q6_K]: { name: "q6_k", maxTokens: 3 },
 };
 
-/** The single-token (decode) kernel for weights of this type and this many tokens, if it is the one to use. */
-export function decodeKernelName(type: GGMLType, nTokens: number): string | undefined {
-  return nTokens === 1 ? DECODE_OF[type] : undefined;
+/**
+ * The decode kernel for weights of this type and this many tokens, if it is the one to use (`any`: if
+ * there is one, used or not).
+ */
+export function decodeKernelName(type: GGMLType, nTokens: number, any = false): string | undefined {
+  const k = DECODE_OF[type];
+  if (!k || nTokens < 1 || nTokens > (any ? MAX_DECODE_TOKENS : k.maxTokens)) return undefined;
+  return decodeKernelFor(k.name, nTokens);
 }
 
 /** Which WASM kernels wasmMatmulRange may use: the usual choice, or (tests, benchmarks) only one kind. */
@@ -205,8 +216,8 @@ const align64 = (n: number) => Math.ceil(n / 64) * 64;
  * memory, WASM off), in which case nothing was written. Arguments are checked by the caller (matmulRange).
  */
 export function wasmMatmulRange(w: Weight, act: Activations, out: Float32Array, outStride: number, rowStart: number, rowEnd: number, choice: KernelChoice = "auto"): boolean {
-  const decodeName = choice === "auto" || choice === "decode" ? decodeKernelName(w.type, act.nTokens) : undefined;
-  if (decodeName !== undefined) return decodeMatmulRange(decodeName, w, act, out, rowStart, rowEnd);
+  const decodeName = choice === "auto" || choice === "decode" ? decodeKernelName(w.type, act.nTokens, choice === "decode") : undefined;
+  if (decodeName !== undefined) return decodeMatmulRange(decodeName, w, act, out, outStride, rowStart, rowEnd);
   if (choice === "decode") return false;
   const tileName = choice === "rows" ? undefined : choice === "tile" ? TILE_OF[w.type]?.name : tileKernelName(w.type, act.nTokens);
   if (tileName !== undefined) return tileMatmulRange(tileName, w, act, out, outStride, rowStart, rowEnd);
@@ -251,10 +262,11 @@ export function wasmMatmulRange(w: Weight, act: Activations, out: Float32Array, 
 }
 
 /**
- * wasmMatmulRange for one token with the decode kernel `name` (./decode-kernels.ts): the activations are
- * staged in this thread's scratch area once per Activations object, then the kernel computes the rows.
+ * wasmMatmulRange for one token or a few with the decode kernel `name` (./decode-kernels.ts): the
+ * activations are staged in this thread's scratch area once per Activations object, then the kernel
+ * computes the rows.
  */
-function decodeMatmulRange(name: string, w: Weight, act: Activations, out: Float32Array, rowStart: number, rowEnd: number): boolean {
+function decodeMatmulRange(name: string, w: Weight, act: Activations, out: Float32Array, outStride: number, rowStart: number, rowEnd: number): boolean {
   if (!inWasmMemory(w.data)) return false;
   const rt = wasmRuntime();
   const k = rt?.decode.get(name);
@@ -262,23 +274,26 @@ function decodeMatmulRange(name: string, w: Weight, act: Activations, out: Float
   const K = w.ne0;
   const nRows = rowEnd - rowStart;
   if (nRows === 0) return true;
-  const { typeSize, sumsPer } = k.info;
+  const { typeSize, sumsPer, tokens: T } = k.info;
   const nb = K / 256;
   // scratch layout: staged quants, scales, sums; kernel scratch; output
-  const sz = decodeStagedBytes(K, sumsPer);
+  const sz = decodeStagedBytes(K, sumsPer, T);
   const qBytes = align64(sz.quants), dBytes = align64(sz.scales), sBytes = align64(sz.sums);
-  const base = scratchAddr(qBytes + dBytes + sBytes + DECODE_SCRATCH + nRows * 4);
+  const base = scratchAddr(qBytes + dBytes + sBytes + DECODE_SCRATCH + T * nRows * 4);
   if (base === undefined) return false;
   const buf = rt.memory.buffer;
   const aq = base, ad = aq + qBytes, bs = ad + dBytes, tmp = bs + sBytes, o = tmp + DECODE_SCRATCH;
   const as = sumsPer === 16 ? "decode16" : "decode32";
   if (copiedAct !== act || copiedAs !== as) {
-    stageDecodeActivations(act.qs, act.d, act.bsums, K, sumsPer, new Int16Array(buf, aq, K), new Float32Array(buf, ad, nb), new Int16Array(buf, bs, K / sumsPer));
+    const quants = new Int16Array(buf, aq, T * K), scales = new Float32Array(buf, ad, T * nb), sums = new Int16Array(buf, bs, (T * K) / sumsPer);
+    for (let t = 0; t < T; t++) {
+      stageDecodeActivations(act.qs.subarray(t * K), act.d.subarray(t * nb), act.bsums.subarray((t * K) / 16), K, sumsPer, quants, scales, sums, t, T);
+    }
     copiedAct = act;
     copiedAs = as;
   }
   k.fn(w.data.byteOffset, nb * typeSize, nb, rowStart, rowEnd, aq, ad, bs, o, tmp);
-  out.set(new Float32Array(buf, o, nRows), rowStart);
+  copyOut(new Float32Array(buf, o, T * nRows), out, outStride, rowStart, T, nRows);
   return true;
 }
 
