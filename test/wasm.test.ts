@@ -41,12 +41,19 @@ function expectSameBits(a: Float32Array, b: Float32Array, what: string): void {
   }
 }
 
-/** K-quant blocks (Q4_K, Q5_K, Q6_K) with every quant and scale at its largest magnitude (random f16 scales). */
+/**
+ * Blocks with every quant and scale at its largest magnitude (random f16 scales): K-quants (Q4_K, Q5_K,
+ * Q6_K), and Q8_0 (quants -128), Q5_0 (-16), Q4_0 (-8), those with every 4th block scale at +-65504.
+ */
 function extremeBlocks(type: GGMLType, K: number, N: number): Uint8Array {
   const bytes = randomBlocks(type, K, N, 77);
-  const bs = rowBytes(type, K) / (K / 256);
+  const q8Family = type === GGMLType.Q8_0 || type === GGMLType.Q5_0 || type === GGMLType.Q4_0;
+  const bs = rowBytes(type, K) / (K / (q8Family ? 32 : 256));
   for (let o = 0; o < bytes.length; o += bs) {
-    if (type === GGMLType.Q6_K) {
+    if (q8Family) {
+      bytes.fill(type === GGMLType.Q8_0 ? 0x80 : 0, o + 2, o + bs);
+      if ((o / bs) % 4 === 1) bytes.set([0xff, (o / bs) % 8 === 1 ? 0xfb : 0x7b], o);
+    } else if (type === GGMLType.Q6_K) {
       bytes.fill(0xff, o, o + 192);
       bytes.fill(0x80, o + 192, o + 208);
     } else bytes.fill(0xff, o + 4, o + bs);
@@ -58,13 +65,18 @@ function extremeBlocks(type: GGMLType, K: number, N: number): Uint8Array {
  * The TypeScript kernels over all rows vs the WASM kernel over random row splits (each range on its own)
  * and vs the dispatching matmulRange: every output bit-identical, nothing written outside.
  */
-function compareKernels(w: Weight, x: Float32Array, T: number, u: () => number, what: string, choice: KernelChoice = "auto"): void {
+function compareKernels(w: Weight, x: Float32Array, T: number, u: () => number, what: string, choice: KernelChoice = "auto", cuts?: number[]): void {
   const N = w.ne1;
   const act = quantizeActivations(w.type, x, T, w.ne0);
   const ref = new Float32Array(T * N + 5).fill(-1);
   matmulTsRange(w, act, ref, N, 0, N);
   const got = new Float32Array(T * N + 5).fill(-1);
   let r = 0;
+  // the ranges end at the given cuts, then at random ones
+  for (const cut of cuts ?? []) {
+    expect(wasmMatmulRange(w, act, got, N, r, cut, choice)).toBe(true);
+    r = cut;
+  }
   while (r < N) {
     const end = Math.min(N, r + 1 + Math.floor(u() * N));
     expect(wasmMatmulRange(w, act, got, N, r, end, choice)).toBe(true);
@@ -200,6 +212,26 @@ describe("wasm kernels vs TypeScript kernels (bit-identical)", () => {
       for (const [K, N] of [[4096, 5], [1024, 67]] as const) {
         const w = wasmWeight(type, K, N, extremeBlocks(type, K, N));
         for (const sign of [1, -1]) compareKernels(w, new Float32Array(K).fill(sign), 1, u, `${typeName(type)} extreme N=${N}, sign ${sign}`, "decode");
+      }
+    });
+  }
+
+  // one token of Q8_0, Q5_0, Q4_0: ranges of 64 rows or more go two rows at a time (rows r and r + n / 2)
+  for (const type of [GGMLType.Q8_0, GGMLType.Q5_0, GGMLType.Q4_0]) {
+    it(`${typeName(type)} single token, two rows at a time: ranges of 63 to 150 rows, odd counts, extreme quants and scales`, () => {
+      const u = uniformRng(type + 600);
+      let seed = 2900;
+      // cuts: ranges of 64 (even), 65 and 63 (one row at a time) rows, then random ones
+      for (const [K, N, cuts] of [[32, 150, [64, 129]], [2048, 131, [3, 68, 131]], [96, 64, [64]], [4096, 67, []], [160, 200, [63, 127]]] as const) {
+        seed++;
+        const bytes = seed % 2 === 0 ? randomBlocks(type, K, N, seed) : quantize(type, randn(K * N, seed, 0.2), N, K);
+        const w = wasmWeight(type, K, N, bytes);
+        compareKernels(w, activations(K, 1, seed), 1, u, `${typeName(type)} pairs K=${K} N=${N}`, "rows", [...cuts]);
+      }
+      // every quant at its most negative, scales up to the largest f16, activations all of one sign (|q8| = 127)
+      for (const [K, N] of [[2048, 67], [64, 128]] as const) {
+        const w = wasmWeight(type, K, N, extremeBlocks(type, K, N));
+        for (const sign of [1, -1]) compareKernels(w, new Float32Array(K).fill(sign * 1e3), 1, u, `${typeName(type)} pairs extreme N=${N}, sign ${sign}`, "rows", [N]);
       }
     });
   }
