@@ -24,9 +24,10 @@ export class SideModule<K extends object> {
     const memory = wasmMemory();
     if (!memory || wasmDisabled()) return undefined;
     if (this.current && this.current.memory === memory) return this.current;
+    const module = this.compiledModule();
+    if (!module) return undefined;
     try {
-      this.compiled ??= new Wasm!.Module(this.bytes());
-      const inst = new Wasm!.Instance(this.compiled, { env: { memory } });
+      const inst = new Wasm!.Instance(module, { env: { memory } });
       this.current = { ...this.bind(inst.exports), memory };
       this.scratch = { addr: 0, size: 0 };
       return this.current;
