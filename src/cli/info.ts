@@ -5,6 +5,7 @@
 import type { Command } from "commander";
 import { loadGguf } from "../gguf/reader.ts";
 import { formatSummary, summarize } from "../gguf/summary.ts";
+import { formatReferenceKernels, referenceKernels } from "../model/kernel-report.ts";
 
 export function register(program: Command): void {
   program
@@ -15,6 +16,9 @@ export function register(program: Command): void {
     .action(async (opts: { model: string; json?: boolean }) => {
       const file = await loadGguf(opts.model, { headerOnly: true });
       const summary = summarize(file);
-      process.stdout.write(opts.json ? JSON.stringify(summary) + "\n" : formatSummary(summary) + "\n");
+      const kernels = referenceKernels(file.tensors, false);
+      const slow = formatReferenceKernels(kernels);
+      if (opts.json) process.stdout.write(JSON.stringify({ ...summary, reference_kernels: kernels.slow }) + "\n");
+      else process.stdout.write(formatSummary(summary, [["kernels", slow ?? `WASM for all ${kernels.tensors} weight tensors`]]) + "\n");
     });
 }

@@ -104,6 +104,7 @@ export async function openModel(path: string, opts: OpenModelOptions = {}): Prom
   } finally {
     bar.finish();
   }
+  if (model.slowKernels) process.stderr.write(`warning: ${model.slowKernels}\n`);
   try {
     validateMoeOptions(opts.moe, model.hparams, { stats: opts.stats });
   } catch (e) {

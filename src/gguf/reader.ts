@@ -1,8 +1,9 @@
 /**
  * Loads a GGUF model (all shards of a split model) into memory: header via ./header.ts, tensor data read with
- * plain `fs.readSync` straight into SharedArrayBuffer-backed memory (the WebAssembly kernels' shared memory when
- * it has room, see src/kernels/wasm/memory.ts, else one SharedArrayBuffer per tensor), so worker threads can share
- * the weights without copying and the file is never held in one big JS buffer.
+ * plain `fs.readSync` straight into SharedArrayBuffer-backed memory handed in by the caller (`TensorAlloc`: the
+ * loader places weights in the WebAssembly kernels' memories, see src/kernels/wasm/memory.ts; by default one
+ * SharedArrayBuffer per tensor), so worker threads can share the weights without copying and the file is never
+ * held in one big JS buffer.
  */
 import { closeSync, openSync, readSync } from "node:fs";
 import { basename } from "node:path";
@@ -11,7 +12,11 @@ import { readGgufHeader, type GgufHeader } from "./header.ts";
 import type { GgufFile, TensorEntry } from "./types.ts";
 import { splitShardPaths } from "./split.ts";
 import { q } from "./quote.ts";
-import { allocTensorBytes } from "../kernels/wasm/memory.ts";
+
+/** Gives zero-filled, SharedArrayBuffer-backed bytes for one tensor's data. */
+export type TensorAlloc = (nBytes: number) => Uint8Array;
+
+const ownBuffer: TensorAlloc = (n) => new Uint8Array(new SharedArrayBuffer(n));
 
 export interface LoadGgufOptions {
   /** parse headers only: every tensor gets `data = new Uint8Array(0)` */
@@ -32,8 +37,10 @@ export async function loadGguf(path: string, opts: LoadGgufOptions = {}): Promis
 /** A GGUF model whose headers are read (every tensor's data still empty) and whose tensor data can follow. */
 export interface OpenedGguf {
   file: GgufFile;
-  /** Reads every tensor's data into file's tensor entries (once); returns the file. */
-  readTensors(onProgress?: (done: number, total: number) => void): GgufFile;
+  /** bytes of tensor data in all shards */
+  dataBytes: number;
+  /** Reads every tensor's data into file's tensor entries (once), into bytes from `alloc`; returns the file. */
+  readTensors(onProgress?: (done: number, total: number) => void, alloc?: TensorAlloc): GgufFile;
 }
 
 /**
@@ -65,7 +72,7 @@ export async function openGguf(path: string): Promise<OpenedGguf> {
     tensors,
   };
   let read = false;
-  const readTensors = (onProgress?: (done: number, total: number) => void): GgufFile => {
+  const readTensors = (onProgress?: (done: number, total: number) => void, alloc: TensorAlloc = ownBuffer): GgufFile => {
     if (read) return file;
     read = true;
     let done = 0;
@@ -74,7 +81,7 @@ export async function openGguf(path: string): Promise<OpenedGguf> {
       const fd = openSync(s.path, "r");
       try {
         for (const t of s.header.tensors) {
-          tensors.get(t.name)!.data = readTensorData(fd, s.path, t.name, s.header.dataOffset + t.offset, t.nBytes);
+          tensors.get(t.name)!.data = readTensorData(fd, s.path, t.name, s.header.dataOffset + t.offset, t.nBytes, alloc);
           done += t.nBytes;
           onProgress?.(done, total);
         }
@@ -84,14 +91,13 @@ export async function openGguf(path: string): Promise<OpenedGguf> {
     }
     return file;
   };
-  return { file, readTensors };
+  return { file, dataBytes: total, readTensors };
 }
 
-function readTensorData(fd: number, file: string, name: string, position: number, nBytes: number): Uint8Array {
+function readTensorData(fd: number, file: string, name: string, position: number, nBytes: number, alloc: TensorAlloc): Uint8Array {
   let data: Uint8Array;
   try {
-    // inside the WebAssembly kernels' shared memory when it has room, else a SharedArrayBuffer of its own
-    data = allocTensorBytes(nBytes);
+    data = alloc(nBytes);
   } catch {
     throw new GgufError(file, `cannot allocate ${nBytes} bytes for tensor ${q(name)}`);
   }

@@ -139,7 +139,8 @@ export function formatBytes(n: number): string {
 }
 
 /** Human-readable report, a few aligned lines. */
-export function formatSummary(s: ModelSummary): string {
+/** The summary as aligned "key  value" lines, with `extra` rows at the end. */
+export function formatSummary(s: ModelSummary, extra: [string, string][] = []): string {
   const types = Object.entries(s.tensor_types)
     .sort((x, y) => y[1] - x[1])
     .map(([t, n]) => `${t} ${n}`)
@@ -165,6 +166,7 @@ export function formatSummary(s: ModelSummary): string {
     ["rms eps", String(s.rms_eps ?? "-")],
     ["tensors", `${s.n_tensors} (${types})`],
     ["parameters", `${formatCount(s.n_params)} (${s.n_params})`],
+    ...extra,
   ];
   const w = Math.max(...rows.map((r) => r[0].length));
   return rows.map(([k, v]) => `${k.padEnd(w)}  ${v}`).join("\n");

@@ -102,6 +102,11 @@ export interface Model {
    * stores the KV cache in half precision and attends like llama.cpp's default CPU context (flash attention)
    */
   createSession(opts?: { nCtx?: number; kvType?: "f32" | "f16"; flashLanes?: "f32" | "avx512fp16" }): Session;
+  /**
+   * one line when some weight tensors run on the slower TypeScript reference kernels (how many, their
+   * bytes, why); undefined when every one has a WASM kernel
+   */
+  readonly slowKernels: string | undefined;
   /** releases worker threads */
   dispose(): Promise<void>;
 }

@@ -5,7 +5,7 @@
  */
 import { TsmoeError } from "../errors.ts";
 import { openGguf } from "../gguf/reader.ts";
-import { freeTensorBytes } from "../kernels/wasm/memory.ts";
+import { freeTensorBytes, weightAllocator } from "../kernels/wasm/memory.ts";
 import { metaArch } from "../gguf/meta.ts";
 import type { GgufFile } from "../gguf/types.ts";
 import type { MatmulBackend } from "../kernels/backend.ts";
@@ -19,6 +19,7 @@ import { applyKvOverrides, MetaReader, readCommonHParams, type ModelHParams } fr
 import { createRouter } from "./moe.ts";
 import type { RouterConfig } from "./moe-types.ts";
 import { TensorSource, type ModelWeights } from "./weights.ts";
+import { formatReferenceKernels, referenceKernels } from "./kernel-report.ts";
 
 /** Tokens evaluated per forward pass (llama.cpp's n_ubatch); longer evals are split. */
 export const MAX_BATCH = 512;
@@ -125,13 +126,17 @@ class ModelSession implements Session {
 
 class LoadedGgufModel implements Model {
   private disposed = false;
+  /** one line when some weights run on the reference kernels (see ./kernel-report.ts) */
+  readonly slowKernels: string | undefined;
   constructor(
     readonly path: string,
     private readonly file: GgufFile,
     private readonly m: LoadedModel,
     private readonly backend: MatmulBackend,
     private readonly moe: MoeOptions | undefined,
-  ) {}
+  ) {
+    this.slowKernels = formatReferenceKernels(referenceKernels(file.tensors, true));
+  }
 
   get hparams(): ModelHParams {
     return this.m.hparams;
@@ -193,7 +198,8 @@ export async function loadModel(path: string, opts: LoadModelOptions = {}): Prom
   const header = headerHParams(file);
   opts.onHeader?.(header);
   try {
-    opened.readTensors(opts.onProgress);
+    // where each weight lives: the WebAssembly memories' allocator, given the model's size
+    opened.readTensors(opts.onProgress, weightAllocator(opened.dataBytes).alloc);
     const m = buildModel(file);
     const backend = await createPoolBackend(opts.threads ?? defaultThreadCount());
     return new LoadedGgufModel(path, file, m, backend, opts.moe);

@@ -19,7 +19,7 @@ import type { GluItem, MatmulBackend, MatmulItem } from "../kernels/backend.ts";
 import { swigluRange } from "../kernels/glu.ts";
 import { attendHeads, type AttentionTask } from "../kernels/attention.ts";
 import { matmulRange, quantizeActivations, type Activations, type Weight } from "../kernels/matmul.ts";
-import { wasmMemory } from "../kernels/wasm/memory.ts";
+import { arenaCount, wasmMemories, wasmMemory } from "../kernels/wasm/memory.ts";
 import { compiledWasm } from "../kernels/wasm/shared-modules.ts";
 import { typeName, type GGMLType } from "../tensor/types.ts";
 import { ItemKind, itemSize, planChunks, runChunks, runGluRows, writePlan, type GluJobItem, type JobItem, type MatmulJobItem } from "./job.ts";
@@ -98,6 +98,8 @@ export class PoolBackend implements MatmulBackend {
   private tasks: Promise<unknown>[] = [];
   private msgSeq = 0;
   private stopping = false;
+  /** WebAssembly memories the workers have (./memory.ts arenas made later are posted before the next job) */
+  private arenasSent = 0;
   /** quantized-activation buffers, reused per weight type and distinct input of a job */
   private readonly actScratch = new Map<string, Activations>();
   private readonly outScratch: Float32Array[] = [];
@@ -127,10 +129,12 @@ export class PoolBackend implements MatmulBackend {
     // created here if no model made it yet, so that every thread runs the WASM kernels over the same memory
     const memory = wasmMemory();
     const wasmModules = memory ? compiledWasm() : undefined;
+    const memories = memory ? wasmMemories() : undefined;
+    this.arenasSent = memories?.length ?? 0;
     for (let index = 0; index < this.nWorkers; index++) {
       const { port1, port2 } = new MessageChannel();
       this.ports.push(port1);
-      const task: WorkerTask = { control: this.ctl.sab, index, port: port2, wasmMemory: memory, wasmModules, spinMs: this.spinMs };
+      const task: WorkerTask = { control: this.ctl.sab, index, port: port2, wasmMemories: memories, wasmModules, spinMs: this.spinMs };
       const done = piscina.run(task, { transferList: [port2] }).then(
         () => {
           if (!this.stopping) this.failFromEventLoop(`worker thread ${index} stopped`);
@@ -290,6 +294,10 @@ export class PoolBackend implements MatmulBackend {
 
   private dispatch(job: readonly JobItem[]): void {
     const { i32, desc } = this.ctl;
+    if (arenaCount() > this.arenasSent && this.ports.length > 0) {
+      this.arenasSent = arenaCount();
+      this.broadcast({ kind: "memories", memories: wasmMemories() });
+    }
     const gen = Atomics.load(i32, Slot.GEN) + 1;
     const half = descHalf(desc, gen);
     const plan = planChunks(job, this.nThreads, CHUNKS_PER_THREAD, ROW_ALIGN);

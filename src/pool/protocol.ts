@@ -137,8 +137,8 @@ export interface WorkerTask {
   /** this worker's index (0-based; the main thread is not counted) */
   index: number;
   port: import("node:worker_threads").MessagePort;
-  /** the main thread's WebAssembly memory (weights the WASM kernels read live in it), if WASM is on */
-  wasmMemory?: import("../kernels/wasm/webassembly.ts").WasmMemory;
+  /** the main thread's WebAssembly memories (./memory.ts arenas, in order: weights the WASM kernels read live in them), if WASM is on */
+  wasmMemories?: import("../kernels/wasm/webassembly.ts").WasmMemory[];
   /** the main thread's compiled WASM modules (the worker instantiates them instead of compiling its own) */
   wasmModules?: import("../kernels/wasm/shared-modules.ts").CompiledWasm;
   /** how long the worker spins on the job generation before it sleeps (ms) */
@@ -153,7 +153,9 @@ export type ControlMessage =
   | { kind: "buffer"; id: number; buffer: SharedArrayBuffer }
   | { kind: "drop"; id: number }
   | { kind: "layout"; id: number; layout: FieldLayout[] }
-  | { kind: "fault"; worker: number; action: FaultAction };
+  | { kind: "fault"; worker: number; action: FaultAction }
+  /** every WebAssembly memory of the main thread, in order, when it made new ones since the workers started */
+  | { kind: "memories"; memories: import("../kernels/wasm/webassembly.ts").WasmMemory[] };
 
 /** How one field of a flat object is encoded (see ./shared-struct.ts). */
 export type FieldLayout =

@@ -7,8 +7,8 @@
  * their message so the main thread fails instead of waiting.
  */
 import { receiveMessageOnPort } from "node:worker_threads";
-import { attachWasmMemory } from "../kernels/wasm/memory.ts";
-import { wasmRuntime } from "../kernels/wasm/runtime.ts";
+import { attachWasmMemories } from "../kernels/wasm/memory.ts";
+import { wasmRuntimes } from "../kernels/wasm/runtime.ts";
 import { adoptCompiledWasm } from "../kernels/wasm/shared-modules.ts";
 import { controlViews, DEFAULT_SPIN_MS, descHalf, FailKind, recordFailure, Slot, type Control, type ControlMessage, type FaultAction, type WorkerTask } from "./protocol.ts";
 import { SharedDecoder } from "./shared-struct.ts";
@@ -17,13 +17,13 @@ import type { AttentionTask } from "../kernels/attention.ts";
 
 
 export default function runWorker(task: WorkerTask): string {
-  // the WASM kernels must see the main thread's memory, where the weights are
-  if (task.wasmMemory) {
-    attachWasmMemory(task.wasmMemory);
+  // the WASM kernels must see the main thread's memories, where the weights are
+  if (task.wasmMemories) {
+    attachWasmMemories(task.wasmMemories);
     if (task.wasmModules) adoptCompiledWasm(task.wasmModules);
     // instantiate the kernels now (compile them, without modules from the main thread), not inside the first
     // chunk, where it would count against the stall timeout
-    wasmRuntime();
+    wasmRuntimes();
   }
   const ctl = controlViews(task.control);
   const { i32 } = ctl;
@@ -43,7 +43,11 @@ export default function runWorker(task: WorkerTask): string {
       if (!m) continue; // posted, still in flight
       msgSeen++;
       const msg = m.message as ControlMessage;
-      if (!decoder.apply(msg) && msg.kind === "fault" && msg.worker === task.index) fault = msg.action;
+      if (decoder.apply(msg)) continue;
+      if (msg.kind === "memories") {
+        attachWasmMemories(msg.memories);
+        wasmRuntimes();
+      } else if (msg.kind === "fault" && msg.worker === task.index) fault = msg.action;
     }
   };
 

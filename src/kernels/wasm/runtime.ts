@@ -19,7 +19,7 @@ import { emitKernels, type KernelInfo } from "./kernels.ts";
 import { emitTileKernels, stagedBytes, tileBytes, type TileKernelInfo } from "./tile-kernels.ts";
 import { emitFloatKernel } from "./float-kernels.ts";
 import { DECODE_SCRATCH, type DecodeKernelInfo, MAX_DECODE_TOKENS, decodeKernelFor, decodeStagedBytes, emitDecodeKernels, stageDecodeActivations } from "./decode-kernels.ts";
-import { MAX_PAGES, currentWasmMemory, disableWasm, isWasmBuffer, wasmAlloc, wasmDisabled, wasmMemory } from "./memory.ts";
+import { MAX_PAGES, arenaCount, arenaMemory, arenaOf, disableWasm, wasmAlloc, wasmDisabled, wasmMemory } from "./memory.ts";
 
 type KernelFn = (w: number, rb: number, nb: number, r0: number, r1: number, aq: number, ad: number, abs: number, T: number, K: number, out: number, tmp: number) => void;
 type TileFn = (w: number, rb: number, nb: number, r0: number, r1: number, act: number, T: number, out: number, tile: number) => void;
@@ -28,12 +28,27 @@ type StageFn = (q: number, d: number, bsums: number, T: number, K: number, nb: n
 type StageTFn = (q: number, d: number, T: number, K: number, nb: number, dst: number) => void;
 
 interface Runtime {
+  /** the arena (./memory.ts) these instances work in */
+  arena: number;
   memory: WasmMemory;
   kernels: Map<string, { fn: KernelFn; info: KernelInfo }>;
   tiles: Map<string, { fn: TileFn; info: TileKernelInfo }>;
   decode: Map<string, { fn: DecodeFn; info: DecodeKernelInfo }>;
   stage: StageFn;
   stageT: StageTFn;
+  /** this thread's scratch area in the arena (activations, outputs, per-row scratch) */
+  scratch: { addr: number; size: number };
+  /**
+   * The activations last copied into the scratch area: a pool thread computes several row chunks of one
+   * job with the same Activations object, which is copied once (quantizeActivations makes a new object for
+   * every product, and nothing changes an Activations object's arrays afterwards).
+   */
+  copiedAct: Activations | undefined;
+  /**
+   * How copiedAct was copied: "rows" (as it is), "tile" (staged for the tile kernels as well) or "decode16"
+   * / "decode32" (staged for the decode kernels, activation sums per 16 or 32 values)
+   */
+  copiedAs: "rows" | "tile" | "decode16" | "decode32";
 }
 
 export interface Compiled {
@@ -44,7 +59,8 @@ export interface Compiled {
 }
 
 let moduleCache: Compiled | undefined;
-let runtime: Runtime | undefined;
+/** this thread's runtimes, by arena */
+const runtimes: (Runtime | undefined)[] = [];
 let failed = false;
 
 /** The module's bytes, generated here and now. */
@@ -93,14 +109,16 @@ function compile(): Compiled {
   return moduleCache;
 }
 
-/** This thread's kernels over the shared memory, or undefined when WASM is off or unavailable. */
-export function wasmRuntime(): Runtime | undefined {
+/**
+ * This thread's kernels over arena `arena` (default: the primary memory), instantiated on first use, or
+ * undefined when WASM is off or unavailable.
+ */
+export function wasmRuntime(arena = 0): Runtime | undefined {
   if (failed) return undefined;
-  const memory = wasmMemory();
+  const memory = arena === 0 ? wasmMemory() : arenaMemory(arena);
   if (!memory || wasmDisabled()) return undefined;
-  if (runtime && runtime.memory === memory) return runtime;
-  scratch = { addr: 0, size: 0 }; // a newly attached memory: this thread's scratch is allocated anew
-  copiedAct = undefined;
+  const have = runtimes[arena];
+  if (have && have.memory === memory) return have;
   try {
     const { module, info, tileInfo, decodeInfo } = compile();
     const inst = new Wasm!.Instance(module, { env: { memory } });
@@ -110,13 +128,38 @@ export function wasmRuntime(): Runtime | undefined {
     for (const [name, i] of tileInfo) tiles.set(name, { fn: inst.exports[i.name] as TileFn, info: i });
     const decode = new Map<string, { fn: DecodeFn; info: DecodeKernelInfo }>();
     for (const [name, i] of decodeInfo) decode.set(name, { fn: inst.exports[name] as DecodeFn, info: i });
-    runtime = { memory, kernels, tiles, decode, stage: inst.exports.stage as StageFn, stageT: inst.exports.stage_t as StageTFn };
+    const rt: Runtime = {
+      arena,
+      memory,
+      kernels,
+      tiles,
+      decode,
+      stage: inst.exports.stage as StageFn,
+      stageT: inst.exports.stage_t as StageTFn,
+      scratch: { addr: 0, size: 0 },
+      copiedAct: undefined,
+      copiedAs: "rows",
+    };
+    runtimes[arena] = rt;
+    return rt;
   } catch {
     // no fixed-width SIMD in this engine: TypeScript kernels only
     failed = true;
     disableWasm();
+    return undefined;
   }
-  return runtime;
+}
+
+/** Instantiates the kernels over every arena this thread has (worker threads, before their first job). */
+export function wasmRuntimes(): void {
+  for (let a = 0; a < arenaCount(); a++) wasmRuntime(a);
+}
+
+/** The runtime of the arena the weight bytes lie in, or undefined (the TypeScript kernels then). */
+function runtimeFor(data: Uint8Array): Runtime | undefined {
+  if (wasmDisabled()) return undefined;
+  const arena = arenaOf(data.buffer);
+  return arena === undefined ? undefined : wasmRuntime(arena);
 }
 
 /** Kernel per weight type: all of them beat the TypeScript kernels in bench/wasm-kernels.ts. */
@@ -183,29 +226,27 @@ export function decodeKernelName(type: GGMLType, nTokens: number, any = false): 
 /** Which WASM kernels wasmMatmulRange may use: the usual choice, or (tests, benchmarks) only one kind. */
 export type KernelChoice = "auto" | "rows" | "tile" | "decode";
 
-/** This thread's scratch area in the shared memory (activations, outputs, per-row scratch). */
-let scratch = { addr: 0, size: 0 };
-/**
- * The activations last copied into the scratch area: a pool thread computes several row chunks of one
- * job with the same Activations object, which is copied once (quantizeActivations makes a new object for
- * every product, and nothing changes an Activations object's arrays afterwards).
- */
-let copiedAct: Activations | undefined;
-/**
- * How copiedAct was copied: "rows" (as it is), "tile" (staged for the tile kernels as well) or "decode16"
- * / "decode32" (staged for the decode kernels, activation sums per 16 or 32 values)
- */
-let copiedAs: "rows" | "tile" | "decode16" | "decode32" = "rows";
-
-function scratchAddr(n: number): number | undefined {
-  if (scratch.size < n) {
-    const size = Math.max(n, 2 * scratch.size, 1 << 16);
-    const addr = wasmAlloc(size);
-    if (addr === undefined) return undefined;
-    scratch = { addr, size };
-    copiedAct = undefined;
+function scratchAddr(rt: Runtime, n: number): number | undefined {
+  if (rt.scratch.size < n) {
+    const size = Math.max(n, 2 * rt.scratch.size, 1 << 16);
+    const addr = wasmAlloc(size, rt.arena);
+    if (addr === undefined) {
+      reportNoScratch(rt.arena, size);
+      return undefined;
+    }
+    rt.scratch = { addr, size };
+    rt.copiedAct = undefined;
   }
-  return scratch.addr;
+  return rt.scratch.addr;
+}
+
+let scratchWarned = false;
+
+/** A product that falls back to the TypeScript kernels for want of scratch space says so on stderr, once. */
+function reportNoScratch(arena: number, bytes: number): void {
+  if (scratchWarned) return;
+  scratchWarned = true;
+  process.stderr.write(`tsmoe: warning: no room for ${bytes} bytes of kernel scratch in WebAssembly memory ${arena}: some products run on the slower TypeScript kernels\n`);
 }
 
 const align64 = (n: number) => Math.ceil(n / 64) * 64;
@@ -222,8 +263,8 @@ export function wasmMatmulRange(w: Weight, act: Activations, out: Float32Array, 
   const tileName = choice === "rows" ? undefined : choice === "tile" ? TILE_OF[w.type]?.name : tileKernelName(w.type, act.nTokens);
   if (tileName !== undefined) return tileMatmulRange(tileName, w, act, out, outStride, rowStart, rowEnd);
   const name = choice === "tile" ? undefined : kernelName(w.type, act.nTokens);
-  if (name === undefined || !inWasmMemory(w.data)) return false;
-  const rt = wasmRuntime();
+  if (name === undefined) return false;
+  const rt = runtimeFor(w.data);
   const k = rt?.kernels.get(name);
   if (!rt || !k) return false;
   const T = act.nTokens;
@@ -242,19 +283,19 @@ export function wasmMatmulRange(w: Weight, act: Activations, out: Float32Array, 
   const dBytes = align64(isFloat ? nGrouped * K * 4 : T * nb * 4);
   const bsBytes = act.bsums.length > 0 ? align64(T * (K / 16) * 4) : 0;
   const tmpBytes = align64(nb * tmpPerBlock);
-  const base = scratchAddr(qsBytes + dBytes + bsBytes + tmpBytes + T * nRows * 4);
+  const base = scratchAddr(rt, qsBytes + dBytes + bsBytes + tmpBytes + T * nRows * 4);
   if (base === undefined) return false;
   const buf = rt.memory.buffer;
   const aq = base, ad = aq + qsBytes, abs = ad + dBytes, tmp = abs + bsBytes, o = tmp + tmpBytes;
-  if (copiedAct !== act || copiedAs !== "rows") {
+  if (rt.copiedAct !== act || rt.copiedAs !== "rows") {
     if (isFloat) stageFloat(act.f, T, K, new Float32Array(buf, aq, T * K), new Float32Array(buf, ad, nGrouped * K));
     else {
       new Int8Array(buf, aq, T * K).set(act.qs.subarray(0, T * K));
       new Float32Array(buf, ad, T * nb).set(act.d.subarray(0, T * nb));
       if (bsBytes) new Int32Array(buf, abs, T * (K / 16)).set(act.bsums.subarray(0, T * (K / 16)));
     }
-    copiedAct = act;
-    copiedAs = "rows";
+    rt.copiedAct = act;
+    rt.copiedAs = "rows";
   }
   k.fn(w.data.byteOffset, nb * typeSize, nb, rowStart, rowEnd, aq, ad, abs, T, K, o, tmp);
   copyOut(new Float32Array(buf, o, T * nRows), out, outStride, rowStart, T, nRows);
@@ -267,8 +308,7 @@ export function wasmMatmulRange(w: Weight, act: Activations, out: Float32Array, 
  * computes the rows.
  */
 function decodeMatmulRange(name: string, w: Weight, act: Activations, out: Float32Array, outStride: number, rowStart: number, rowEnd: number): boolean {
-  if (!inWasmMemory(w.data)) return false;
-  const rt = wasmRuntime();
+  const rt = runtimeFor(w.data);
   const k = rt?.decode.get(name);
   if (!rt || !k) return false;
   const K = w.ne0;
@@ -279,18 +319,18 @@ function decodeMatmulRange(name: string, w: Weight, act: Activations, out: Float
   // scratch layout: staged quants, scales, sums; kernel scratch; output
   const sz = decodeStagedBytes(K, sumsPer, T);
   const qBytes = align64(sz.quants), dBytes = align64(sz.scales), sBytes = align64(sz.sums);
-  const base = scratchAddr(qBytes + dBytes + sBytes + DECODE_SCRATCH + T * nRows * 4);
+  const base = scratchAddr(rt, qBytes + dBytes + sBytes + DECODE_SCRATCH + T * nRows * 4);
   if (base === undefined) return false;
   const buf = rt.memory.buffer;
   const aq = base, ad = aq + qBytes, bs = ad + dBytes, tmp = bs + sBytes, o = tmp + DECODE_SCRATCH;
   const as = sumsPer === 16 ? "decode16" : "decode32";
-  if (copiedAct !== act || copiedAs !== as) {
+  if (rt.copiedAct !== act || rt.copiedAs !== as) {
     const quants = new Int16Array(buf, aq, T * K), scales = new Float32Array(buf, ad, T * nb), sums = new Int16Array(buf, bs, (T * K) / sumsPer);
     for (let t = 0; t < T; t++) {
       stageDecodeActivations(act.qs.subarray(t * K), act.d.subarray(t * nb), act.bsums.subarray((t * K) / 16), K, sumsPer, quants, scales, sums, t, T);
     }
-    copiedAct = act;
-    copiedAs = as;
+    rt.copiedAct = act;
+    rt.copiedAs = as;
   }
   k.fn(w.data.byteOffset, nb * typeSize, nb, rowStart, rowEnd, aq, ad, bs, o, tmp);
   copyOut(new Float32Array(buf, o, T * nRows), out, outStride, rowStart, T, nRows);
@@ -308,8 +348,7 @@ function copyOut(res: Float32Array, out: Float32Array, outStride: number, rowSta
  * thread's scratch area and staged there once per Activations object, then the kernel computes the rows.
  */
 function tileMatmulRange(name: string, w: Weight, act: Activations, out: Float32Array, outStride: number, rowStart: number, rowEnd: number): boolean {
-  if (!inWasmMemory(w.data)) return false;
-  const rt = wasmRuntime();
+  const rt = runtimeFor(w.data);
   const k = rt?.tiles.get(name);
   if (!rt || !k) return false;
   const T = act.nTokens;
@@ -326,11 +365,11 @@ function tileMatmulRange(name: string, w: Weight, act: Activations, out: Float32
   const bsBytes = blockSize === 256 ? align64(T * (K / 16) * 4) : 0;
   const stBytes = align64(stagedBytes(blockSize, T, nb));
   const tlBytes = align64(tileBytes(name, nb));
-  const base = scratchAddr(qsBytes + dBytes + bsBytes + stBytes + tlBytes + T * nRows * 4);
+  const base = scratchAddr(rt, qsBytes + dBytes + bsBytes + stBytes + tlBytes + T * nRows * 4);
   if (base === undefined) return false;
   const buf = rt.memory.buffer;
   const aq = base, ad = aq + qsBytes, abs = ad + dBytes, st = abs + bsBytes, tile = st + stBytes, o = tile + tlBytes;
-  if (copiedAct !== act || copiedAs !== "tile") {
+  if (rt.copiedAct !== act || rt.copiedAs !== "tile") {
     const q = new Int8Array(buf, aq, Tp * K);
     q.set(act.qs.subarray(0, T * K));
     q.fill(0, T * K);
@@ -342,8 +381,8 @@ function tileMatmulRange(name: string, w: Weight, act: Activations, out: Float32
       new Int32Array(buf, abs, T * (K / 16)).set(act.bsums.subarray(0, T * (K / 16)));
       rt.stage(aq, ad, abs, T, K, nb, st);
     }
-    copiedAct = act;
-    copiedAs = "tile";
+    rt.copiedAct = act;
+    rt.copiedAs = "tile";
   }
   k.fn(w.data.byteOffset, nb * typeSize, nb, rowStart, rowEnd, st, T, o, tile);
   copyOut(new Float32Array(buf, o, T * nRows), out, outStride, rowStart, T, nRows);
@@ -360,9 +399,4 @@ function stageFloat(f: Float32Array, T: number, K: number, plain: Float32Array, 
       for (let i = 0; i < K; i++) grouped[o + 4 * i + j] = f[src + i]!;
     }
   }
-}
-
-/** Whether the weight bytes lie in this thread's WASM memory (never creates the memory). */
-function inWasmMemory(data: Uint8Array): boolean {
-  return currentWasmMemory() !== undefined && !wasmDisabled() && isWasmBuffer(data.buffer);
 }
