@@ -71,12 +71,12 @@ export function register(program: Command): void {
     const parsed = moeOptionsFrom(o);
     let model: Model | undefined;
     try {
-      ({ model } = await openModel(o.model, { moe: parsed.moe, overrideKv: parsed.overrideKv, threads, stats: parsed.stats }));
+      ({ model } = await openModel(o.model, { moe: parsed.moe, overrideKv: parsed.overrideKv, threads, stats: parsed.stats, moeCache: parsed.moeCache }));
       const nVocab = model.hparams.nVocab;
       const session = model.createSession({ nCtx: Math.max(tokens.length, 1), kvType: o.kvType });
       const logits = await session.eval(tokens, { allLogits: true });
       writeLogitsJson(o.logitsOut ?? "-", tokens, nVocab, logits);
-      if (parsed.stats && model.hparams.nExpert > 0) process.stderr.write(formatMoeStats(session.moeStats()) + "\n");
+      if (parsed.stats && model.hparams.nExpert > 0) process.stderr.write(formatMoeStats(session.moeStats(), model.streaming?.stats()) + "\n");
     } finally {
       await model?.dispose();
     }

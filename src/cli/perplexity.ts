@@ -58,7 +58,7 @@ export function register(program: Command): void {
     const base = o.klDivergence ? new KldBaseReader(o.klDivergenceBase!) : undefined;
     let model: Model | undefined;
     try {
-      ({ model } = await openModel(o.model, { moe: parsed.moe, overrideKv: parsed.overrideKv, threads, stats: parsed.stats }));
+      ({ model } = await openModel(o.model, { moe: parsed.moe, overrideKv: parsed.overrideKv, threads, stats: parsed.stats, moeCache: parsed.moeCache }));
       const nVocab = model.hparams.nVocab;
       if (base) {
         const session = model.createSession({ nCtx: base.header.nCtx });
@@ -123,5 +123,5 @@ export function register(program: Command): void {
 
 function finish(model: Model, stats: MoeLayerStats[], showStats: boolean): void {
   if (model.hparams.nExpert > 0) process.stderr.write(formatMeanExperts(stats, model.hparams) + "\n");
-  if (showStats && model.hparams.nExpert > 0) process.stderr.write(formatMoeStats(stats) + "\n");
+  if (showStats && model.hparams.nExpert > 0) process.stderr.write(formatMoeStats(stats, model.streaming?.stats()) + "\n");
 }

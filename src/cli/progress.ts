@@ -76,6 +76,10 @@ export interface OpenModelOptions {
   threads?: number;
   /** --moe-stats was given (warned about on a dense model) */
   stats?: boolean;
+  /** --moe-cache SIZE (bytes) */
+  moeCache?: number;
+  /** -c: the context size sessions will use (sizes the memory plan) */
+  nCtx?: number;
 }
 
 /**
@@ -94,6 +98,8 @@ export async function openModel(path: string, opts: OpenModelOptions = {}): Prom
       moe: opts.moe,
       overrideKv: opts.overrideKv,
       threads: opts.threads,
+      moeCache: opts.moeCache,
+      nCtx: opts.nCtx,
       onProgress: bar.update,
       // bad MoE options fail before the (possibly long) load, from the header's hyperparameters; the check
       // after the load stays authoritative (an architecture may use fewer layers than block_count)
@@ -105,6 +111,7 @@ export async function openModel(path: string, opts: OpenModelOptions = {}): Prom
     bar.finish();
   }
   if (model.slowKernels) process.stderr.write(`warning: ${model.slowKernels}\n`);
+  if (model.memoryPlan) process.stderr.write(`${model.memoryPlan}\n`);
   try {
     validateMoeOptions(opts.moe, model.hparams, { stats: opts.stats });
   } catch (e) {

@@ -109,7 +109,7 @@ export function register(program: Command): void {
     const promptText = o.file !== undefined ? readTextFile(o.file) : o.prompt;
 
     const tStart = performance.now();
-    const { model, loadMs } = await openModel(o.model, { moe: parsed.moe, overrideKv: parsed.overrideKv, threads, stats: parsed.stats });
+    const { model, loadMs } = await openModel(o.model, { moe: parsed.moe, overrideKv: parsed.overrideKv, threads, stats: parsed.stats, moeCache: parsed.moeCache, nCtx: nCtxOpt > 0 ? nCtxOpt : undefined });
     const timings = emptyTimings();
     let session: Session | undefined;
     try {
@@ -136,7 +136,7 @@ function printSummary(model: Model, session: Session, loadMs: number, timings: G
   process.stderr.write("\n" + formatTimings(loadMs, timings, totalMs) + "\n");
   if (model.hparams.nExpert > 0) {
     process.stderr.write(formatMeanExperts(session.moeStats(), model.hparams) + "\n");
-    if (stats) process.stderr.write(formatMoeStats(session.moeStats()) + "\n");
+    if (stats) process.stderr.write(formatMoeStats(session.moeStats(), model.streaming?.stats()) + "\n");
   }
 }
 

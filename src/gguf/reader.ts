@@ -39,8 +39,13 @@ export interface OpenedGguf {
   file: GgufFile;
   /** bytes of tensor data in all shards */
   dataBytes: number;
-  /** Reads every tensor's data into file's tensor entries (once), into bytes from `alloc`; returns the file. */
-  readTensors(onProgress?: (done: number, total: number) => void, alloc?: TensorAlloc): GgufFile;
+  /** where each tensor's data is: the shard's path and the absolute byte position in it */
+  locations: Map<string, { path: string; position: number }>;
+  /**
+   * Reads every tensor's data into file's tensor entries (once), into bytes from `alloc`; returns the
+   * file. Tensors `skip` names keep empty data (read later from `locations`, e.g. streamed experts).
+   */
+  readTensors(onProgress?: (done: number, total: number) => void, alloc?: TensorAlloc, skip?: (name: string) => boolean): GgufFile;
 }
 
 /**
@@ -72,18 +77,23 @@ export async function openGguf(path: string): Promise<OpenedGguf> {
     tensors,
   };
   let read = false;
-  const readTensors = (onProgress?: (done: number, total: number) => void, alloc: TensorAlloc = ownBuffer): GgufFile => {
+  const locations = new Map<string, { path: string; position: number }>();
+  for (const s of shards) for (const t of s.header.tensors) locations.set(t.name, { path: s.path, position: s.header.dataOffset + t.offset });
+  const readTensors = (onProgress?: (done: number, total: number) => void, alloc: TensorAlloc = ownBuffer, skip?: (name: string) => boolean): GgufFile => {
     if (read) return file;
     read = true;
     let done = 0;
-    onProgress?.(0, total);
+    let toRead = 0;
+    for (const t of tensors.values()) if (!skip?.(t.name)) toRead += t.nBytes;
+    onProgress?.(0, toRead);
     for (const s of shards) {
       const fd = openSync(s.path, "r");
       try {
         for (const t of s.header.tensors) {
+          if (skip?.(t.name)) continue;
           tensors.get(t.name)!.data = readTensorData(fd, s.path, t.name, s.header.dataOffset + t.offset, t.nBytes, alloc);
           done += t.nBytes;
-          onProgress?.(done, total);
+          onProgress?.(done, toRead);
         }
       } finally {
         closeSync(fd);
@@ -91,7 +101,7 @@ export async function openGguf(path: string): Promise<OpenedGguf> {
     }
     return file;
   };
-  return { file, dataBytes: total, readTensors };
+  return { file, dataBytes: total, locations, readTensors };
 }
 
 function readTensorData(fd: number, file: string, name: string, position: number, nBytes: number, alloc: TensorAlloc): Uint8Array {

@@ -29,8 +29,25 @@ export interface LoadOptions {
   moe?: MoeOptions;
   /** worker threads for matmuls (default: number of cores) */
   threads?: number;
+  /**
+   * routed-expert cache size in bytes: stream the experts from the file through a cache of this size
+   * (default: only when the model does not fit in the memory available)
+   */
+  moeCache?: number;
+  /** the context size sessions will use (sizes the KV cache in the memory plan; default min(training context, 4096)) */
+  nCtx?: number;
   /** called with (bytes read, total bytes) while tensor data loads */
   onProgress?: (done: number, total: number) => void;
+}
+
+/** The streamed experts' cache since the model loaded (or since resetStats). */
+export interface ExpertCacheStats {
+  /** expert lookups that found the expert in the cache / had to read it from the file */
+  hits: number;
+  misses: number;
+  bytesRead: number;
+  /** wall time spent waiting for reads, ms */
+  readMs: number;
 }
 
 /** Per-layer routing statistics collected while a session runs (--moe-stats). */
@@ -107,6 +124,10 @@ export interface Model {
    * bytes, why); undefined when every one has a WASM kernel
    */
   readonly slowKernels: string | undefined;
+  /** when the routed experts are streamed from the file (LoadOptions.moeCache): the cache and its statistics */
+  readonly streaming: { describe(): string; stats(): ExpertCacheStats; resetStats(): void } | undefined;
+  /** one line saying that (and why) the experts are streamed; undefined when the model is resident */
+  readonly memoryPlan: string | undefined;
   /** releases worker threads */
   dispose(): Promise<void>;
 }

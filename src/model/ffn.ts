@@ -121,16 +121,18 @@ export function buildMoeFfn(
   // every used expert's up and gate products in one go, then every down product
   const used: number[] = [];
   for (let e = 0; e < nExpert; e++) if (count[e] > 0) used.push(e);
+  // streamed experts: read the missing ones into the cache first
+  const ex = w.fetch ? w.fetch(used) : w;
   const rows = (buf: Float32Array, e: number, width: number) => buf.subarray(start[e] * width, start[e + 1] * width);
   // one token: every expert reads x itself, so the backend prepares (quantizes) it once for all of them
   const input = (e: number) => (n === 1 ? x : rows(b.xe, e, nEmbd));
   if (!w.upBias && !w.gateBias && w.activation !== "swiglu_oai") {
-    backend.swigluMany(used.map((e) => ({ gate: w.gate[e], up: w.up[e], x: input(e), nTokens: count[e], outGate: rows(b.ge, e, nFf), outUp: rows(b.ue, e, nFf) })));
+    backend.swigluMany(used.map((e) => ({ gate: ex.gate[e]!, up: ex.up[e]!, x: input(e), nTokens: count[e], outGate: rows(b.ge, e, nFf), outUp: rows(b.ue, e, nFf) })));
   } else {
     backend.matmulMany(
       used.flatMap((e) => [
-        { w: w.up[e], x: input(e), nTokens: count[e], out: rows(b.ue, e, nFf) },
-        { w: w.gate[e], x: input(e), nTokens: count[e], out: rows(b.ge, e, nFf) },
+        { w: ex.up[e]!, x: input(e), nTokens: count[e], out: rows(b.ue, e, nFf) },
+        { w: ex.gate[e]!, x: input(e), nTokens: count[e], out: rows(b.ge, e, nFf) },
       ]),
     );
     for (const e of used) {
@@ -143,7 +145,7 @@ export function buildMoeFfn(
       else swiglu(ge, ue, m * nFf);
     }
   }
-  backend.matmulMany(used.map((e) => ({ w: w.down[e], x: rows(b.ge, e, nFf), nTokens: count[e], out: rows(b.ye, e, nEmbd) })));
+  backend.matmulMany(used.map((e) => ({ w: ex.down[e]!, x: rows(b.ge, e, nFf), nTokens: count[e], out: rows(b.ye, e, nEmbd) })));
   if (w.downBias) for (const e of used) addRowBias(rows(b.ye, e, nEmbd), w.downBias[e], count[e], nEmbd);
 
   // each token's weighted expert outputs (rounded to float32 as a tensor would hold them), summed in routing order

@@ -20,6 +20,9 @@ import { createRouter } from "./moe.ts";
 import type { RouterConfig } from "./moe-types.ts";
 import { TensorSource, type ModelWeights } from "./weights.ts";
 import { formatReferenceKernels, referenceKernels } from "./kernel-report.ts";
+import { ExpertCache, MEMORY_MARGIN, memoryAvailable, STREAMED_TENSOR, type LayerExpertTensors } from "./expert-cache.ts";
+import { formatBytes } from "../gguf/summary.ts";
+import type { OpenedGguf } from "../gguf/reader.ts";
 
 /** Tokens evaluated per forward pass (llama.cpp's n_ubatch); longer evals are split. */
 export const MAX_BATCH = 512;
@@ -134,6 +137,10 @@ class LoadedGgufModel implements Model {
     private readonly m: LoadedModel,
     private readonly backend: MatmulBackend,
     private readonly moe: MoeOptions | undefined,
+    /** the routed experts' cache when they are streamed from the file */
+    readonly streaming: ExpertCache | undefined,
+    /** one line saying the experts are streamed and through how large a cache */
+    readonly memoryPlan: string | undefined,
   ) {
     this.slowKernels = formatReferenceKernels(referenceKernels(file.tensors, true));
   }
@@ -169,6 +176,7 @@ class LoadedGgufModel implements Model {
     if (this.disposed) return;
     this.disposed = true;
     await this.backend.dispose();
+    await this.streaming?.dispose();
     releaseTensors(this.file);
   }
 }
@@ -197,16 +205,88 @@ export async function loadModel(path: string, opts: LoadModelOptions = {}): Prom
   const file = applyKvOverrides(opened.file, opts.overrideKv);
   const header = headerHParams(file);
   opts.onHeader?.(header);
+  const plan = planMemory(opened, file, opts);
   try {
-    // where each weight lives: the WebAssembly memories' allocator, given the model's size
-    opened.readTensors(opts.onProgress, weightAllocator(opened.dataBytes).alloc);
+    // where each weight lives: the WebAssembly memories' allocator, given the model's size; streamed
+    // experts stay in the file until a token needs them
+    const alloc = weightAllocator(opened.dataBytes - (plan?.expertBytes ?? 0) + (plan?.cacheBytes ?? 0)).alloc;
+    opened.readTensors(opts.onProgress, alloc, plan ? (name) => STREAMED_TENSOR.test(name) : undefined);
     const m = buildModel(file);
+    let cache: ExpertCache | undefined;
+    if (plan) {
+      cache = new ExpertCache(plan.cacheBytes, expertTensors(opened, file), m.hparams.nExpert, alloc);
+      for (const [il, L] of m.weights.layers.entries()) if (L.moe) cache.attach(il, L.moe);
+    }
     const backend = await createPoolBackend(opts.threads ?? defaultThreadCount());
-    return new LoadedGgufModel(path, file, m, backend, opts.moe);
+    const line = plan && `routed experts streamed from the file through a cache of ${cache!.describe()}: model ${formatBytes(opened.dataBytes)}, ${plan.why}`;
+    return new LoadedGgufModel(path, file, m, backend, opts.moe, cache, line);
   } catch (err) {
     releaseTensors(file);
     throw err;
   }
+}
+
+/** Each MoE layer's expert tensors and where they are in the file. */
+function expertTensors(opened: OpenedGguf, file: GgufFile): Map<number, LayerExpertTensors> {
+  const layers = new Map<number, Partial<LayerExpertTensors>>();
+  for (const [name, entry] of file.tensors) {
+    const m = STREAMED_TENSOR.exec(name);
+    if (!m) continue;
+    const il = Number(m[1]);
+    const l = layers.get(il) ?? {};
+    l[m[2] as "gate" | "up" | "down"] = { entry, ...opened.locations.get(name)! };
+    layers.set(il, l);
+  }
+  for (const [il, l] of layers)
+    if (!l.gate || !l.up || !l.down) throw new TsmoeError(`${file.path}: layer ${il} lacks one of its expert tensors ffn_{gate,up,down}_exps`);
+  return layers as Map<number, LayerExpertTensors>;
+}
+
+/**
+ * Whether the routed experts are streamed, and through how large a cache: with --moe-cache SIZE, always;
+ * by default, when the whole model (plus the KV cache of a full context and a margin for Node itself)
+ * does not fit in the memory available. Fails when even the non-expert weights, the KV cache and the
+ * experts of one layer do not fit.
+ */
+function planMemory(opened: OpenedGguf, file: GgufFile, opts: LoadModelOptions): { cacheBytes: number; expertBytes: number; why: string } | undefined {
+  const arch = metaArch(file);
+  const hp = readCommonHParams(file, arch, getArch(arch).ropeType);
+  if (hp.nExpert === 0) return undefined;
+  let expertBytes = 0;
+  // one expert's three matrices per layer, each 64-byte aligned in a cache slot
+  const slotOfLayer = new Map<string, number>();
+  for (const [name, t] of file.tensors) {
+    const m = STREAMED_TENSOR.exec(name);
+    if (!m) continue;
+    expertBytes += t.nBytes;
+    slotOfLayer.set(m[1]!, (slotOfLayer.get(m[1]!) ?? 0) + Math.ceil(t.nBytes / hp.nExpert / 64) * 64);
+  }
+  if (expertBytes === 0) return undefined;
+  const slotBytes = Math.max(...slotOfLayer.values());
+  const nCtx = opts.nCtx ?? Math.min(hp.nCtxTrain || DEFAULT_CTX, DEFAULT_CTX);
+  const kvBytes = 2 * hp.nLayer * nCtx * hp.nHeadKv * Math.max(hp.nEmbdHeadK, hp.nEmbdHeadV) * 4;
+  const nonExpert = opened.dataBytes - expertBytes;
+  const minCache = hp.nExpert * slotBytes;
+  let cacheBytes: number;
+  let why: string;
+  if (opts.moeCache !== undefined) {
+    cacheBytes = opts.moeCache;
+    why = "--moe-cache";
+    if (cacheBytes < minCache)
+      throw new TsmoeError(`--moe-cache ${formatBytes(cacheBytes)} is too small: the ${hp.nExpert} experts of one layer need ${formatBytes(minCache)}`);
+  } else {
+    const available = memoryAvailable();
+    if (opened.dataBytes + kvBytes + MEMORY_MARGIN <= available) return undefined;
+    cacheBytes = available - nonExpert - kvBytes - MEMORY_MARGIN;
+    why = `more than the ${formatBytes(available)} of memory available`;
+    if (cacheBytes < minCache)
+      throw new TsmoeError(
+        `not enough memory: the model needs ${formatBytes(nonExpert)} for its non-expert weights + ${formatBytes(kvBytes)} KV cache (-c ${nCtx}) + ${formatBytes(minCache)} for the experts of one layer + ${formatBytes(MEMORY_MARGIN)} margin; ${formatBytes(available)} available`,
+      );
+  }
+  // more cache than all the experts take is never used
+  cacheBytes = Math.min(cacheBytes, slotOfLayer.size * hp.nExpert * slotBytes);
+  return { cacheBytes, expertBytes, why };
 }
 
 export interface LoadModelOptions extends LoadOptions {

@@ -26,6 +26,11 @@ export interface MoeWeights {
   downBias?: Float32Array[];
   /** expert activation: SwiGLU (default) or gpt-oss's clamped SwiGLU-OAI (alpha 1.702, limit 7) */
   activation?: "swiglu" | "swiglu_oai";
+  /**
+   * when the experts are streamed from the file (./expert-cache.ts): resident copies of the experts `used`
+   * (indexed by expert id, valid until the next fetch of any layer); gate/up/down above then hold no data
+   */
+  fetch?: (used: readonly number[]) => Pick<MoeWeights, "gate" | "up" | "down">;
 }
 
 /** Shared expert (Qwen2-MoE): a dense SwiGLU FFN whose output is scaled by sigmoid(gateInp . x). */

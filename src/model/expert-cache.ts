@@ -1,0 +1,184 @@
+/**
+ * Routed experts streamed from the GGUF file through a bounded cache (models larger than the memory
+ * available). Everything but the routed experts (`blk.N.ffn_{gate,up,down}_exps.weight`) is loaded as
+ * usual; an expert's three matrices are read from the file into a cache slot (in a WebAssembly memory,
+ * so the WASM kernels run on them) the first time a token routes to it, and stay there until the slot is
+ * needed for another expert (least recently used first; the experts of the layer being computed are never
+ * evicted). The bytes are the file's, so logits are bit-identical to the resident model's.
+ *
+ * The missing experts of one layer are read together: their reads go to a few reader threads in parallel
+ * (./expert-reader.ts) while the main thread waits.
+ */
+import { closeSync, openSync } from "node:fs";
+import { freemem } from "node:os";
+import { TsmoeError } from "../errors.ts";
+import { formatBytes } from "../gguf/summary.ts";
+import type { TensorEntry } from "../gguf/types.ts";
+import type { Weight } from "../kernels/matmul.ts";
+import type { ExpertCacheStats } from "./api.ts";
+import { ExpertReader, type ReadRequest } from "./expert-reader.ts";
+import type { MoeWeights } from "./weights.ts";
+
+/** The tensors that are streamed: routed experts, one 3-D tensor per projection and layer. */
+export const STREAMED_TENSOR = /^blk\.(\d+)\.ffn_(gate|up|down)_exps\.weight$/;
+
+/** Bytes left for Node itself, the worker threads and scratch when the default decides what fits. */
+export const MEMORY_MARGIN = 400 << 20;
+
+
+/** Where one layer's three expert tensors are in the file. */
+export interface LayerExpertTensors {
+  gate: { entry: TensorEntry; path: string; position: number };
+  up: { entry: TensorEntry; path: string; position: number };
+  down: { entry: TensorEntry; path: string; position: number };
+}
+
+interface Slot {
+  data: Uint8Array;
+  /** layer * nExpert + expert, or -1 while empty */
+  key: number;
+  weights?: { gate: Weight; up: Weight; down: Weight };
+}
+
+const align64 = (n: number) => Math.ceil(n / 64) * 64;
+
+/** One expert's bytes in a slot: gate, up, down, each at a 64-byte boundary. */
+function slotBytesOf(t: LayerExpertTensors, nExpert: number): number {
+  return align64(t.gate.entry.nBytes / nExpert) + align64(t.up.entry.nBytes / nExpert) + align64(t.down.entry.nBytes / nExpert);
+}
+
+export class ExpertCache {
+  private readonly slots: Slot[] = [];
+  /** resident experts by key, least recently used first (Map order) */
+  private readonly lru = new Map<number, Slot>();
+  private readonly fds = new Map<string, number>();
+  private readonly reader: ExpertReader;
+  readonly maxSlots: number;
+  readonly slotBytes: number;
+  private s: ExpertCacheStats = { hits: 0, misses: 0, bytesRead: 0, readMs: 0 };
+
+  constructor(
+    readonly bytes: number,
+    private readonly layers: Map<number, LayerExpertTensors>,
+    private readonly nExpert: number,
+    private readonly alloc: (n: number) => Uint8Array,
+    readers = 4,
+  ) {
+    this.slotBytes = Math.max(...[...layers.values()].map((t) => slotBytesOf(t, nExpert)));
+    this.maxSlots = Math.floor(bytes / this.slotBytes);
+    if (this.maxSlots < nExpert) throw new TsmoeError(`expert cache of ${formatBytes(bytes)} holds fewer than the ${nExpert} experts of one layer (${formatBytes(nExpert * this.slotBytes)})`);
+    this.reader = new ExpertReader(readers);
+  }
+
+  /** Makes moe.fetch give resident copies of the experts a batch uses (layer il). */
+  attach(il: number, moe: MoeWeights): void {
+    const t = this.layers.get(il);
+    if (!t) return;
+    moe.fetch = (used) => this.fetch(il, moe, t, used);
+  }
+
+  stats(): ExpertCacheStats {
+    return { ...this.s };
+  }
+
+  resetStats(): void {
+    this.s = { hits: 0, misses: 0, bytesRead: 0, readMs: 0 };
+  }
+
+  /** one line: the cache's size in slots and bytes */
+  describe(): string {
+    return `${this.maxSlots} experts (${formatBytes(this.maxSlots * this.slotBytes)})`;
+  }
+
+  private fd(path: string): number {
+    let fd = this.fds.get(path);
+    if (fd === undefined) this.fds.set(path, (fd = openSync(path, "r")));
+    return fd;
+  }
+
+  private fetch(il: number, moe: MoeWeights, t: LayerExpertTensors, used: readonly number[]): Pick<MoeWeights, "gate" | "up" | "down"> {
+    const out: Pick<MoeWeights, "gate" | "up" | "down"> = { gate: [], up: [], down: [] };
+    const keep = new Set<number>();
+    const missing: number[] = [];
+    for (const e of used) {
+      const key = il * this.nExpert + e;
+      keep.add(key);
+      const slot = this.lru.get(key);
+      if (slot) {
+        // most recently used now
+        this.lru.delete(key);
+        this.lru.set(key, slot);
+        this.s.hits++;
+      } else missing.push(e);
+    }
+    const requests: ReadRequest[] = [];
+    for (const e of missing) {
+      const key = il * this.nExpert + e;
+      const slot = this.takeSlot(keep);
+      slot.key = key;
+      let at = 0;
+      const part = (p: LayerExpertTensors["gate"], w: Weight): Weight => {
+        const per = p.entry.nBytes / this.nExpert;
+        const data = slot.data.subarray(at, at + per);
+        requests.push({ fd: this.fd(p.path), position: p.position + e * per, data });
+        at += align64(per);
+        return { type: w.type, ne0: w.ne0, ne1: w.ne1, data };
+      };
+      slot.weights = { gate: part(t.gate, moe.gate[e]!), up: part(t.up, moe.up[e]!), down: part(t.down, moe.down[e]!) };
+      this.lru.set(key, slot);
+      this.s.misses++;
+    }
+    if (requests.length > 0) {
+      const t0 = performance.now();
+      this.s.bytesRead += this.reader.read(requests);
+      this.s.readMs += performance.now() - t0;
+    }
+    for (const e of used) {
+      const w = this.lru.get(il * this.nExpert + e)!.weights!;
+      out.gate[e] = w.gate;
+      out.up[e] = w.up;
+      out.down[e] = w.down;
+    }
+    return out;
+  }
+
+  /** An empty slot while there is room for one more, else the least recently used one outside `keep`. */
+  private takeSlot(keep: Set<number>): Slot {
+    if (this.slots.length < this.maxSlots) {
+      const slot: Slot = { data: this.alloc(this.slotBytes), key: -1 };
+      this.slots.push(slot);
+      return slot;
+    }
+    for (const [key, slot] of this.lru) {
+      if (keep.has(key)) continue;
+      this.lru.delete(key);
+      slot.weights = undefined;
+      return slot;
+    }
+    // unreachable: maxSlots >= nExpert >= the experts one layer can use
+    throw new TsmoeError("expert cache: no slot to evict");
+  }
+
+  async dispose(): Promise<void> {
+    for (const fd of this.fds.values()) closeSync(fd);
+    this.fds.clear();
+    await this.reader.dispose();
+  }
+}
+
+/** Bytes this process may use: the cgroup's cap when there is one (process.constrainedMemory), else what the OS says is available. */
+export function memoryAvailable(): number {
+  const cap = process.constrainedMemory?.() ?? 0;
+  const free = freemem();
+  return cap > 0 && cap < Number.MAX_SAFE_INTEGER ? Math.min(cap, free) : free;
+}
+
+/** Parses `--moe-cache SIZE`: bytes, or a number with K, M, G or T (binary units, optional "iB"/"B"). */
+export function parseCacheSize(text: string): number {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*$/i.exec(text);
+  if (!m) throw new TsmoeError(`invalid --moe-cache size '${text}' (expected e.g. 512M, 12G)`);
+  const mult = { "": 1, k: 2 ** 10, m: 2 ** 20, g: 2 ** 30, t: 2 ** 40 }[m[2]!.toLowerCase() as "" | "k" | "m" | "g" | "t"];
+  const n = Math.floor(Number(m[1]) * mult);
+  if (n <= 0) throw new TsmoeError(`invalid --moe-cache size '${text}' (must be above 0)`);
+  return n;
+}

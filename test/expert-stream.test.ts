@@ -1,0 +1,95 @@
+/**
+ * Routed experts streamed from the file through a bounded cache (src/model/expert-cache.ts): logits
+ * bit-identical to the resident model's with a cache far smaller than the experts, on 1 and 2 threads,
+ * at the model's k and with fewer experts; statistics; the one-line errors of a cache too small.
+ */
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { loadModel } from "../src/model/load.ts";
+import { parseCacheSize } from "../src/model/expert-cache.ts";
+import { ExpertReader } from "../src/model/expert-reader.ts";
+import { closeSync, openSync, readFileSync } from "node:fs";
+import { formatCacheStats } from "../src/cli/moe-options.ts";
+import type { MoeOptions } from "../src/model/api.ts";
+import { ROOT, runCli } from "./helpers.ts";
+
+const EMBEDDED = join(ROOT, "models", "tiny-moe-32x8-q8_0.gguf");
+/** the embedded model: 32 experts per layer, one expert's three matrices in 3 x 8704 bytes (Q8_0, 128 x 64) */
+const ONE_LAYER = 32 * 3 * 8704;
+const PROMPT = [1, 449, 466, 261, 413, 300, 12, 77, 5, 91, 17];
+
+async function run(opts: { threads: number; moeCache?: number; moe?: MoeOptions }) {
+  const model = await loadModel(EMBEDDED, opts);
+  try {
+    const s = model.createSession({ nCtx: 64 });
+    const rows = [await s.eval(PROMPT, { allLogits: true })];
+    for (let i = 0; i < 8; i++) rows.push(await s.eval([(i * 53 + 7) % 500]));
+    // streamed experts are read into slots in a WASM memory: no weight is reported slow
+    expect(model.slowKernels).toBeUndefined();
+    return { rows, stats: model.streaming?.stats(), plan: model.memoryPlan, tokens: s.moeStats()[0]?.tokens ?? 0 };
+  } finally {
+    await model.dispose();
+  }
+}
+
+function sameBits(a: Float32Array[], b: Float32Array[]): boolean {
+  return a.length === b.length && a.every((x, i) => Buffer.from(x.buffer, x.byteOffset, x.byteLength).equals(Buffer.from(b[i]!.buffer, b[i]!.byteOffset, b[i]!.byteLength)));
+}
+
+describe("routed experts streamed from the file", () => {
+  it("give bit-identical logits with a cache of one layer's experts (of 6 layers), on 1 and 2 threads, at k and N = 2", async () => {
+    for (const moe of [undefined, { nExpert: 2, mask: "soft" as const }]) {
+      const resident = await run({ threads: 1, moe });
+      expect(resident.stats).toBeUndefined();
+      expect(resident.plan).toBeUndefined();
+      for (const threads of [1, 2]) {
+        const streamed = await run({ threads, moe, moeCache: ONE_LAYER });
+        expect(streamed.plan).toMatch(/^routed experts streamed from the file through a cache of 32 experts \(816\.00 KiB\)/);
+        expect(sameBits(streamed.rows, resident.rows)).toBe(true);
+        const st = streamed.stats!;
+        expect(st.misses).toBeGreaterThan(0);
+        expect(st.bytesRead).toBe(st.misses * 3 * 8704);
+        expect(formatCacheStats(st, streamed.tokens)).toMatch(/^expert cache: hit rate \d+\.\d% \(\d+ hits, \d+ misses\), [\d.]+ KiB read per token, read throughput /);
+      }
+    }
+  });
+
+  it("a cache that holds every expert reads each one once", async () => {
+    const all = await run({ threads: 1, moeCache: 64 << 20 });
+    const again = await run({ threads: 1 });
+    expect(sameBits(all.rows, again.rows)).toBe(true);
+    // no evictions: at most the 6 x 32 experts there are
+    expect(all.stats!.misses).toBeLessThanOrEqual(6 * 32);
+    expect(all.plan).toMatch(/cache of 192 experts/);
+  });
+
+  it("refuses a cache smaller than one layer's experts, and bad sizes, in one line", async () => {
+    await expect(loadModel(EMBEDDED, { threads: 1, moeCache: ONE_LAYER - 4096 })).rejects.toThrow(/^--moe-cache 812\.00 KiB is too small: the 32 experts of one layer need 816\.00 KiB$/);
+    expect(parseCacheSize("12G")).toBe(12 * 2 ** 30);
+    expect(parseCacheSize("512MiB")).toBe(512 * 2 ** 20);
+    expect(parseCacheSize("1.5k")).toBe(1536);
+    expect(() => parseCacheSize("lots")).toThrow(/^invalid --moe-cache size 'lots'/);
+    const r = runCli(["-p", "Hi", "-n", "2", "--moe-cache", "100K"]);
+    expect(r.status).toBe(1);
+    expect(r.stderr.trim().split("\n")).toEqual([expect.stringMatching(/^error: --moe-cache 100\.00 KiB is too small/)]);
+  });
+
+  it("the reader threads read many ranges of a batch, in parallel with the caller, into shared memory", () => {
+    const bytes = readFileSync(EMBEDDED);
+    const fd = openSync(EMBEDDED, "r");
+    const reader = new ExpertReader(3);
+    try {
+      const buf = new SharedArrayBuffer(1 << 20);
+      for (let round = 0; round < 3; round++) {
+        const reqs = Array.from({ length: 40 + round * 30 }, (_, i) => ({ fd, position: (i * 7919 + round * 131) % (bytes.length - 4096), data: new Uint8Array(buf, i * 4096, 1000 + ((i * 37) % 3000)) }));
+        const n = reader.read(reqs);
+        expect(n).toBe(reqs.reduce((a, r) => a + r.data.length, 0));
+        for (const r of reqs) expect(Buffer.from(r.data).equals(bytes.subarray(r.position, r.position + r.data.length))).toBe(true);
+      }
+      expect(() => reader.read([{ fd, position: bytes.length - 10, data: new Uint8Array(buf, 0, 100) }])).toThrow(/reading experts from the model file failed/);
+    } finally {
+      void reader.dispose();
+      closeSync(fd);
+    }
+  });
+});
