@@ -6,7 +6,7 @@
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { loadModel } from "../src/model/load.ts";
-import { parseCacheSize } from "../src/model/expert-cache.ts";
+import { parseCacheSize, slotBytesFor } from "../src/model/expert-cache.ts";
 import { ExpertReader } from "../src/model/expert-reader.ts";
 import { closeSync, openSync, readFileSync } from "node:fs";
 import { formatCacheStats } from "../src/cli/moe-options.ts";
@@ -15,7 +15,7 @@ import { ROOT, runCli } from "./helpers.ts";
 
 const EMBEDDED = join(ROOT, "models", "tiny-moe-32x8-q8_0.gguf");
 /** the embedded model: 32 experts per layer, one expert's three matrices in 3 x 8704 bytes (Q8_0, 128 x 64) */
-const ONE_LAYER = 32 * 3 * 8704;
+const ONE_LAYER = 32 * slotBytesFor([8704, 8704, 8704]);
 const PROMPT = [1, 449, 466, 261, 413, 300, 12, 77, 5, 91, 17];
 
 async function run(opts: { threads: number; moeCache?: number; moe?: MoeOptions }) {
@@ -44,7 +44,7 @@ describe("routed experts streamed from the file", () => {
       expect(resident.plan).toBeUndefined();
       for (const threads of [1, 2]) {
         const streamed = await run({ threads, moe, moeCache: ONE_LAYER });
-        expect(streamed.plan).toMatch(/^routed experts streamed from the file through a cache of 32 experts \(816\.00 KiB\)/);
+        expect(streamed.plan).toMatch(/^routed experts streamed from the file through a cache of 32 experts \(1\.63 MiB\)/);
         expect(sameBits(streamed.rows, resident.rows)).toBe(true);
         const st = streamed.stats!;
         expect(st.misses).toBeGreaterThan(0);
@@ -64,7 +64,7 @@ describe("routed experts streamed from the file", () => {
   });
 
   it("refuses a cache smaller than one layer's experts, and bad sizes, in one line", async () => {
-    await expect(loadModel(EMBEDDED, { threads: 1, moeCache: ONE_LAYER - 4096 })).rejects.toThrow(/^--moe-cache 812\.00 KiB is too small: the 32 experts of one layer need 816\.00 KiB$/);
+    await expect(loadModel(EMBEDDED, { threads: 1, moeCache: ONE_LAYER - 4096 })).rejects.toThrow(/^--moe-cache 1\.62 MiB is too small: the 32 experts of one layer need 1\.63 MiB$/);
     expect(parseCacheSize("12G")).toBe(12 * 2 ** 30);
     expect(parseCacheSize("512MiB")).toBe(512 * 2 ** 20);
     expect(parseCacheSize("1.5k")).toBe(1536);
@@ -81,12 +81,12 @@ describe("routed experts streamed from the file", () => {
     try {
       const buf = new SharedArrayBuffer(1 << 20);
       for (let round = 0; round < 3; round++) {
-        const reqs = Array.from({ length: 40 + round * 30 }, (_, i) => ({ fd, position: (i * 7919 + round * 131) % (bytes.length - 4096), data: new Uint8Array(buf, i * 4096, 1000 + ((i * 37) % 3000)) }));
+        const reqs = Array.from({ length: 40 + round * 30 }, (_, i) => ({ fd, position: (i * 7919 + round * 131) % (bytes.length - 4096), data: new Uint8Array(buf, i * 4096, 1000 + ((i * 37) % 3000)), need: 1000 + ((i * 37) % 3000) }));
         const n = reader.read(reqs);
-        expect(n).toBe(reqs.reduce((a, r) => a + r.data.length, 0));
+        expect(n).toBe(reqs.reduce((a, r) => a + r.need, 0));
         for (const r of reqs) expect(Buffer.from(r.data).equals(bytes.subarray(r.position, r.position + r.data.length))).toBe(true);
       }
-      expect(() => reader.read([{ fd, position: bytes.length - 10, data: new Uint8Array(buf, 0, 100) }])).toThrow(/reading experts from the model file failed/);
+      expect(() => reader.read([{ fd, position: bytes.length - 10, data: new Uint8Array(buf, 0, 100), need: 100 }])).toThrow(/reading experts from the model file failed/);
     } finally {
       void reader.dispose();
       closeSync(fd);

@@ -9,7 +9,7 @@
  * The missing experts of one layer are read together: their reads go to a few reader threads in parallel
  * (./expert-reader.ts) while the main thread waits.
  */
-import { closeSync, openSync } from "node:fs";
+import { closeSync, constants, openSync } from "node:fs";
 import { freemem } from "node:os";
 import { TsmoeError } from "../errors.ts";
 import { formatBytes } from "../gguf/summary.ts";
@@ -40,11 +40,26 @@ interface Slot {
   weights?: { gate: Weight; up: Weight; down: Weight };
 }
 
-const align64 = (n: number) => Math.ceil(n / 64) * 64;
+/**
+ * Reads bypass the page cache (O_DIRECT): a streamed model is larger than the memory, so cached file pages
+ * would only compete with the expert cache (under a cgroup's cap every read would first reclaim others).
+ * Direct reads need the file position, the length and the memory address aligned to this.
+ */
+const IO_ALIGN = 4096;
+const alignUp = (n: number, a: number) => Math.ceil(n / a) * a;
 
-/** One expert's bytes in a slot: gate, up, down, each at a 64-byte boundary. */
+/** Bytes of one part (an expert's gate, up or down matrix) in a slot: the aligned file range around it. */
+function partBytes(per: number): number {
+  return alignUp(per, IO_ALIGN) + IO_ALIGN;
+}
+
+/** A slot's bytes for experts whose three matrices have these sizes (plus room to align its start). */
+export function slotBytesFor(perExpert: readonly number[]): number {
+  return perExpert.reduce((a, per) => a + partBytes(per), IO_ALIGN);
+}
+
 function slotBytesOf(t: LayerExpertTensors, nExpert: number): number {
-  return align64(t.gate.entry.nBytes / nExpert) + align64(t.up.entry.nBytes / nExpert) + align64(t.down.entry.nBytes / nExpert);
+  return slotBytesFor([t.gate.entry.nBytes / nExpert, t.up.entry.nBytes / nExpert, t.down.entry.nBytes / nExpert]);
 }
 
 export class ExpertCache {
@@ -92,7 +107,15 @@ export class ExpertCache {
 
   private fd(path: string): number {
     let fd = this.fds.get(path);
-    if (fd === undefined) this.fds.set(path, (fd = openSync(path, "r")));
+    if (fd === undefined) {
+      try {
+        fd = openSync(path, constants.O_RDONLY | (constants.O_DIRECT ?? 0));
+      } catch {
+        // a file system without direct I/O (e.g. tmpfs): through the page cache
+        fd = openSync(path, "r");
+      }
+      this.fds.set(path, fd);
+    }
     return fd;
   }
 
@@ -112,16 +135,23 @@ export class ExpertCache {
       } else missing.push(e);
     }
     const requests: ReadRequest[] = [];
+    let bytes = 0;
     for (const e of missing) {
       const key = il * this.nExpert + e;
       const slot = this.takeSlot(keep);
       slot.key = key;
-      let at = 0;
+      // each part is read as the aligned file range around it, to an aligned address
+      let at = (IO_ALIGN - ((slot.data.byteOffset) % IO_ALIGN)) % IO_ALIGN;
       const part = (p: LayerExpertTensors["gate"], w: Weight): Weight => {
         const per = p.entry.nBytes / this.nExpert;
-        const data = slot.data.subarray(at, at + per);
-        requests.push({ fd: this.fd(p.path), position: p.position + e * per, data });
-        at += align64(per);
+        const pos = p.position + e * per;
+        const from = pos - (pos % IO_ALIGN);
+        const skip = pos - from;
+        const len = alignUp(skip + per, IO_ALIGN);
+        requests.push({ fd: this.fd(p.path), position: from, data: slot.data.subarray(at, at + len), need: skip + per });
+        const data = slot.data.subarray(at + skip, at + skip + per);
+        at += partBytes(per);
+        bytes += per;
         return { type: w.type, ne0: w.ne0, ne1: w.ne1, data };
       };
       slot.weights = { gate: part(t.gate, moe.gate[e]!), up: part(t.up, moe.up[e]!), down: part(t.down, moe.down[e]!) };
@@ -130,7 +160,8 @@ export class ExpertCache {
     }
     if (requests.length > 0) {
       const t0 = performance.now();
-      this.s.bytesRead += this.reader.read(requests);
+      this.reader.read(requests);
+      this.s.bytesRead += bytes;
       this.s.readMs += performance.now() - t0;
     }
     for (const e of used) {

@@ -11,14 +11,16 @@ import { TsmoeError } from "../errors.ts";
 export interface ReadRequest {
   fd: number;
   position: number;
-  /** the destination; its length is the number of bytes to read */
+  /** the destination: at most its length is read */
   data: Uint8Array;
+  /** the bytes that must be read (the file may end before data.length) */
+  need: number;
 }
 
 /** Int32 slots of the control block */
 const GEN = 0, NEXT = 1, DONE = 2, COUNT = 3, FAILED = 4, MSG_SEQ = 5, STOP = 6;
-/** Float64 fields per request: fd, position, length, buffer id, byte offset */
-const FIELDS = 5;
+/** Float64 fields per request: fd, position, length, buffer id, byte offset, bytes needed */
+const FIELDS = 6;
 /**
  * NEXT holds the batch's tag (its generation, 15 bits) above the index of the next request (16 bits), so a
  * thread still finishing one batch can never take a request of the next.
@@ -65,7 +67,7 @@ for (;;) {
       const len = req[o + 2];
       const dst = new Uint8Array(buffers.get(req[o + 3]), req[o + 4], len);
       let got = 0;
-      while (got < len) {
+      while (got < req[o + 5]) {
         const r = readSync(req[o], dst, got, len - got, req[o + 1] + got);
         if (r <= 0) throw new Error("unexpected end of file");
         got += r;
@@ -131,7 +133,8 @@ export class ExpertReader {
       req[o + 2] = r.data.length;
       req[o + 3] = this.workers.length > 0 ? this.bufferId(r.data.buffer) : 0;
       req[o + 4] = r.data.byteOffset;
-      bytes += r.data.length;
+      req[o + 5] = r.need;
+      bytes += r.need;
     });
     const c = this.ctl;
     Atomics.store(c, MSG_SEQ, this.msgSeq);
@@ -182,7 +185,7 @@ export class ExpertReader {
 
 function readFully(r: ReadRequest): void {
   let got = 0;
-  while (got < r.data.length) {
+  while (got < r.need) {
     const n = readSync(r.fd, r.data, got, r.data.length - got, r.position + got);
     if (n <= 0) throw new Error("unexpected end of file");
     got += n;

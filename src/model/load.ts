@@ -20,7 +20,7 @@ import { createRouter } from "./moe.ts";
 import type { RouterConfig } from "./moe-types.ts";
 import { TensorSource, type ModelWeights } from "./weights.ts";
 import { formatReferenceKernels, referenceKernels } from "./kernel-report.ts";
-import { ExpertCache, MEMORY_MARGIN, memoryAvailable, STREAMED_TENSOR, type LayerExpertTensors } from "./expert-cache.ts";
+import { ExpertCache, MEMORY_MARGIN, memoryAvailable, slotBytesFor, STREAMED_TENSOR, type LayerExpertTensors } from "./expert-cache.ts";
 import { formatBytes } from "../gguf/summary.ts";
 import type { OpenedGguf } from "../gguf/reader.ts";
 
@@ -253,16 +253,17 @@ function planMemory(opened: OpenedGguf, file: GgufFile, opts: LoadModelOptions):
   const hp = readCommonHParams(file, arch, getArch(arch).ropeType);
   if (hp.nExpert === 0) return undefined;
   let expertBytes = 0;
-  // one expert's three matrices per layer, each 64-byte aligned in a cache slot
-  const slotOfLayer = new Map<string, number>();
+  // one expert's three matrices per layer in a cache slot
+  const partsOfLayer = new Map<string, number[]>();
   for (const [name, t] of file.tensors) {
     const m = STREAMED_TENSOR.exec(name);
     if (!m) continue;
     expertBytes += t.nBytes;
-    slotOfLayer.set(m[1]!, (slotOfLayer.get(m[1]!) ?? 0) + Math.ceil(t.nBytes / hp.nExpert / 64) * 64);
+    partsOfLayer.set(m[1]!, [...(partsOfLayer.get(m[1]!) ?? []), t.nBytes / hp.nExpert]);
   }
   if (expertBytes === 0) return undefined;
-  const slotBytes = Math.max(...slotOfLayer.values());
+  const slotOfLayer = [...partsOfLayer.values()].map(slotBytesFor);
+  const slotBytes = Math.max(...slotOfLayer);
   const nCtx = opts.nCtx ?? Math.min(hp.nCtxTrain || DEFAULT_CTX, DEFAULT_CTX);
   const kvBytes = 2 * hp.nLayer * nCtx * hp.nHeadKv * Math.max(hp.nEmbdHeadK, hp.nEmbdHeadV) * 4;
   const nonExpert = opened.dataBytes - expertBytes;
@@ -285,7 +286,7 @@ function planMemory(opened: OpenedGguf, file: GgufFile, opts: LoadModelOptions):
       );
   }
   // more cache than all the experts take is never used
-  cacheBytes = Math.min(cacheBytes, slotOfLayer.size * hp.nExpert * slotBytes);
+  cacheBytes = Math.min(cacheBytes, slotOfLayer.length * hp.nExpert * slotBytes);
   return { cacheBytes, expertBytes, why };
 }
 
