@@ -4,7 +4,8 @@
  * node-llama-cpp (the file mapped, the kernel paging), same cap, same file, same threads, page cache
  * dropped before each run. Decode tg N greedy after a short prompt, at N = k, k/2, k/4 experts (llama.cpp:
  * soft mask via the expert_used_count metadata override; tsmoe: --moe-n-expert N, soft). Bytes read per
- * token from /proc/<pid>/io (read_bytes: what reached the storage layer) over the decode.
+ * token from /proc/diskstats over the decode (bytes read from the disks, page faults included; the
+ * machine's count, since this VM's blkio cgroup counters stay at 0).
  *
  *   npx tsx bench/larger-than-ram.ts FILE [--cap 4G] [-n 32] [-t 1] [--engines tsmoe,llama] [--experts 8,4,2]
  *
@@ -28,9 +29,19 @@ interface RunResult {
   note: string;
 }
 
+/**
+ * Bytes read from the disks so far, from /proc/diskstats (sectors read x 512, whole disks only). This VM's
+ * blkio cgroup counters stay at 0, so the figure is the machine's, not the cgroup's: run it on an
+ * otherwise quiet machine.
+ */
 function readBytes(): number {
-  const m = /read_bytes:\s*(\d+)/.exec(readFileSync("/proc/self/io", "utf8"));
-  return m ? Number(m[1]) : 0;
+  let n = 0;
+  for (const line of readFileSync("/proc/diskstats", "utf8").split("\n")) {
+    const f = line.trim().split(/\s+/);
+    // whole disks (vda, sda, nvme0n1), not partitions or loop/zram devices
+    if (f.length > 6 && /^(vd[a-z]|sd[a-z]|nvme\d+n\d+|xvd[a-z])$/.test(f[2]!)) n += Number(f[5]) * 512;
+  }
+  return n;
 }
 
 function argmax(a: Float32Array): number {
