@@ -15,7 +15,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { writeRandomModel, type RandomModelOptions } from "../src/gguf/random-model.ts";
 import { loadModel } from "../src/model/load.ts";
-import type { MoeOptions } from "../src/model/api.ts";
+import type { MoeOptions, Session } from "../src/model/api.ts";
 import { GGMLType } from "../src/tensor/types.ts";
 
 function arg(name: string, fallback: string): string {
@@ -56,34 +56,39 @@ interface Speed {
   meanExperts: number;
 }
 
-/** Decode speed with the given routing options (one run). */
-async function decodeSpeed(path: string, moe: MoeOptions | undefined): Promise<Speed> {
-  const model = await loadModel(path, { moe, threads: THREADS });
-  try {
-    const s = model.createSession({ nCtx: 8 + DECODE_TOKENS + 8 });
-    await s.eval([1, 17, 33, 49, 65, 81, 97, 113]);
-    s.resetStats();
-    const c0 = process.cpuUsage();
-    const t0 = performance.now();
-    for (let i = 0; i < DECODE_TOKENS; i++) await s.eval([3 + ((i * 37) % 500)]);
-    const wall = performance.now() - t0;
-    const cpu = process.cpuUsage(c0);
-    const st = s.moeStats();
-    const meanExperts = st.reduce((a, l) => a + l.meanExperts, 0) / Math.max(1, st.length);
-    return { tps: DECODE_TOKENS / (wall / 1000), cpuMs: (cpu.user + cpu.system) / 1000 / DECODE_TOKENS, meanExperts };
-  } finally {
-    await model.dispose();
-  }
+/** Decode speed with the given routing options (one run, from an empty cache). */
+async function decodeSpeed(s: Session, moe: MoeOptions | undefined): Promise<Speed> {
+  s.setMoe(moe);
+  s.truncate(0);
+  await s.eval([1, 17, 33, 49, 65, 81, 97, 113]);
+  s.resetStats();
+  const c0 = process.cpuUsage();
+  const t0 = performance.now();
+  for (let i = 0; i < DECODE_TOKENS; i++) await s.eval([3 + ((i * 37) % 500)]);
+  const wall = performance.now() - t0;
+  const cpu = process.cpuUsage(c0);
+  const st = s.moeStats();
+  const meanExperts = st.reduce((a, l) => a + l.meanExperts, 0) / Math.max(1, st.length);
+  return { tps: DECODE_TOKENS / (wall / 1000), cpuMs: (cpu.user + cpu.system) / 1000 / DECODE_TOKENS, meanExperts };
 }
 
-/** Best of ROUNDS runs per configuration, the configurations interleaved so that load changes hit all alike. */
+/**
+ * Best of ROUNDS runs per configuration, the configurations interleaved so that load changes hit all alike
+ * (the model loads once; one session switches between the settings).
+ */
 async function measureAll(path: string, configs: (MoeOptions | undefined)[]): Promise<Speed[]> {
   const best: Speed[] = configs.map(() => ({ tps: 0, cpuMs: Infinity, meanExperts: 0 }));
-  for (let round = 0; round < ROUNDS; round++) {
-    for (let i = 0; i < configs.length; i++) {
-      const r = await decodeSpeed(path, configs[i]);
-      best[i] = { tps: Math.max(best[i]!.tps, r.tps), cpuMs: Math.min(best[i]!.cpuMs, r.cpuMs), meanExperts: r.meanExperts };
+  const model = await loadModel(path, { threads: THREADS });
+  try {
+    const session = model.createSession({ nCtx: 8 + DECODE_TOKENS + 8 });
+    for (let round = 0; round < ROUNDS; round++) {
+      for (let i = 0; i < configs.length; i++) {
+        const r = await decodeSpeed(session, configs[i]);
+        best[i] = { tps: Math.max(best[i]!.tps, r.tps), cpuMs: Math.min(best[i]!.cpuMs, r.cpuMs), meanExperts: r.meanExperts };
+      }
     }
+  } finally {
+    await model.dispose();
   }
   return best;
 }

@@ -19,9 +19,9 @@ const ONE_LAYER = 32 * slotBytesFor([8704, 8704, 8704]);
 const PROMPT = [1, 449, 466, 261, 413, 300, 12, 77, 5, 91, 17];
 
 async function run(opts: { threads: number; moeCache?: number; moe?: MoeOptions }) {
-  const model = await loadModel(EMBEDDED, opts);
+  const model = await loadModel(EMBEDDED, { threads: opts.threads, moeCache: opts.moeCache });
   try {
-    const s = model.createSession({ nCtx: 64 });
+    const s = model.createSession({ nCtx: 64, moe: opts.moe });
     const rows = [await s.eval(PROMPT, { allLogits: true })];
     for (let i = 0; i < 8; i++) rows.push(await s.eval([(i * 53 + 7) % 500]));
     // streamed experts are read into slots in a WASM memory: no weight is reported slow

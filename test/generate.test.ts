@@ -29,6 +29,8 @@ function scriptedSession(nVocab: number, eos: number, runnerUp: number): Session
     truncate(n: number) {
       s.nPast = Math.min(s.nPast, n);
     },
+    moe: undefined,
+    setMoe() {},
     moeStats: () => [],
     resetStats() {},
   };

@@ -55,9 +55,9 @@ async function generated(opts: RandomModelOptions, tag = ""): Promise<string> {
 }
 
 async function logitsOf(path: string, moe?: MoeOptions, overrideKv?: { key: string; type: "int"; value: number }[]): Promise<{ logits: Float32Array; model: Model }> {
-  const model = await loadModel(path, { moe, overrideKv, threads: 1 });
+  const model = await loadModel(path, { overrideKv, threads: 1 });
   try {
-    const logits = await model.createSession({ nCtx: 64 }).eval(TOKENS, { allLogits: true });
+    const logits = await model.createSession({ nCtx: 64, moe }).eval(TOKENS, { allLogits: true });
     return { logits, model };
   } finally {
     await model.dispose();
@@ -262,10 +262,10 @@ describe.skipIf(!HAVE_SHARED)("soft mask vs llama.cpp goldens (../shared/fixture
   it.each(reduced)("$golden", async ({ model, type, arch, golden, k }) => {
     const g = readGolden(join(FIXTURES, golden));
     expect(g.n_expert_used).toBe(k);
-    const viaMask = await loadModel(join(FIXTURES, model), { moe: { mask: "soft", nExpert: k }, threads: 1 });
+    const viaMask = await loadModel(join(FIXTURES, model), { threads: 1 });
     let logits: Float32Array;
     try {
-      logits = await viaMask.createSession({ nCtx: 256 }).eval(g.tokens, { allLogits: true });
+      logits = await viaMask.createSession({ nCtx: 256, moe: { mask: "soft", nExpert: k } }).eval(g.tokens, { allLogits: true });
     } finally {
       await viaMask.dispose();
     }

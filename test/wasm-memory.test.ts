@@ -1,8 +1,8 @@
 /**
  * The WASM memory's allocator gives tensor space back: freed ranges are reused first-fit and merged, and a
- * model loaded again after dispose() lands in the space the first load freed (bench and tradeoff grids load
- * a model once per setting; without reuse the 4 GiB address space fills and later loads silently fall back
- * to the slower TypeScript kernels).
+ * model loaded again after dispose() lands in the space the first load freed (a process that loads models
+ * one after another, e.g. `bench -t 1,2` once per thread count; without reuse the 4 GiB address space fills
+ * and later loads silently fall back to the slower TypeScript kernels).
  */
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";

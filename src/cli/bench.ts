@@ -7,6 +7,7 @@ import { availableParallelism } from "node:os";
 import { basename } from "node:path";
 import { Command, Option } from "commander";
 import { UsageError } from "../errors.ts";
+import type { KvOverride } from "../model/api.ts";
 import { addExpertGridOptions, expertGridFrom, modelSetting, parseIntArg, parseIntList, type ExpertGridValues, type ExpertSetting } from "../eval/grid.ts";
 import { formatParams, formatSize, modelDescription } from "../eval/model-desc.ts";
 import { measure, testName, type SpeedSample, type SpeedTest } from "../eval/speed.ts";
@@ -73,6 +74,56 @@ export function formatBench(rows: BenchRow[], format: OutputFormat): string {
   return markdownTable(BENCH_COLUMNS, rows);
 }
 
+export interface BenchPlan {
+  model: string;
+  overrideKv: KvOverride[];
+  threads: number[];
+  settings: ExpertSetting[];
+  tests: SpeedTest[];
+  reps: number;
+  nBatch: number;
+}
+
+/**
+ * Measures every cell of the grid: the model loads once per thread count (each count has its own worker
+ * pool) into one session, whose expert setting changes from setting to setting.
+ */
+export async function runBench(plan: BenchPlan, open: typeof openModel = openModel): Promise<BenchRow[]> {
+  const { threads, settings, tests } = plan;
+  const rows: BenchRow[] = [];
+  const total = threads.length * settings.length * tests.length;
+  const nCtx = Math.max(...tests.map((x) => (x.kind === "pp" ? x.n : x.n + 1)));
+  for (const t of threads) {
+    const { model } = await open(plan.model, { checkMoe: settings.map((s) => s.moe), overrideKv: plan.overrideKv, threads: t });
+    try {
+      const session = model.createSession({ nCtx });
+      for (const setting of settings) {
+        session.setMoe(setting.moe);
+        for (const test of tests) {
+          process.stderr.write(`bench: ${rows.length + 1}/${total}: threads ${t}, ${setting.label}, ${testName(test)}\n`);
+          session.resetStats();
+          const speed = await measure(session, test, { reps: plan.reps, nVocab: model.hparams.nVocab, nBatch: plan.nBatch, bos: bosToken(model) });
+          rows.push({
+            modelFile: basename(plan.model),
+            modelDesc: modelDescription(model),
+            size: model.fileSize,
+            params: model.nParams,
+            threads: t,
+            setting,
+            modelK: model.hparams.nExpertUsed,
+            test,
+            speed,
+            meanExperts: meanExperts(session.moeStats()),
+          });
+        }
+      }
+    } finally {
+      await model.dispose();
+    }
+  }
+  return rows;
+}
+
 interface BenchCliOptions extends ExpertGridValues {
   model: string;
   nPrompt: string;
@@ -109,36 +160,7 @@ export function register(program: Command): void {
     ];
     if (tests.length === 0) throw new UsageError("nothing to measure: all of --n-prompt and --n-gen are 0");
 
-    const rows: BenchRow[] = [];
-    const total = threads.length * settings.length * tests.length;
-    for (const t of threads) {
-      for (const setting of settings) {
-        const { model } = await openModel(o.model, { moe: setting.moe, overrideKv, threads: t });
-        try {
-          const nCtx = Math.max(...tests.map((x) => (x.kind === "pp" ? x.n : x.n + 1)));
-          const session = model.createSession({ nCtx });
-          for (const test of tests) {
-            process.stderr.write(`bench: ${rows.length + 1}/${total}: threads ${t}, ${setting.label}, ${testName(test)}\n`);
-            session.resetStats();
-            const speed = await measure(session, test, { reps, nVocab: model.hparams.nVocab, nBatch, bos: bosToken(model) });
-            rows.push({
-              modelFile: basename(o.model),
-              modelDesc: modelDescription(model),
-              size: model.fileSize,
-              params: model.nParams,
-              threads: t,
-              setting,
-              modelK: model.hparams.nExpertUsed,
-              test,
-              speed,
-              meanExperts: meanExperts(session.moeStats()),
-            });
-          }
-        } finally {
-          await model.dispose();
-        }
-      }
-    }
+    const rows = await runBench({ model: o.model, overrideKv, threads, settings, tests, reps, nBatch });
     process.stdout.write(formatBench(rows, o.output as OutputFormat));
   });
 }

@@ -8,7 +8,7 @@
 import { closeSync, openSync, writeSync } from "node:fs";
 import type { Command } from "commander";
 import { UsageError } from "../errors.ts";
-import type { Model } from "../model/api.ts";
+import type { Model, MoeOptions } from "../model/api.ts";
 import { addMoeOptions, formatMoeStats, moeOptionsFrom, type MoeCliValues } from "./moe-options.ts";
 import { DEFAULT_MODEL, openModel } from "./progress.ts";
 
@@ -70,10 +70,11 @@ export function register(program: Command): void {
     }
     const parsed = moeOptionsFrom(o);
     let model: Model | undefined;
+    let moe: MoeOptions | undefined;
     try {
-      ({ model } = await openModel(o.model, { moe: parsed.moe, overrideKv: parsed.overrideKv, threads, stats: parsed.stats, moeCache: parsed.moeCache }));
+      ({ model, moe } = await openModel(o.model, { moe: parsed.moe, overrideKv: parsed.overrideKv, threads, stats: parsed.stats, moeCache: parsed.moeCache }));
       const nVocab = model.hparams.nVocab;
-      const session = model.createSession({ nCtx: Math.max(tokens.length, 1), kvType: o.kvType });
+      const session = model.createSession({ nCtx: Math.max(tokens.length, 1), kvType: o.kvType, moe });
       const logits = await session.eval(tokens, { allLogits: true });
       writeLogitsJson(o.logitsOut ?? "-", tokens, nVocab, logits);
       if (parsed.stats && model.hparams.nExpert > 0) process.stderr.write(formatMoeStats(session.moeStats(), model.streaming?.stats()) + "\n");

@@ -20,6 +20,7 @@ import type { ExpertCacheStats } from "../model/api.ts";
 import type { Command } from "commander";
 import { UsageError } from "../errors.ts";
 import type { HParams, KvOverride, MoeLayerStats, MoeOptions } from "../model/api.ts";
+import { moeOptionsProblem } from "../model/moe-check.ts";
 
 /** The values commander collects for the MoE options (as strings, parsed by moeOptionsFrom). */
 export interface MoeCliValues {
@@ -170,15 +171,11 @@ export function moeOptionsFrom(values: MoeCliValues): ParsedMoeOptions {
   };
 }
 
-/** Describes where an expert count came from, for error messages. */
-function countSource(moe: MoeOptions, layer: number | undefined): string {
-  return layer === undefined ? `--moe-n-expert ${moe.nExpert}` : `--moe-n-expert-layers: layer ${layer} count ${moe.layers!.get(layer)}`;
-}
-
 /**
- * Checks the options against the model's hyperparameters (after --override-kv). Returns the options to
- * load the model with: undefined when none were given, or (with a warning) when the model is dense.
- * `stats` is whether --moe-stats was given (also warned about on a dense model).
+ * Checks the options against the model's hyperparameters (after --override-kv; the messages are
+ * src/model/moe-check.ts's, as UsageErrors). Returns the options to create sessions with: undefined when none
+ * were given, or (with a warning) when the model is dense. `stats` is whether --moe-stats was given (also
+ * warned about on a dense model).
  */
 export function validateMoeOptions(
   moe: MoeOptions | undefined,
@@ -191,24 +188,8 @@ export function validateMoeOptions(
     return undefined;
   }
   if (moe === undefined) return undefined;
-  const n = hp.nExpert;
-  const k = hp.nExpertUsed;
-  const check = (count: number, layer: number | undefined) => {
-    const src = countSource(moe, layer);
-    if (count < 1) throw new UsageError(`${src}: must be at least 1`);
-    if (count > n) throw new UsageError(`${src}: the model has only ${n} experts`);
-    if (moe.mask === "hard" && count > k) throw new UsageError(`${src}: the hard mask keeps at most the model's ${k} experts per token (use --moe-mask soft for more)`);
-  };
-  if (moe.nExpert !== undefined) check(moe.nExpert, undefined);
-  for (const [layer, count] of moe.layers ?? []) {
-    if (layer < 0 || layer >= hp.nLayer) throw new UsageError(`--moe-n-expert-layers: layer ${layer} out of range (the model has layers 0-${hp.nLayer - 1})`);
-    check(count, layer);
-  }
-  if (moe.cumP !== undefined && !(moe.cumP > 0 && moe.cumP <= 1)) throw new UsageError(`--moe-cum-p: P must be in (0, 1], got ${moe.cumP}`);
-  if (moe.ser !== undefined) {
-    if (!(moe.ser.kmin >= 1)) throw new UsageError(`--moe-ser: KMIN must be at least 1, got ${moe.ser.kmin}`);
-    if (!(moe.ser.t >= 0 && moe.ser.t <= 1)) throw new UsageError(`--moe-ser: T must be in [0, 1], got ${moe.ser.t}`);
-  }
+  const problem = moeOptionsProblem(moe, hp);
+  if (problem) throw new UsageError(problem);
   return moe;
 }
 

@@ -12,7 +12,7 @@ import { KLD_CHUNK_HEADER, kldChunkLine, kldReport } from "../eval/kld-stats.ts"
 import { chunkEstimate, finalEstimateLine, planChunks } from "../eval/perplexity.ts";
 import { runKlDivergence, runPerplexity, type ChunkProgress } from "../eval/run-chunks.ts";
 import { readTextFile, tokenizeForEval, bosToken } from "../eval/text.ts";
-import type { Model, MoeLayerStats } from "../model/api.ts";
+import type { Model, MoeLayerStats, MoeOptions } from "../model/api.ts";
 import { addMoeOptions, formatMeanExperts, formatMoeStats, moeOptionsFrom, type MoeCliValues } from "./moe-options.ts";
 import { modelOption, openModel } from "./progress.ts";
 
@@ -57,11 +57,12 @@ export function register(program: Command): void {
     const text = o.klDivergence ? undefined : readTextFile(o.file!);
     const base = o.klDivergence ? new KldBaseReader(o.klDivergenceBase!) : undefined;
     let model: Model | undefined;
+    let moe: MoeOptions | undefined;
     try {
-      ({ model } = await openModel(o.model, { moe: parsed.moe, overrideKv: parsed.overrideKv, threads, stats: parsed.stats, moeCache: parsed.moeCache }));
+      ({ model, moe } = await openModel(o.model, { moe: parsed.moe, overrideKv: parsed.overrideKv, threads, stats: parsed.stats, moeCache: parsed.moeCache }));
       const nVocab = model.hparams.nVocab;
       if (base) {
-        const session = model.createSession({ nCtx: base.header.nCtx });
+        const session = model.createSession({ nCtx: base.header.nCtx, moe });
         const nChunk = chunks > 0 ? Math.min(chunks, base.header.nChunk) : base.header.nChunk;
         process.stderr.write(`kl_divergence: computing over ${nChunk} chunks, n_ctx=${base.header.nCtx}, batch_size=${nBatch}\n`);
         const run = await runKlDivergence(session, base, {
@@ -92,7 +93,7 @@ export function register(program: Command): void {
           : undefined;
         if (writer) process.stderr.write(`perplexity: saving all logits to ${o.klDivergenceBase}\n`);
         process.stderr.write(`perplexity: calculating perplexity over ${plan.nChunk} chunks, n_ctx=${nCtx}, batch_size=${nBatch}\n`);
-        const session = model.createSession({ nCtx });
+        const session = model.createSession({ nCtx, moe });
         try {
           const run = await runPerplexity(session, tokens, plan, {
             nVocab,

@@ -71,7 +71,10 @@ export function modelOption(): Option {
 }
 
 export interface OpenModelOptions {
+  /** the command's expert setting (checked against the model; returned for createSession) */
   moe?: MoeOptions;
+  /** more expert settings to check before the tensors load (bench's grid) */
+  checkMoe?: (MoeOptions | undefined)[];
   overrideKv?: KvOverride[];
   threads?: number;
   /** --moe-stats was given (warned about on a dense model) */
@@ -85,17 +88,17 @@ export interface OpenModelOptions {
 /**
  * Loads a model for a command: checks the file exists, shows the progress bar while loading, then checks
  * the MoE options against the model (a UsageError for bad values; ignored with a warning on a dense model).
- * Returns the model and the load time in milliseconds.
+ * Returns the model, the load time in milliseconds and the expert setting to create sessions with.
  */
-export async function openModel(path: string, opts: OpenModelOptions = {}): Promise<{ model: Model; loadMs: number }> {
+export async function openModel(path: string, opts: OpenModelOptions = {}): Promise<{ model: Model; loadMs: number; moe: MoeOptions | undefined }> {
   if (!existsSync(path))
     throw new TsmoeError(path === DEFAULT_MODEL ? `the embedded model ${path} is missing: pass a model with -m` : `model file not found: ${path}`);
   const t0 = performance.now();
   const bar = loadProgress("loading model");
+  const others = (opts.checkMoe ?? []).filter((m) => m !== undefined);
   let model: Model;
   try {
     model = await loadModel(path, {
-      moe: opts.moe,
       overrideKv: opts.overrideKv,
       threads: opts.threads,
       moeCache: opts.moeCache,
@@ -104,7 +107,7 @@ export async function openModel(path: string, opts: OpenModelOptions = {}): Prom
       // bad MoE options fail before the (possibly long) load, from the header's hyperparameters; the check
       // after the load stays authoritative (an architecture may use fewer layers than block_count)
       onHeader: (hp) => {
-        if (opts.moe !== undefined) validateMoeOptions(opts.moe, hp, { warn: () => {} });
+        for (const moe of [opts.moe, ...others]) if (moe !== undefined) validateMoeOptions(moe, hp, { warn: () => {} });
       },
     });
   } finally {
@@ -113,10 +116,11 @@ export async function openModel(path: string, opts: OpenModelOptions = {}): Prom
   if (model.slowKernels) process.stderr.write(`warning: ${model.slowKernels}\n`);
   if (model.memoryPlan) process.stderr.write(`${model.memoryPlan}\n`);
   try {
-    validateMoeOptions(opts.moe, model.hparams, { stats: opts.stats });
+    const moe = validateMoeOptions(opts.moe ?? others[0], model.hparams, { stats: opts.stats });
+    for (const m of others) validateMoeOptions(m, model.hparams, { warn: () => {} });
+    return { model, loadMs: performance.now() - t0, moe: opts.moe === undefined ? undefined : moe };
   } catch (e) {
     await model.dispose();
     throw e;
   }
-  return { model, loadMs: performance.now() - t0 };
 }

@@ -109,12 +109,12 @@ export function register(program: Command): void {
     const promptText = o.file !== undefined ? readTextFile(o.file) : o.prompt;
 
     const tStart = performance.now();
-    const { model, loadMs } = await openModel(o.model, { moe: parsed.moe, overrideKv: parsed.overrideKv, threads, stats: parsed.stats, moeCache: parsed.moeCache, nCtx: nCtxOpt > 0 ? nCtxOpt : undefined });
+    const { model, loadMs, moe } = await openModel(o.model, { moe: parsed.moe, overrideKv: parsed.overrideKv, threads, stats: parsed.stats, moeCache: parsed.moeCache, nCtx: nCtxOpt > 0 ? nCtxOpt : undefined });
     const timings = emptyTimings();
     let session: Session | undefined;
     try {
       const tokenizer = Tokenizer.fromMetadata(model.metadata);
-      session = model.createSession(nCtxOpt > 0 ? { nCtx: nCtxOpt } : {});
+      session = model.createSession(nCtxOpt > 0 ? { nCtx: nCtxOpt, moe } : { moe });
       const sampler = new Sampler(sp, session.nCtx);
       const ctx: RunContext = { model, session, tokenizer, sampler, timings, nPredict, ignoreEos: o.ignoreEos === true, interrupt: new Interrupt() };
       // a closed pipe (`tsmoe ... | head`) ends generation like Ctrl-C instead of crashing

@@ -7,11 +7,12 @@ import { availableParallelism, tmpdir } from "node:os";
 import { basename, join } from "node:path";
 import type { Command } from "commander";
 import { UsageError } from "../errors.ts";
-import { addExpertGridOptions, expertGridFrom, modelSetting, parseIntArg, type ExpertGridValues, type ExpertSetting } from "../eval/grid.ts";
+import { addExpertGridOptions, expertGridFrom, modelSetting, parseIntArg, type ExpertGridValues } from "../eval/grid.ts";
 import { modelDescription } from "../eval/model-desc.ts";
 import { csvTable, jsonRows, markdownTable } from "../eval/table.ts";
 import { readTextFile, tokenizeForEval } from "../eval/text.ts";
 import { TRADEOFF_COLUMNS, runTradeoff, tradeoffChart } from "../eval/tradeoff.ts";
+import { validateMoeOptions } from "./moe-options.ts";
 import { modelOption, openModel } from "./progress.ts";
 
 interface TradeoffCliOptions extends ExpertGridValues {
@@ -68,26 +69,17 @@ export function register(program: Command): void {
     if (!o.file) throw new UsageError("no text: pass -f FILE");
     const text = readTextFile(o.file);
 
-    // the model's routing first: its k decides the default counts, its tokenizer the tokens
-    const probe = (await openModel(o.model, { overrideKv, threads })).model;
-    let title: string;
-    let tokens: number[];
-    let bos: number | null;
-    let settings: ExpertSetting[];
-    try {
-      const hp = probe.hparams;
-      if (hp.nExpert === 0) throw new UsageError(`${basename(o.model)} is a dense model: there are no experts to trade off`);
-      ({ tokens, bos } = tokenizeForEval(probe, text));
-      settings = expertGridFrom(o, halvings(hp.nExpertUsed)).settings;
-      title = `${modelDescription(probe)}: decode speed-up vs KL divergence (${basename(o.file)}, c=${nCtx})`;
-    } finally {
-      await probe.dispose();
-    }
-
+    // loaded once: its k decides the default counts, its tokenizer the tokens; every setting is a session's
+    const model = (await openModel(o.model, { overrideKv, threads })).model;
     const tmp = o.klDivergenceBase ? undefined : mkdtempSync(join(tmpdir(), "tsmoe-tradeoff-"));
     try {
-      const rows = await runTradeoff(modelSetting(), settings, {
-        load: async (s) => (await openModel(o.model, { moe: s.moe, overrideKv, threads })).model,
+      const hp = model.hparams;
+      if (hp.nExpert === 0) throw new UsageError(`${basename(o.model)} is a dense model: there are no experts to trade off`);
+      const { tokens, bos } = tokenizeForEval(model, text);
+      const settings = expertGridFrom(o, halvings(hp.nExpertUsed)).settings;
+      for (const s of settings) validateMoeOptions(s.moe, hp);
+      const title = `${modelDescription(model)}: decode speed-up vs KL divergence (${basename(o.file)}, c=${nCtx})`;
+      const rows = await runTradeoff(model, modelSetting(), settings, {
         tokens,
         bos,
         nCtx,
@@ -115,6 +107,7 @@ export function register(program: Command): void {
       write(o.outSvg ?? (o.out && `${o.out}.svg`), svg);
     } finally {
       if (tmp) rmSync(tmp, { recursive: true, force: true });
+      await model.dispose();
     }
   });
 }

@@ -34,8 +34,6 @@ export interface TradeoffRow {
 }
 
 export interface TradeoffOptions {
-  /** loads the model with the given expert setting (undefined: the model's routing) */
-  load: (setting: ExpertSetting) => Promise<Model>;
   tokens: number[];
   bos: number | null;
   nCtx: number;
@@ -49,80 +47,71 @@ export interface TradeoffOptions {
   log: (line: string) => void;
 }
 
-export async function runTradeoff(baseline: ExpertSetting, settings: ExpertSetting[], o: TradeoffOptions): Promise<TradeoffRow[]> {
+/**
+ * Runs the baseline (`baseline.moe`, normally the model's routing) and then every setting on one session of
+ * `model`, changing only its expert setting (each run starts from an empty cache).
+ */
+export async function runTradeoff(model: Model, baseline: ExpertSetting, settings: ExpertSetting[], o: TradeoffOptions): Promise<TradeoffRow[]> {
   const plan = planChunks(o.tokens.length, o.nCtx, o.chunks);
-  const rows: TradeoffRow[] = [];
-  // baseline: the model's own routing
-  const model = await o.load(baseline);
-  let base: TradeoffRow;
+  const nVocab = model.hparams.nVocab;
+  const session = model.createSession({ nCtx: o.nCtx, moe: baseline.moe });
+  const decodeSpeed = () => measure(session, { kind: "tg", n: o.nGen }, { reps: o.reps, nVocab, nBatch: o.nBatch, bos: o.bos });
+  const writer = new KldBaseWriter(o.basePath, {
+    nCtx: o.nCtx,
+    nVocab,
+    nChunk: plan.nChunk,
+    tokens: Int32Array.from(o.tokens.slice(0, plan.nChunk * o.nCtx)),
+  });
+  o.log(`tradeoff: ${baseline.label}: perplexity over ${plan.nChunk} chunks of ${o.nCtx} tokens`);
+  let run;
   try {
-    const nVocab = model.hparams.nVocab;
-    const session = model.createSession({ nCtx: o.nCtx });
-    const writer = new KldBaseWriter(o.basePath, {
-      nCtx: o.nCtx,
-      nVocab,
-      nChunk: plan.nChunk,
-      tokens: Int32Array.from(o.tokens.slice(0, plan.nChunk * o.nCtx)),
-    });
-    o.log(`tradeoff: ${baseline.label}: perplexity over ${plan.nChunk} chunks of ${o.nCtx} tokens`);
-    let run;
-    try {
-      run = await runPerplexity(session, o.tokens, plan, { nVocab, bos: o.bos, nBatch: o.nBatch, kldOut: writer });
-    } finally {
-      writer.close();
-    }
-    const experts = meanExperts(session.moeStats());
-    const decode = await measure(session, { kind: "tg", n: o.nGen }, { reps: o.reps, nVocab, nBatch: o.nBatch, bos: o.bos });
-    const final = run.acc.final();
-    base = {
-      setting: baseline,
-      experts: model.hparams.nExpertUsed,
-      meanExperts: experts,
-      promptTps: run.tokensEvaluated / run.evalSeconds,
-      decodeTps: decode.mean,
-      decodeSd: decode.sd,
-      speedup: 1,
-      ppl: final.ppl,
-      pplErr: final.err,
-      pplChange: 0,
-      kld: 0,
-      kldErr: 0,
-      sameTop: 1,
-    };
-    rows.push(base);
+    run = await runPerplexity(session, o.tokens, plan, { nVocab, bos: o.bos, nBatch: o.nBatch, kldOut: writer });
   } finally {
-    await model.dispose();
+    writer.close();
   }
+  const baseExperts = meanExperts(session.moeStats());
+  const baseDecode = await decodeSpeed();
+  const final = run.acc.final();
+  const base: TradeoffRow = {
+    setting: baseline,
+    experts: model.hparams.nExpertUsed,
+    meanExperts: baseExperts,
+    promptTps: run.tokensEvaluated / run.evalSeconds,
+    decodeTps: baseDecode.mean,
+    decodeSd: baseDecode.sd,
+    speedup: 1,
+    ppl: final.ppl,
+    pplErr: final.err,
+    pplChange: 0,
+    kld: 0,
+    kldErr: 0,
+    sameTop: 1,
+  };
+  const rows: TradeoffRow[] = [base];
   const reader = new KldBaseReader(o.basePath);
   try {
     for (const setting of settings) {
       o.log(`tradeoff: ${setting.label}`);
-      const m = await o.load(setting);
-      try {
-        const nVocab = m.hparams.nVocab;
-        const session = m.createSession({ nCtx: o.nCtx });
-        const run = await runKlDivergence(session, reader, { nVocab, bos: o.bos, nBatch: o.nBatch });
-        const experts = meanExperts(session.moeStats());
-        const decode = await measure(session, { kind: "tg", n: o.nGen }, { reps: o.reps, nVocab, nBatch: o.nBatch, bos: o.bos });
-        const s = run.acc.summary();
-        rows.push({
-          setting,
-          experts: setting.nExpert ?? null,
-          meanExperts: experts,
-          promptTps: run.tokensEvaluated / run.evalSeconds,
-          decodeTps: decode.mean,
-          decodeSd: decode.sd,
-          speedup: decode.mean / base.decodeTps,
-          ppl: s.ppl,
-          pplErr: s.pplErr,
-          pplChange: s.ppl / base.ppl - 1,
-          kld: s.kld,
-          kldErr: s.kldErr,
-          sameTop: s.sameTop,
-        });
-      } finally {
-        await m.dispose();
-      }
+      session.setMoe(setting.moe);
+      const kld = await runKlDivergence(session, reader, { nVocab, bos: o.bos, nBatch: o.nBatch });
+      const experts = meanExperts(session.moeStats());
+      const decode = await decodeSpeed();
+      const s = kld.acc.summary();
+      rows.push({
+        setting,
+        experts: setting.nExpert ?? null,
+        meanExperts: experts,
+        promptTps: kld.tokensEvaluated / kld.evalSeconds,
+        decodeTps: decode.mean,
+        decodeSd: decode.sd,
+        speedup: decode.mean / base.decodeTps,
+        ppl: s.ppl,
+        pplErr: s.pplErr,
+        pplChange: s.ppl / base.ppl - 1,
+        kld: s.kld,
+        kldErr: s.kldErr,
+        sameTop: s.sameTop,
+      });
     }
   } finally {
     reader.close();

@@ -26,7 +26,6 @@ export interface MoeOptions {
 
 export interface LoadOptions {
   overrideKv?: KvOverride[];
-  moe?: MoeOptions;
   /** worker threads for matmuls (default: number of cores) */
   threads?: number;
   /**
@@ -101,9 +100,38 @@ export interface Session {
   eval(tokens: number[], opts?: { allLogits?: boolean }): Promise<Float32Array>;
   /** keeps the first n cached tokens and drops the rest */
   truncate(n: number): void;
-  /** routing statistics since the session started (or since resetStats) */
+  /** the session's expert setting (undefined: the model's own routing) */
+  readonly moe: MoeOptions | undefined;
+  /**
+   * Changes the expert setting for the following evaluations (undefined: the model's own routing); checked
+   * like createSession's. Cheap: only the router is rebuilt. The KV cache is kept as it is (tokens already
+   * cached stay as the old setting computed them: truncate to recompute them) and the routing statistics
+   * start over. Ignored by dense models.
+   */
+  setMoe(moe: MoeOptions | undefined): void;
+  /** routing statistics since the session started (or since resetStats / setMoe) */
   moeStats(): MoeLayerStats[];
   resetStats(): void;
+}
+
+export interface SessionOptions {
+  /** context size (default min(training context, 4096)) */
+  nCtx?: number;
+  /**
+   * "f32" (default) or "f16", which stores the KV cache in half precision and attends like llama.cpp's
+   * default CPU context (flash attention)
+   */
+  kvType?: "f32" | "f16";
+  /**
+   * with kvType "f16": the F16 vector arithmetic of the llama.cpp build to reproduce in flash attention
+   * ("f32" default, "avx512fp16"; see src/model/flash-attention.ts)
+   */
+  flashLanes?: "f32" | "avx512fp16";
+  /**
+   * expert setting (undefined: the model's own routing), checked against the model's hyperparameters
+   * (a TsmoeError naming the option at fault); ignored by dense models. Changeable with Session.setMoe.
+   */
+  moe?: MoeOptions;
 }
 
 export interface Model {
@@ -114,11 +142,8 @@ export interface Model {
   /** file size in bytes and parameter count, for reports */
   readonly fileSize: number;
   readonly nParams: number;
-  /**
-   * nCtx: context size (default min(training context, 4096)); kvType: "f32" (default) or "f16", which
-   * stores the KV cache in half precision and attends like llama.cpp's default CPU context (flash attention)
-   */
-  createSession(opts?: { nCtx?: number; kvType?: "f32" | "f16"; flashLanes?: "f32" | "avx512fp16" }): Session;
+  /** a new session with its own KV cache and expert setting; sessions of one model share its weights */
+  createSession(opts?: SessionOptions): Session;
   /**
    * one line when some weight tensors run on the slower TypeScript reference kernels (how many, their
    * bytes, why); undefined when every one has a WASM kernel

@@ -93,7 +93,8 @@ export class LayerGraph {
     readonly hp: ModelHParams,
     readonly backend: MatmulBackend,
     readonly cache: KvCache,
-    readonly router: Router | undefined,
+    /** the session's router (replaced when the session's expert setting changes) */
+    public router: Router | undefined,
     readonly routerCfg: RouterConfig | undefined,
     ropeFreqs?: Float32Array,
   ) {

@@ -1,7 +1,8 @@
 /**
  * Loading a GGUF model and running it: `loadModel(path, opts)` reads the file, applies --override-kv,
  * reads the hyperparameters and tensors of its architecture (src/model/archs/), and returns a Model whose
- * sessions evaluate tokens through the shared forward pass (src/model/graph.ts) with a KV cache.
+ * sessions (each with its KV cache and expert setting) evaluate tokens through the shared forward pass
+ * (src/model/graph.ts).
  */
 import { TsmoeError } from "../errors.ts";
 import { openGguf } from "../gguf/reader.ts";
@@ -10,13 +11,14 @@ import { metaArch } from "../gguf/meta.ts";
 import type { GgufFile } from "../gguf/types.ts";
 import type { MatmulBackend } from "../kernels/backend.ts";
 import { createPoolBackend, defaultThreadCount } from "../pool/backend.ts";
-import type { LoadOptions, Model, MoeLayerStats, MoeOptions, Session } from "./api.ts";
+import type { LoadOptions, Model, MoeLayerStats, MoeOptions, Session, SessionOptions } from "./api.ts";
 import { getArch } from "./archs/index.ts";
 import { KvCache } from "./attention.ts";
-import { FLASH_F16_LANES, setFlashF16Lanes, type FlashF16Lanes } from "./flash-attention.ts";
+import { FLASH_F16_LANES, setFlashF16Lanes } from "./flash-attention.ts";
 import { forwardBatch, LayerGraph, type Arch } from "./graph.ts";
 import { applyKvOverrides, MetaReader, readCommonHParams, type ModelHParams } from "./hparams.ts";
-import { createRouter } from "./moe.ts";
+import { createRouter, type Router } from "./moe.ts";
+import { checkMoeOptions } from "./moe-check.ts";
 import type { RouterConfig } from "./moe-types.ts";
 import { TensorSource, type ModelWeights } from "./weights.ts";
 import { formatReferenceKernels, referenceKernels } from "./kernel-report.ts";
@@ -28,17 +30,6 @@ import type { OpenedGguf } from "../gguf/reader.ts";
 export const MAX_BATCH = 512;
 /** Context size of a session when none is asked for (capped by the model's training context). */
 export const DEFAULT_CTX = 4096;
-
-export interface SessionOptions {
-  nCtx?: number;
-  /** "f16": KV cache rounded to F16 with llama.cpp's flash-attention numerics; default "f32" */
-  kvType?: "f32" | "f16";
-  /**
-   * with kvType "f16": the F16 vector arithmetic of the llama.cpp build to reproduce in flash attention
-   * ("f32" default, "avx512fp16"; see flash-attention.ts)
-   */
-  flashLanes?: FlashF16Lanes;
-}
 
 /** The parts of a loaded model the forward pass needs (also usable without a GGUF file, e.g. in tests). */
 export interface LoadedModel {
@@ -63,12 +54,19 @@ export function buildModel(file: GgufFile): LoadedModel {
   return { arch, hparams: hp, weights, routerConfig };
 }
 
+/** A router for the expert setting `moe` (checked against the model), or undefined for a dense model. */
+function sessionRouter(m: LoadedModel, moe: MoeOptions | undefined): Router | undefined {
+  if (!m.routerConfig) return undefined;
+  if (moe !== undefined) checkMoeOptions(moe, m.hparams);
+  return createRouter(moe, m.hparams.nLayer);
+}
+
 class ModelSession implements Session {
   private pos = 0;
   private readonly graph: LayerGraph;
   /** the session's KV cache */
   readonly cache: KvCache;
-  private readonly router;
+  private moeOpts: MoeOptions | undefined;
   private logitsBuf: Float32Array;
 
   constructor(
@@ -79,12 +77,22 @@ class ModelSession implements Session {
     kvF16: boolean,
   ) {
     const hp = m.hparams;
-    this.router = m.routerConfig ? createRouter(moe, hp.nLayer) : undefined;
+    const router = sessionRouter(m, moe);
+    this.moeOpts = moe;
     const shape = { nHead: hp.nHead, nHeadKv: hp.nHeadKv, headDimK: hp.nEmbdHeadK, headDimV: hp.nEmbdHeadV, scale: 1 };
     const cache = new KvCache(hp.nLayer, nCtx, shape, kvF16);
     this.cache = cache;
-    this.graph = new LayerGraph(hp, backend, cache, this.router, m.routerConfig, m.weights.ropeFreqs);
+    this.graph = new LayerGraph(hp, backend, cache, router, m.routerConfig, m.weights.ropeFreqs);
     this.logitsBuf = backend.allocF32(hp.nVocab);
+  }
+
+  get moe(): MoeOptions | undefined {
+    return this.moeOpts;
+  }
+
+  setMoe(moe: MoeOptions | undefined): void {
+    this.graph.router = sessionRouter(this.m, moe);
+    this.moeOpts = moe;
   }
 
   get nPast(): number {
@@ -119,11 +127,11 @@ class ModelSession implements Session {
   }
 
   moeStats(): MoeLayerStats[] {
-    return this.router?.stats() ?? [];
+    return this.graph.router?.stats() ?? [];
   }
 
   resetStats(): void {
-    this.router?.resetStats();
+    this.graph.router?.resetStats();
   }
 }
 
@@ -136,7 +144,6 @@ class LoadedGgufModel implements Model {
     private readonly file: GgufFile,
     private readonly m: LoadedModel,
     private readonly backend: MatmulBackend,
-    private readonly moe: MoeOptions | undefined,
     /** the routed experts' cache when they are streamed from the file */
     readonly streaming: ExpertCache | undefined,
     /** one line saying the experts are streamed and through how large a cache */
@@ -167,7 +174,7 @@ class LoadedGgufModel implements Model {
       throw new TsmoeError(`invalid KV cache type '${String(opts.kvType)}' (expected f32 or f16)`);
     if (opts.flashLanes !== undefined && !FLASH_F16_LANES.includes(opts.flashLanes))
       throw new TsmoeError(`invalid flash-attention lanes '${String(opts.flashLanes)}' (expected ${FLASH_F16_LANES.join(" or ")})`);
-    const session = new ModelSession(this.m, this.backend, this.moe, nCtx, opts.kvType === "f16");
+    const session = new ModelSession(this.m, this.backend, opts.moe, nCtx, opts.kvType === "f16");
     if (opts.flashLanes) setFlashF16Lanes(session.cache, opts.flashLanes);
     return session;
   }
@@ -219,7 +226,7 @@ export async function loadModel(path: string, opts: LoadModelOptions = {}): Prom
     }
     const backend = await createPoolBackend(opts.threads ?? defaultThreadCount());
     const line = plan && `routed experts streamed from the file through a cache of ${cache!.describe()}: model ${formatBytes(opened.dataBytes)}, ${plan.why}`;
-    return new LoadedGgufModel(path, file, m, backend, opts.moe, cache, line);
+    return new LoadedGgufModel(path, file, m, backend, cache, line);
   } catch (err) {
     releaseTensors(file);
     throw err;
