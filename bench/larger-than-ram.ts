@@ -56,9 +56,9 @@ async function child(file: string, engine: string, nExpert: number, n: number, t
   if (engine === "tsmoe") {
     const { loadModel } = await import("../src/model/load.ts");
     // N = k is the model as it is (the soft mask at k routes exactly as without the override)
-    const model = await loadModel(file, { threads, nCtx: 128, moe: { nExpert, mask: "soft" } });
+    const model = await loadModel(file, { threads, nCtx: 128 });
     const loadS = (performance.now() - t0) / 1000;
-    const s = model.createSession({ nCtx: 128 });
+    const s = model.createSession({ nCtx: 128, moe: { nExpert, mask: "soft" } });
     let tok = argmax(await s.eval(PROMPT));
     model.streaming?.resetStats();
     const r0 = readBytes();
