@@ -7,7 +7,7 @@ import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { loadModel } from "../src/model/load.ts";
 import { parseCacheSize, slotBytesFor } from "../src/model/expert-cache.ts";
-import { ExpertReader } from "../src/model/expert-reader.ts";
+import { ParallelReader } from "../src/io/parallel-reader.ts";
 import { closeSync, openSync, readFileSync } from "node:fs";
 import { formatCacheStats } from "../src/cli/moe-options.ts";
 import type { MoeOptions } from "../src/model/api.ts";
@@ -77,7 +77,7 @@ describe("routed experts streamed from the file", () => {
   it("the reader threads read many ranges of a batch, in parallel with the caller, into shared memory", () => {
     const bytes = readFileSync(EMBEDDED);
     const fd = openSync(EMBEDDED, "r");
-    const reader = new ExpertReader(3);
+    const reader = new ParallelReader(3);
     try {
       const buf = new SharedArrayBuffer(1 << 20);
       for (let round = 0; round < 3; round++) {
@@ -86,7 +86,7 @@ describe("routed experts streamed from the file", () => {
         expect(n).toBe(reqs.reduce((a, r) => a + r.need, 0));
         for (const r of reqs) expect(Buffer.from(r.data).equals(bytes.subarray(r.position, r.position + r.data.length))).toBe(true);
       }
-      expect(() => reader.read([{ fd, position: bytes.length - 10, data: new Uint8Array(buf, 0, 100), need: 100 }])).toThrow(/reading experts from the model file failed/);
+      expect(() => reader.read([{ fd, position: bytes.length - 10, data: new Uint8Array(buf, 0, 100), need: 100 }])).toThrow(/reading the model file failed/);
     } finally {
       void reader.dispose();
       closeSync(fd);

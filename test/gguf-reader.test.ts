@@ -11,6 +11,7 @@ import { loadGguf } from "../src/gguf/reader.ts";
 import { Rng } from "../src/gguf/rng.ts";
 import { shardPath } from "../src/gguf/split.ts";
 import { GgufValueType as V, type MetaEntry } from "../src/gguf/types.ts";
+import { ROOT } from "./helpers.ts";
 import { writeGguf, type TensorToWrite } from "../src/gguf/writer.ts";
 import { GGMLType, TYPE_TRAITS } from "../src/tensor/types.ts";
 import { field, headerLayout, patched, randomTensor, sampleModel } from "./gguf-raw.ts";
@@ -276,5 +277,18 @@ describe("corrupt and hostile files", () => {
     const header = readGgufHeader(path);
     truncateSync(path, header.dataOffset + 8);
     await expect(loadGguf(path)).rejects.toThrow(GgufError);
+  });
+});
+
+describe("tensor data read by several threads", () => {
+  it("gives the same bytes as one thread", async () => {
+    const { openGguf } = await import("../src/gguf/reader.ts");
+    const path = join(ROOT, "models", "tiny-moe-32x8-q8_0.gguf");
+    const one = (await openGguf(path)).readTensors(undefined, undefined, undefined, 0);
+    const progress: number[] = [];
+    const many = (await openGguf(path)).readTensors((d) => progress.push(d), undefined, undefined, 3);
+    expect(many.tensors.size).toBe(one.tensors.size);
+    for (const [name, t] of one.tensors) expect(Buffer.from(many.tensors.get(name)!.data).equals(Buffer.from(t.data))).toBe(true);
+    expect(progress.at(-1)).toBe([...one.tensors.values()].reduce((a, t) => a + t.nBytes, 0));
   });
 });

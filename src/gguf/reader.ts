@@ -7,7 +7,9 @@
  */
 import { closeSync, openSync, readSync } from "node:fs";
 import { basename } from "node:path";
+import { availableParallelism } from "node:os";
 import { GgufError } from "../errors.ts";
+import { ParallelReader, type ReadRequest } from "../io/parallel-reader.ts";
 import { readGgufHeader, type GgufHeader } from "./header.ts";
 import type { GgufFile, TensorEntry } from "./types.ts";
 import { splitShardPaths } from "./split.ts";
@@ -25,8 +27,17 @@ export interface LoadGgufOptions {
   onProgress?: (done: number, total: number) => void;
 }
 
-/** readSync moves at most ~2 GiB per call */
-const READ_CHUNK = 1 << 30;
+/** bytes per read: small enough to spread a tensor over the reader threads (and below readSync's ~2 GiB) */
+const READ_CHUNK = 32 << 20;
+/** reads per batch between progress callbacks (~1 GiB) */
+const READ_BATCH = 32;
+/**
+ * reader threads besides the calling one while tensor data loads (one per further core, at most 3), for
+ * files of at least PARALLEL_FROM bytes: the cost of a load is mostly first-touch page faults and the copy
+ * into fresh memory, which the cores share
+ */
+const READER_THREADS = Math.max(0, Math.min(3, availableParallelism() - 1));
+const PARALLEL_FROM = 256 << 20;
 
 export async function loadGguf(path: string, opts: LoadGgufOptions = {}): Promise<GgufFile> {
   const g = await openGguf(path);
@@ -45,7 +56,7 @@ export interface OpenedGguf {
    * Reads every tensor's data into file's tensor entries (once), into bytes from `alloc`; returns the
    * file. Tensors `skip` names keep empty data (read later from `locations`, e.g. streamed experts).
    */
-  readTensors(onProgress?: (done: number, total: number) => void, alloc?: TensorAlloc, skip?: (name: string) => boolean): GgufFile;
+  readTensors(onProgress?: (done: number, total: number) => void, alloc?: TensorAlloc, skip?: (name: string) => boolean, readerThreads?: number): GgufFile;
 }
 
 /**
@@ -79,45 +90,60 @@ export async function openGguf(path: string): Promise<OpenedGguf> {
   let read = false;
   const locations = new Map<string, { path: string; position: number }>();
   for (const s of shards) for (const t of s.header.tensors) locations.set(t.name, { path: s.path, position: s.header.dataOffset + t.offset });
-  const readTensors = (onProgress?: (done: number, total: number) => void, alloc: TensorAlloc = ownBuffer, skip?: (name: string) => boolean): GgufFile => {
+  const readTensors = (onProgress?: (done: number, total: number) => void, alloc: TensorAlloc = ownBuffer, skip?: (name: string) => boolean, readerThreads?: number): GgufFile => {
     if (read) return file;
     read = true;
     let done = 0;
     let toRead = 0;
     for (const t of tensors.values()) if (!skip?.(t.name)) toRead += t.nBytes;
     onProgress?.(0, toRead);
-    for (const s of shards) {
-      const fd = openSync(s.path, "r");
-      try {
+    // every tensor's bytes first, then the reads in chunks spread over a few threads
+    const fds: number[] = [];
+    // threads pay off on large files only (starting one costs ~20 ms)
+    const reader = new ParallelReader(readerThreads ?? (toRead >= PARALLEL_FROM ? READER_THREADS : 0));
+    try {
+      const requests: (ReadRequest & { name: string; path: string })[] = [];
+      for (const s of shards) {
+        const fd = openSync(s.path, "r");
+        fds.push(fd);
         for (const t of s.header.tensors) {
           if (skip?.(t.name)) continue;
-          tensors.get(t.name)!.data = readTensorData(fd, s.path, t.name, s.header.dataOffset + t.offset, t.nBytes, alloc);
-          done += t.nBytes;
-          onProgress?.(done, toRead);
+          const data = allocTensor(alloc, s.path, t.name, t.nBytes);
+          tensors.get(t.name)!.data = data;
+          for (let o = 0; o < t.nBytes; o += READ_CHUNK) {
+            const n = Math.min(READ_CHUNK, t.nBytes - o);
+            requests.push({ fd, position: s.header.dataOffset + t.offset + o, data: data.subarray(o, o + n), need: n, name: t.name, path: s.path });
+          }
         }
-      } finally {
-        closeSync(fd);
       }
+      // in batches, for the progress callback
+      for (let i = 0; i < requests.length; i += READ_BATCH) {
+        const batch = requests.slice(i, i + READ_BATCH);
+        try {
+          done += reader.read(batch);
+        } catch {
+          // name the tensor: the first read of the batch that fails again
+          for (const r of batch)
+            if (readSync(r.fd, r.data, 0, r.need, r.position) < r.need) throw new GgufError(r.path, `unexpected end of file reading tensor ${q(r.name)} (file shrank?)`);
+          throw new GgufError(batch[0]!.path, "reading tensor data failed");
+        }
+        onProgress?.(done, toRead);
+      }
+    } finally {
+      void reader.dispose();
+      for (const fd of fds) closeSync(fd);
     }
     return file;
   };
   return { file, dataBytes: total, locations, readTensors };
 }
 
-function readTensorData(fd: number, file: string, name: string, position: number, nBytes: number, alloc: TensorAlloc): Uint8Array {
-  let data: Uint8Array;
+function allocTensor(alloc: TensorAlloc, file: string, name: string, nBytes: number): Uint8Array {
   try {
-    data = alloc(nBytes);
+    return alloc(nBytes);
   } catch {
     throw new GgufError(file, `cannot allocate ${nBytes} bytes for tensor ${q(name)}`);
   }
-  let got = 0;
-  while (got < nBytes) {
-    const r = readSync(fd, data, got, Math.min(READ_CHUNK, nBytes - got), position + got);
-    if (r <= 0) throw new GgufError(file, `unexpected end of file reading tensor ${q(name)} (file shrank?)`);
-    got += r;
-  }
-  return data;
 }
 
 /** Every shard must say which part it is; the first one's split.tensors.count must match the total. */

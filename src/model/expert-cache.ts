@@ -16,7 +16,7 @@ import { formatBytes } from "../gguf/summary.ts";
 import type { TensorEntry } from "../gguf/types.ts";
 import type { Weight } from "../kernels/matmul.ts";
 import type { ExpertCacheStats } from "./api.ts";
-import { ExpertReader, type ReadRequest } from "./expert-reader.ts";
+import { ParallelReader, type ReadRequest } from "../io/parallel-reader.ts";
 import type { MoeWeights } from "./weights.ts";
 
 /** The tensors that are streamed: routed experts, one 3-D tensor per projection and layer. */
@@ -67,7 +67,7 @@ export class ExpertCache {
   /** resident experts by key, least recently used first (Map order) */
   private readonly lru = new Map<number, Slot>();
   private readonly fds = new Map<string, number>();
-  private readonly reader: ExpertReader;
+  private readonly reader: ParallelReader;
   readonly maxSlots: number;
   readonly slotBytes: number;
   private s: ExpertCacheStats = { hits: 0, misses: 0, bytesRead: 0, readMs: 0 };
@@ -82,7 +82,7 @@ export class ExpertCache {
     this.slotBytes = Math.max(...[...layers.values()].map((t) => slotBytesOf(t, nExpert)));
     this.maxSlots = Math.floor(bytes / this.slotBytes);
     if (this.maxSlots < nExpert) throw new TsmoeError(`expert cache of ${formatBytes(bytes)} holds fewer than the ${nExpert} experts of one layer (${formatBytes(nExpert * this.slotBytes)})`);
-    this.reader = new ExpertReader(readers);
+    this.reader = new ParallelReader(readers);
   }
 
   /** Makes moe.fetch give resident copies of the experts a batch uses (layer il). */

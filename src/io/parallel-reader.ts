@@ -1,7 +1,9 @@
 /**
  * Positional file reads in parallel: a few reader threads and the calling thread take the requests of one
- * batch from a shared counter and read each with `fs.readSync` straight into its destination (a cache slot
- * in a WebAssembly memory), while the forward pass, which is synchronous, waits for the batch. File
+ * batch from a shared counter and read each with `fs.readSync` straight into its destination (shared
+ * memory: tensor data while a model loads, an expert cache slot while experts stream), while the caller,
+ * whose code is synchronous (the forward pass), waits for the batch. Several readers keep several reads
+ * outstanding on the disk and share the cost of first touching fresh memory (page faults). File
  * descriptors belong to the process, so every thread reads through the caller's.
  */
 import { readSync } from "node:fs";
@@ -81,7 +83,7 @@ for (;;) {
 }
 `;
 
-export class ExpertReader {
+export class ParallelReader {
   private readonly ctl = new Int32Array(new SharedArrayBuffer(64));
   private reqBuf = new SharedArrayBuffer(8 * FIELDS * 64);
   private readonly workers: Worker[] = [];
@@ -158,7 +160,7 @@ export class ExpertReader {
     }
     for (let d = Atomics.load(c, DONE); d < requests.length; d = Atomics.load(c, DONE)) Atomics.wait(c, DONE, d, 1000);
     if (failed !== undefined || Atomics.load(c, FAILED)) {
-      throw new TsmoeError(`reading experts from the model file failed${failed instanceof Error ? `: ${failed.message}` : ""} (file changed or unreadable?)`);
+      throw new TsmoeError(`reading the model file failed${failed instanceof Error ? `: ${failed.message}` : ""} (file changed or unreadable?)`);
     }
     return bytes;
   }
