@@ -93,3 +93,19 @@ describe("routed experts streamed from the file", () => {
     }
   });
 });
+
+describe("tsmoe bench with streamed experts", () => {
+  it("shows the expert cache's size and hit rate per row", () => {
+    const r = runCli(["bench", "-p", "8", "-n", "4", "-r", "1", "-t", "1", "--moe-cache", "2M", "-o", "json"]);
+    expect(r.status).toBe(0);
+    const rows = JSON.parse(r.stdout) as { moe_cache: string; moe_cache_hit_rate: number }[];
+    expect(rows).toHaveLength(2);
+    for (const row of rows) {
+      expect(row.moe_cache).toMatch(/^\d+ experts \([\d.]+ MiB\)$/);
+      expect(row.moe_cache_hit_rate).toBeGreaterThanOrEqual(0);
+      expect(row.moe_cache_hit_rate).toBeLessThanOrEqual(1);
+    }
+    const md = runCli(["bench", "-p", "8", "-n", "0", "-r", "1", "-t", "1"]);
+    expect(md.stdout).not.toMatch(/expert cache/);
+  });
+});

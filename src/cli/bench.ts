@@ -7,7 +7,8 @@ import { availableParallelism } from "node:os";
 import { basename } from "node:path";
 import { Command, Option } from "commander";
 import { UsageError } from "../errors.ts";
-import type { KvOverride } from "../model/api.ts";
+import type { KvOverride, Model } from "../model/api.ts";
+import { parseCacheSize } from "../model/expert-cache.ts";
 import { addExpertGridOptions, expertGridFrom, modelSetting, parseIntArg, parseIntList, type ExpertGridValues, type ExpertSetting } from "../eval/grid.ts";
 import { formatParams, formatSize, modelDescription } from "../eval/model-desc.ts";
 import { measure, testName, type SpeedSample, type SpeedTest } from "../eval/speed.ts";
@@ -29,6 +30,8 @@ export interface BenchRow {
   speed: SpeedSample;
   /** measured mean routed experts per token (NaN for dense models) */
   meanExperts: number;
+  /** when the routed experts are streamed: the cache's size and its hit rate over the test */
+  cache?: { size: string; hitRate: number };
 }
 
 function expertsText(r: BenchRow): string {
@@ -49,6 +52,12 @@ export const BENCH_COLUMNS: Column<BenchRow>[] = [
   { title: "t/s", key: "avg_ts", text: (r) => `${r.speed.mean.toFixed(2)} ± ${r.speed.sd.toFixed(2)}`, value: (r) => round(r.speed.mean), align: "right" },
 ];
 
+/** columns shown when the routed experts are streamed through the expert cache */
+const CACHE_COLUMNS: Column<BenchRow>[] = [
+  { title: "expert cache", key: "moe_cache", text: (r) => r.cache?.size ?? "-", value: (r) => r.cache?.size ?? null },
+  { title: "hit rate", key: "moe_cache_hit_rate", text: (r) => (r.cache ? `${(100 * r.cache.hitRate).toFixed(1)}%` : "-"), value: (r) => (r.cache ? round(r.cache.hitRate) : null), align: "right" },
+];
+
 const EXTRA_JSON: Column<BenchRow>[] = [
   { title: "", key: "model_filename", text: () => "", value: (r) => r.modelFile },
   { title: "", key: "moe_setting", text: () => "", value: (r) => r.setting.label },
@@ -63,7 +72,8 @@ function round(v: number): number {
 }
 
 export function formatBench(rows: BenchRow[], format: OutputFormat): string {
-  const cols = [...BENCH_COLUMNS, ...EXTRA_JSON];
+  const shown = rows.some((r) => r.cache) ? [...BENCH_COLUMNS.slice(0, -1), ...CACHE_COLUMNS, BENCH_COLUMNS.at(-1)!] : BENCH_COLUMNS;
+  const cols = [...shown, ...EXTRA_JSON];
   if (format === "csv") return csvTable(cols, rows);
   if (format === "json")
     return JSON.stringify(
@@ -71,7 +81,7 @@ export function formatBench(rows: BenchRow[], format: OutputFormat): string {
       null,
       2,
     ) + "\n";
-  return markdownTable(BENCH_COLUMNS, rows);
+  return markdownTable(shown, rows);
 }
 
 export interface BenchPlan {
@@ -82,6 +92,8 @@ export interface BenchPlan {
   tests: SpeedTest[];
   reps: number;
   nBatch: number;
+  /** --moe-cache SIZE: stream the routed experts through a cache of this many bytes */
+  moeCache?: number;
 }
 
 /**
@@ -94,7 +106,7 @@ export async function runBench(plan: BenchPlan, open: typeof openModel = openMod
   const total = threads.length * settings.length * tests.length;
   const nCtx = Math.max(...tests.map((x) => (x.kind === "pp" ? x.n : x.n + 1)));
   for (const t of threads) {
-    const { model } = await open(plan.model, { checkMoe: settings.map((s) => s.moe), overrideKv: plan.overrideKv, threads: t });
+    const { model } = await open(plan.model, { checkMoe: settings.map((s) => s.moe), overrideKv: plan.overrideKv, threads: t, moeCache: plan.moeCache, nCtx });
     try {
       const session = model.createSession({ nCtx });
       for (const setting of settings) {
@@ -102,6 +114,7 @@ export async function runBench(plan: BenchPlan, open: typeof openModel = openMod
         for (const test of tests) {
           process.stderr.write(`bench: ${rows.length + 1}/${total}: threads ${t}, ${setting.label}, ${testName(test)}\n`);
           session.resetStats();
+          model.streaming?.resetStats();
           const speed = await measure(session, test, { reps: plan.reps, nVocab: model.hparams.nVocab, nBatch: plan.nBatch, bos: bosToken(model) });
           rows.push({
             modelFile: basename(plan.model),
@@ -114,6 +127,7 @@ export async function runBench(plan: BenchPlan, open: typeof openModel = openMod
             test,
             speed,
             meanExperts: meanExperts(session.moeStats()),
+            cache: model.streaming && cacheRow(model.streaming),
           });
         }
       }
@@ -124,6 +138,11 @@ export async function runBench(plan: BenchPlan, open: typeof openModel = openMod
   return rows;
 }
 
+function cacheRow(c: NonNullable<Model["streaming"]>): BenchRow["cache"] {
+  const { hits, misses } = c.stats();
+  return { size: c.describe(), hitRate: hits + misses > 0 ? hits / (hits + misses) : 0 };
+}
+
 interface BenchCliOptions extends ExpertGridValues {
   model: string;
   nPrompt: string;
@@ -132,6 +151,7 @@ interface BenchCliOptions extends ExpertGridValues {
   threads: string;
   batchSize: string;
   output: string;
+  moeCache?: string;
 }
 
 export function register(program: Command): void {
@@ -144,7 +164,8 @@ export function register(program: Command): void {
     .option("-r, --repetitions <n>", "repetitions of each test (after one uncounted warm-up)", "5")
     .option("-t, --threads <list>", "thread counts (comma list)", String(availableParallelism()))
     .option("-b, --batch-size <n>", "tokens per evaluation call for prompts", "2048")
-    .addOption(new Option("-o, --output <format>", "output format").choices(["md", "csv", "json"]).default("md"));
+    .addOption(new Option("-o, --output <format>", "output format").choices(["md", "csv", "json"]).default("md"))
+    .option("--moe-cache <SIZE>", "stream the routed experts from the file through a cache of SIZE (e.g. 12G; default: only when the model does not fit in memory)");
   addExpertGridOptions(cmd, { counts: "the model's", mask: "soft" }).action(async (o: BenchCliOptions) => {
     const nPrompt = parseIntList("--n-prompt", o.nPrompt, 0);
     const nGen = parseIntList("--n-gen", o.nGen, 0);
@@ -160,7 +181,8 @@ export function register(program: Command): void {
     ];
     if (tests.length === 0) throw new UsageError("nothing to measure: all of --n-prompt and --n-gen are 0");
 
-    const rows = await runBench({ model: o.model, overrideKv, threads, settings, tests, reps, nBatch });
+    const moeCache = o.moeCache === undefined ? undefined : parseCacheSize(o.moeCache);
+    const rows = await runBench({ model: o.model, overrideKv, threads, settings, tests, reps, nBatch, moeCache });
     process.stdout.write(formatBench(rows, o.output as OutputFormat));
   });
 }
