@@ -33,6 +33,8 @@ export interface LoadOptions {
    * (default: only when the model does not fit in the memory available)
    */
   moeCache?: number;
+  /** which expert leaves the cache when it is full: least often used so far (default) or least recently used */
+  moeCachePolicy?: "lru" | "lfu";
   /** the context size sessions will use (sizes the KV cache in the memory plan; default min(training context, 4096)) */
   nCtx?: number;
   /** called with (bytes read, total bytes) while tensor data loads */

@@ -221,7 +221,7 @@ export async function loadModel(path: string, opts: LoadModelOptions = {}): Prom
     const m = buildModel(file);
     let cache: ExpertCache | undefined;
     if (plan) {
-      cache = new ExpertCache(plan.cacheBytes, expertTensors(opened, file), m.hparams.nExpert, alloc);
+      cache = new ExpertCache(plan.cacheBytes, expertTensors(opened, file), m.hparams.nExpert, alloc, opts.moeCachePolicy);
       for (const [il, L] of m.weights.layers.entries()) if (L.moe) cache.attach(il, L.moe);
     }
     const backend = await createPoolBackend(opts.threads ?? defaultThreadCount());
