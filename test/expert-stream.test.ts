@@ -109,3 +109,22 @@ describe("tsmoe bench with streamed experts", () => {
     expect(md.stdout).not.toMatch(/expert cache/);
   });
 });
+
+describe("the memory plan at load", () => {
+  it("keeps a model that fits resident, streams one that does not, and refuses one that cannot run", async () => {
+    const { openGguf } = await import("../src/gguf/reader.ts");
+    const { planMemory } = await import("../src/model/load.ts");
+    const opened = await openGguf(EMBEDDED);
+    const plan = (mb: number, nCtx = 64) => planMemory(opened, opened.file, { nCtx }, () => mb * 2 ** 20);
+    // 5.7 MiB of weights (4.8 MiB of routed experts) + KV cache (6 layers x 64 positions x K and V rows of
+    // 2 heads x 32 floats) + 400 MiB margin
+    expect(plan(1024)).toBeUndefined();
+    const streamed = plan(404);
+    expect(streamed).toBeDefined();
+    expect(streamed!.expertBytes).toBe(6 * 3 * 32 * 8704);
+    expect(streamed!.why).toBe("more than the 404.00 MiB of memory available");
+    // what is left after the non-expert weights, the KV cache and the margin
+    expect(streamed!.cacheBytes).toBe(404 * 2 ** 20 - (opened.dataBytes - streamed!.expertBytes) - 6 * 64 * 2 * 64 * 4 - (400 << 20));
+    expect(() => plan(401)).toThrow(/^not enough memory: the model needs .* for its non-expert weights \+ 192\.00 KiB KV cache \(-c 64\) \+ 1\.63 MiB for the experts of one layer \+ 400\.00 MiB margin; 401\.00 MiB available$/);
+  });
+});

@@ -255,7 +255,12 @@ function expertTensors(opened: OpenedGguf, file: GgufFile): Map<number, LayerExp
  * does not fit in the memory available. Fails when even the non-expert weights, the KV cache and the
  * experts of one layer do not fit.
  */
-function planMemory(opened: OpenedGguf, file: GgufFile, opts: LoadModelOptions): { cacheBytes: number; expertBytes: number; why: string } | undefined {
+export function planMemory(
+  opened: OpenedGguf,
+  file: GgufFile,
+  opts: LoadModelOptions,
+  available = memoryAvailable,
+): { cacheBytes: number; expertBytes: number; why: string } | undefined {
   const arch = metaArch(file);
   const hp = readCommonHParams(file, arch, getArch(arch).ropeType);
   if (hp.nExpert === 0) return undefined;
@@ -283,13 +288,13 @@ function planMemory(opened: OpenedGguf, file: GgufFile, opts: LoadModelOptions):
     if (cacheBytes < minCache)
       throw new TsmoeError(`--moe-cache ${formatBytes(cacheBytes)} is too small: the ${hp.nExpert} experts of one layer need ${formatBytes(minCache)}`);
   } else {
-    const available = memoryAvailable();
-    if (opened.dataBytes + kvBytes + MEMORY_MARGIN <= available) return undefined;
-    cacheBytes = available - nonExpert - kvBytes - MEMORY_MARGIN;
-    why = `more than the ${formatBytes(available)} of memory available`;
+    const avail = available();
+    if (opened.dataBytes + kvBytes + MEMORY_MARGIN <= avail) return undefined;
+    cacheBytes = avail - nonExpert - kvBytes - MEMORY_MARGIN;
+    why = `more than the ${formatBytes(avail)} of memory available`;
     if (cacheBytes < minCache)
       throw new TsmoeError(
-        `not enough memory: the model needs ${formatBytes(nonExpert)} for its non-expert weights + ${formatBytes(kvBytes)} KV cache (-c ${nCtx}) + ${formatBytes(minCache)} for the experts of one layer + ${formatBytes(MEMORY_MARGIN)} margin; ${formatBytes(available)} available`,
+        `not enough memory: the model needs ${formatBytes(nonExpert)} for its non-expert weights + ${formatBytes(kvBytes)} KV cache (-c ${nCtx}) + ${formatBytes(minCache)} for the experts of one layer + ${formatBytes(MEMORY_MARGIN)} margin; ${formatBytes(avail)} available`,
       );
   }
   // more cache than all the experts take is never used
