@@ -6,20 +6,26 @@
 import { describe, expect, it } from "vitest";
 import { MessageChannel, Worker, receiveMessageOnPort } from "node:worker_threads";
 import { GGMLType, rowBytes, typeName } from "../src/tensor/types.ts";
-import { quantize } from "../src/tensor/quantize.ts";
+import { QUANTIZE_TYPES, quantize } from "../src/tensor/quantize.ts";
 import { randn, randomBlocks, uniformRng } from "../src/tensor/random.ts";
+import { blockCodec } from "../src/tensor/decode.ts";
 import { matmulRange, matmulTsRange, quantizeActivations, type Weight } from "../src/kernels/matmul.ts";
 import { Code, I32, Op, Simd, V128, encodeModule, sleb, uleb } from "../src/kernels/wasm/emitter.ts";
 import { allocTensorBytes, isWasmBuffer, wasmAlloc, wasmMemory } from "../src/kernels/wasm/memory.ts";
 import { MAX_DECODE_TOKENS } from "../src/kernels/wasm/decode-kernels.ts";
 import { type KernelChoice, decodeKernelName, kernelModuleBytes, kernelName, tileKernelName, wasmMatmulRange, wasmRuntime } from "../src/kernels/wasm/runtime.ts";
 
-const TYPES = [GGMLType.Q8_0, GGMLType.Q5_0, GGMLType.Q4_0, GGMLType.Q4_K, GGMLType.Q5_K, GGMLType.Q6_K];
+const TYPES = [GGMLType.Q8_0, GGMLType.Q5_0, GGMLType.Q4_0, GGMLType.Q4_K, GGMLType.Q5_K, GGMLType.Q6_K, GGMLType.IQ4_NL, GGMLType.MXFP4];
 
 function wasmWeight(type: GGMLType, ne0: number, ne1: number, bytes: Uint8Array): Weight {
   const data = allocTensorBytes(bytes.length);
   data.set(bytes);
   return { type, ne0, ne1, data };
+}
+
+/** Random blocks (every bit pattern of quants) or, for types with a quantizer, quantized normal weights. */
+function weightBytes(type: GGMLType, K: number, N: number, seed: number, random: boolean): Uint8Array {
+  return random || !QUANTIZE_TYPES.includes(type) ? randomBlocks(type, K, N, seed) : quantize(type, randn(K * N, seed, 0.2), N, K);
 }
 
 /** Activations with some awkward rows: all zero, one huge value, tiny values. */
@@ -43,14 +49,19 @@ function expectSameBits(a: Float32Array, b: Float32Array, what: string): void {
 
 /**
  * Blocks with every quant and scale at its largest magnitude (random f16 scales): K-quants (Q4_K, Q5_K,
- * Q6_K), and Q8_0 (quants -128), Q5_0 (-16), Q4_0 (-8), those with every 4th block scale at +-65504.
+ * Q6_K), and Q8_0 (quants -128), Q5_0 (-16), Q4_0 (-8), IQ4_NL (-127), those with every 4th block scale at
+ * +-65504; MXFP4 (-12) with the smallest exponents.
  */
 function extremeBlocks(type: GGMLType, K: number, N: number): Uint8Array {
   const bytes = randomBlocks(type, K, N, 77);
-  const q8Family = type === GGMLType.Q8_0 || type === GGMLType.Q5_0 || type === GGMLType.Q4_0;
-  const bs = rowBytes(type, K) / (K / (q8Family ? 32 : 256));
+  const q8Family = type === GGMLType.Q8_0 || type === GGMLType.Q5_0 || type === GGMLType.Q4_0 || type === GGMLType.IQ4_NL;
+  const bs = blockCodec(type)!.typeSize;
   for (let o = 0; o < bytes.length; o += bs) {
-    if (q8Family) {
+    if (type === GGMLType.MXFP4) {
+      // quants -12 (doubled E2M1 -6), exponents 2^-128, 2^-127 (float32 subnormals), 2^-126, 2^22
+      bytes.fill(0xff, o + 1, o + bs);
+      bytes[o] = [0, 1, 2, 150][(o / bs) % 4]!;
+    } else if (q8Family) {
       bytes.fill(type === GGMLType.Q8_0 ? 0x80 : 0, o + 2, o + bs);
       if ((o / bs) % 4 === 1) bytes.set([0xff, (o / bs) % 8 === 1 ? 0xfb : 0x7b], o);
     } else if (type === GGMLType.Q6_K) {
@@ -137,13 +148,13 @@ describe("wasm emitter", () => {
 describe("wasm kernels vs TypeScript kernels (bit-identical)", () => {
   for (const type of TYPES) {
     it(`${typeName(type)}: random blocks and quantized weights, shapes, token counts, row splits`, () => {
-      const bs = type === GGMLType.Q4_K || type === GGMLType.Q5_K || type === GGMLType.Q6_K ? 256 : 32;
+      const bs = blockCodec(type)!.blockSize;
       const u = uniformRng(type + 100);
       let seed = 1;
       for (const K of [bs, 2 * bs, 5 * bs, 2048]) {
         for (const N of [1, 3, 16, 37]) {
           const random = seed % 2 === 0;
-          const bytes = random ? randomBlocks(type, K, N, seed) : quantize(type, randn(K * N, seed, 0.2), N, K);
+          const bytes = weightBytes(type, K, N, seed, random);
           const w = wasmWeight(type, K, N, bytes);
           for (const T of [1, 2, 3, 4, 7]) {
             seed++;
@@ -177,12 +188,12 @@ describe("wasm kernels vs TypeScript kernels (bit-identical)", () => {
   // the batch (tile) kernels, forced for every token count (the dispatcher uses them from 2 or 4 tokens on)
   for (const type of TYPES) {
     it(`${typeName(type)} batch kernel: token counts 1..64, row ranges not starting at 0, odd row counts`, () => {
-      const bs = type === GGMLType.Q4_K || type === GGMLType.Q5_K || type === GGMLType.Q6_K ? 256 : 32;
+      const bs = blockCodec(type)!.blockSize;
       const u = uniformRng(type + 300);
       let seed = 700;
       for (const [K, N] of [[bs, 37], [5 * bs, 3], [2 * bs, 16], [2048, 19]] as const) {
         seed++;
-        const bytes = seed % 2 === 0 ? randomBlocks(type, K, N, seed) : quantize(type, randn(K * N, seed, 0.2), N, K);
+        const bytes = weightBytes(type, K, N, seed, seed % 2 === 0);
         const w = wasmWeight(type, K, N, bytes);
         for (const T of [1, 2, 3, 4, 5, 7, 8, 9, 16, 33, 64]) {
           // Q6_K: the single-token TypeScript kernel rounds (da * d) * isum, the batch one da * (d * isum)
@@ -202,7 +213,7 @@ describe("wasm kernels vs TypeScript kernels (bit-identical)", () => {
       // (ranges of 64 rows or more go two rows at a time: 150 and 131 rows give such ranges, odd ones too)
       for (const [K, N] of [[256, 1], [256, 37], [512, 16], [1280, 7], [2048, 19], [4096, 9], [256, 150], [768, 131]] as const) {
         seed++;
-        const bytes = seed % 2 === 0 ? randomBlocks(type, K, N, seed) : quantize(type, randn(K * N, seed, 0.2), N, K);
+        const bytes = weightBytes(type, K, N, seed, seed % 2 === 0);
         const w = wasmWeight(type, K, N, bytes);
         for (const choice of ["decode", "rows"] as const) compareKernels(w, activations(K, 1, seed), 1, u, `${typeName(type)} ${choice} K=${K} N=${N}`, choice);
       }
@@ -216,15 +227,15 @@ describe("wasm kernels vs TypeScript kernels (bit-identical)", () => {
     });
   }
 
-  // one token of Q8_0, Q5_0, Q4_0: ranges of 64 rows or more go two rows at a time (rows r and r + n / 2)
-  for (const type of [GGMLType.Q8_0, GGMLType.Q5_0, GGMLType.Q4_0]) {
+  // one token of Q8_0, Q5_0, Q4_0, IQ4_NL, MXFP4: ranges of 64 rows or more go two rows at a time (rows r and r + n / 2)
+  for (const type of [GGMLType.Q8_0, GGMLType.Q5_0, GGMLType.Q4_0, GGMLType.IQ4_NL, GGMLType.MXFP4]) {
     it(`${typeName(type)} single token, two rows at a time: ranges of 63 to 150 rows, odd counts, extreme quants and scales`, () => {
       const u = uniformRng(type + 600);
       let seed = 2900;
       // cuts: ranges of 64 (even), 65 and 63 (one row at a time) rows, then random ones
       for (const [K, N, cuts] of [[32, 150, [64, 129]], [2048, 131, [3, 68, 131]], [96, 64, [64]], [4096, 67, []], [160, 200, [63, 127]]] as const) {
         seed++;
-        const bytes = seed % 2 === 0 ? randomBlocks(type, K, N, seed) : quantize(type, randn(K * N, seed, 0.2), N, K);
+        const bytes = weightBytes(type, K, N, seed, seed % 2 === 0);
         const w = wasmWeight(type, K, N, bytes);
         compareKernels(w, activations(K, 1, seed), 1, u, `${typeName(type)} pairs K=${K} N=${N}`, "rows", [...cuts]);
       }
@@ -243,7 +254,7 @@ describe("wasm kernels vs TypeScript kernels (bit-identical)", () => {
       let seed = 1900;
       for (const [K, N] of [[256, 1], [512, 37], [1280, 7], [2048, 5], [768, 131]] as const) {
         seed++;
-        const bytes = seed % 2 === 0 ? randomBlocks(type, K, N, seed) : quantize(type, randn(K * N, seed, 0.2), N, K);
+        const bytes = weightBytes(type, K, N, seed, seed % 2 === 0);
         const w = wasmWeight(type, K, N, bytes);
         for (let T = 2; T <= MAX_DECODE_TOKENS; T++) compareKernels(w, activations(K, T, seed + T), T, u, `${typeName(type)} decode K=${K} N=${N} T=${T}`, "decode");
       }
@@ -266,6 +277,10 @@ describe("wasm kernels vs TypeScript kernels (bit-identical)", () => {
     expect(tileKernelName(GGMLType.Q6_K, 4)).toBe("q6_k");
     expect(tileKernelName(GGMLType.Q6_K, 1)).toBeUndefined();
     expect(tileKernelName(GGMLType.F32, 64)).toBeUndefined();
+    expect(kernelName(GGMLType.MXFP4, 1)).toBe("mxfp4");
+    expect(tileKernelName(GGMLType.MXFP4, 2)).toBeUndefined();
+    expect(tileKernelName(GGMLType.MXFP4, 3)).toBe("mxfp4");
+    expect(tileKernelName(GGMLType.IQ4_NL, 3)).toBe("iq4_nl");
     expect(kernelName(GGMLType.Q6_K, 1)).toBe("q6_k_single");
     expect(decodeKernelName(GGMLType.Q4_K, 1)).toBe("q4_k_1tok");
     expect(decodeKernelName(GGMLType.Q8_0, 1)).toBeUndefined();

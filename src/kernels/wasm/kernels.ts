@@ -9,13 +9,15 @@
  * of every block is computed exactly with i16x8 products (`i32x4.dot_i16x8_s` on sign-extended int8 quants),
  * and the float part is the same f64 expression, in the same order, as the TypeScript code:
  *
- * - Q8_0, Q5_0, Q4_0 (x Q8_0): acc += (dw * da) * isum
+ * - Q8_0, Q5_0, Q4_0, IQ4_NL, MXFP4 (x Q8_0): acc += (dw * da) * isum (MXFP4: dw = 2^(e - 128), exact)
  * - Q4_K, Q5_K (x Q8_K):       acc += da * (dw * isum - dmin * msum)
  * - Q6_K (x Q8_K):             acc += (da * dw) * isum for one token (dot-fused.ts), da * (dw * isum) for a batch
  *
  * with acc a double summed over the blocks of the row in order, rounded once to float32.
  *
- * One token of Q8_0, Q5_0, Q4_0 weights, calls of PAIR_MIN_ROWS rows or more: rows r and r + n / 2 go
+ * IQ4_NL and MXFP4 quants are 4-bit indices into a table of 16 int8 values: one `i8x16.swizzle` per 16.
+ *
+ * One token of Q8_0, Q5_0, Q4_0, IQ4_NL, MXFP4 weights, calls of PAIR_MIN_ROWS rows or more: rows r and r + n / 2 go
  * through the blocks together (two sequential weight streams far apart, as in ./decode-kernels.ts), each
  * activation block loaded once for both, the float part of both rows in the two f64 lanes of a v128.
  * Against one row at a time: 1.1x to 1.45x the speed with weights streamed from memory (K x N = 2048 x 768,
@@ -23,8 +25,8 @@
  * (128 x 64, 64 x 128, 128 x 128, 128 x 4096); single thread, paired medians of CPU time.
  */
 import { Code, F64, I32, Mem, Op, Simd, V128, type FuncDef } from "./emitter.ts";
-import { F16_TABLE_ADDR } from "./layout.ts";
-import { bytesAsI16, f16AsF64, f32AsF64, kQuants16, kScalesMins, q5_0Quants16, q6kVectors } from "./unpack.ts";
+import { KVALUES_IQ4NL, KVALUES_MXFP4 } from "../../tensor/decode.ts";
+import { bytesAsI16, e8m0HalfBits, f16AsF64, f16Bits, f32AsF64, kQuants16, kScalesMins, q5_0Quants16, q6kVectors, splat8, tableQuants16 } from "./unpack.ts";
 
 /** The first parameters of every row kernel here and in ./decode-kernels.ts: the weights and the rows [r0, r1). */
 export const WEIGHT_ROW_PARAMS = {
@@ -100,6 +102,8 @@ interface KernelSpec {
   block: (x: Ctx) => void;
   /** one token: adds the blocks' contributions of two rows to their accumulators (types that have it) */
   pair?: (x: PairCtx) => void;
+  /** emitted once at the kernel's start, before the loops (constants into locals) */
+  init?: (c: Code) => void;
 }
 
 /** 16 quants widened to two i16x8 (locals lo, hi), as they are dotted with the activations. */
@@ -161,34 +165,45 @@ function accQ8(x: Ctx, dw: number): void {
   }
 }
 
-/** Sets w[0], w[1] to the 32 quants of a Q8_0-family block at local wb, widened (values 0..15, 16..31). */
-type BlockQuants = (wb: number, w: [Wide, Wide]) => void;
+/**
+ * Sets w[0], w[1] to the 32 quants of a Q8_0-family block at local wb, widened (values 0..15, 16..31);
+ * `init`, if any, is emitted once at the kernel's start.
+ */
+type BlockQuants = ((wb: number, w: [Wide, Wide]) => void) & { init?: () => void };
+
+/** Pushes the float32 bits (i32) of the scale of the Q8_0-family block at local wb. */
+type ScaleBits = (wb: number) => void;
+
+/** The f16 scale at the block's start (all but MXFP4). */
+const f16Scale = (c: Code): ScaleBits => (wb) => f16Bits(c, wb);
 
 /**
- * Q8_0, Q5_0 and Q4_0 (x Q8_0): the block bodies around `quantsOf`, which unpacks one row's block. Several
+ * Q8_0, Q5_0, Q4_0, IQ4_NL and MXFP4 (x Q8_0): the block bodies around `quantsOf`, which unpacks one
+ * row's block, and `scaleOf`, which reads its scale. Several
  * tokens: as accumulate() does; one token, two rows (`pair`): the token's 32 activations are loaded once
  * for both rows, the two integer sums reduced together, and the float part computed for both rows at once
  * in the two f64 lanes of a v128 (the same IEEE operations in the same order as accQ8).
  */
-function q8FamilySpec(typeSize: number, quantsOf: (c: Code) => BlockQuants): KernelSpec {
-  const L = lazyLocals((c) => ({ quants: quantsOf(c), w: [wide(c), wide(c)] as [Wide, Wide], dw: c.local(F64) }));
+function q8FamilySpec(typeSize: number, quantsOf: (c: Code) => BlockQuants, scaleOf: (c: Code) => ScaleBits = f16Scale): KernelSpec {
+  const L = lazyLocals((c) => ({ quants: quantsOf(c), scale: scaleOf(c), w: [wide(c), wide(c)] as [Wide, Wide], dw: c.local(F64) }));
   const L2 = lazyLocals((c) => ({ a: [c.local(V128), c.local(V128), c.local(V128), c.local(V128)], vacc: [c.local(V128), c.local(V128)], s: c.local(V128) }));
   return {
     typeSize,
     blockSize: 32,
+    init: (c) => L(c).quants.init?.(),
     block(x) {
       const { c } = x;
       const { quants, w, dw } = L(c);
       quants(x.wb, w);
       accumulate(x, [[w[0], 0], [w[1], 16]], true);
       sumTokens(x);
-      f16AsF64(c, x.wb, 0);
-      c.set(dw);
+      L(c).scale(x.wb);
+      c.op(Op.f32ReinterpretI32, Op.f64PromoteF32).set(dw);
       accQ8(x, dw);
     },
     pair(x) {
       const { c } = x;
-      const { quants, w } = L(c);
+      const { quants, scale, w } = L(c);
       const { a, vacc, s } = L2(c);
       a.forEach((ak, k) => c.get(x.aqb).simdMem(Simd.load8x8S, 8 * k).set(ak));
       x.wb.forEach((wb, i) => {
@@ -200,7 +215,7 @@ function q8FamilySpec(typeSize: number, quantsOf: (c: Code) => BlockQuants): Ker
       // acc += (dw * da) * isum, lane i for row i
       c.get(x.acc);
       x.wb.forEach((wb, i) => {
-        c.get(wb).mem(Mem.i32Load16U, 0).i32(2).op(Op.i32Shl).mem(Mem.i32Load, F16_TABLE_ADDR);
+        scale(wb);
         if (i === 0) c.simd(Simd.i32x4Splat);
         else c.lane(Simd.i32x4ReplaceLane, 1);
       });
@@ -230,6 +245,35 @@ function q8_0Spec(): KernelSpec {
       }
     };
   });
+}
+
+/**
+ * IQ4_NL (f16 scale, nibbles at 2) and MXFP4 (E8M0 scale byte, nibbles at 1): 4-bit indices into a table
+ * of 16 int8 values, looked up with one `i8x16.swizzle` per 16 quants.
+ */
+function tableSpec(mxfp4: boolean): KernelSpec {
+  const table = mxfp4 ? KVALUES_MXFP4 : KVALUES_IQ4NL;
+  const scaleOf = mxfp4 ? (c: Code): ScaleBits => {
+    const e = c.local(I32);
+    return (wb) => e8m0HalfBits(c, wb, e);
+  } : f16Scale;
+  return q8FamilySpec(mxfp4 ? 17 : 18, (c) => {
+    const qs = c.local(V128), q = c.local(V128), tab = c.local(V128), m15 = c.local(V128);
+    const quants: BlockQuants = (wb, w) => {
+      c.get(wb).simdMem(Simd.v128Load, mxfp4 ? 1 : 2).set(qs);
+      [true, false].forEach((low, k) => {
+        tableQuants16(c, qs, { table: tab, mask: m15 }, low);
+        c.set(q);
+        widen(c, q, w[k]!);
+      });
+    };
+    quants.init = () => {
+      c.v128Const(table).set(tab);
+      splat8(c, 15);
+      c.set(m15);
+    };
+    return quants;
+  }, scaleOf);
 }
 
 /** Q5_0, or Q4_0 (`four`: nibbles at 2, minus 8, no high bits). */
@@ -373,6 +417,8 @@ function emitKernel(name: string, makeSpec: () => KernelSpec, nTok: number): Fun
   const groupSpec = nTok > 1 ? makeSpec() : undefined;
   const groupToks = Array.from({ length: nTok }, tokenCtx);
   const singleSpec = makeSpec();
+  groupSpec?.init?.(c);
+  singleSpec.init?.(c);
   const singleToks = [tokenCtx()];
   // one token, n >= PAIR_MIN_ROWS rows: rows r and r + h (h = n / 2) go through the blocks together, the
   // remaining row (n odd) with the others below; h = 0 otherwise
@@ -424,6 +470,8 @@ const KERNELS: Record<string, { make: () => KernelSpec; nTok: number }> = {
   q8_0: { make: q8_0Spec, nTok: TOKENS_PER_PASS },
   q5_0: { make: q5_0Spec, nTok: TOKENS_PER_PASS },
   q4_0: { make: () => q5_0Spec(true), nTok: TOKENS_PER_PASS },
+  iq4_nl: { make: () => tableSpec(false), nTok: TOKENS_PER_PASS },
+  mxfp4: { make: () => tableSpec(true), nTok: TOKENS_PER_PASS },
   q4_k: { make: () => q4KSpec(false), nTok: TOKENS_PER_PASS },
   q5_k: { make: () => q4KSpec(true), nTok: TOKENS_PER_PASS },
   q6_k_single: { make: () => q6KSpec(true), nTok: 1 },

@@ -172,6 +172,8 @@ const KERNEL_OF: Partial<Record<GGMLType, string>> = {
   [GGMLType.Q5_0]: "q5_0",
   [GGMLType.Q4_K]: "q4_k",
   [GGMLType.Q5_K]: "q5_k",
+  [GGMLType.IQ4_NL]: "iq4_nl",
+  [GGMLType.MXFP4]: "mxfp4",
 };
 
 /** The kernel for weights of this type and this many tokens, if there is one (and it is adopted). */
@@ -189,6 +191,8 @@ const TILE_OF: Partial<Record<GGMLType, { name: string; minTokens: number }>> = 
   [GGMLType.Q8_0]: { name: "q8_0", minTokens: 4 },
   [GGMLType.Q4_0]: { name: "q4_0", minTokens: 3 },
   [GGMLType.Q5_0]: { name: "q5_0", minTokens: 3 },
+  [GGMLType.IQ4_NL]: { name: "iq4_nl", minTokens: 3 },
+  [GGMLType.MXFP4]: { name: "mxfp4", minTokens: 3 },
   [GGMLType.Q4_K]: { name: "q4_k", minTokens: 2 },
   [GGMLType.Q5_K]: { name: "q5_k", minTokens: 2 },
   [GGMLType.Q6_K]: { name: "q6_k", minTokens: 2 },

@@ -2,14 +2,16 @@
  * How the batch kernels (./tile-kernels.ts) unpack each weight type into a tile: the layout of one
  * (block, row) slot of the tile and the emitter code that fills it from a weight block.
  *
- * - Q8_0, Q4_0, Q5_0 (blocks of 32): 32 int16 quants, then the block scale dw as f64 (slot of 80 bytes);
+ * - Q8_0, Q4_0, Q5_0, IQ4_NL, MXFP4 (blocks of 32): 32 int16 quants, then the block scale dw as f64 (slot
+ *   of 80 bytes);
  * - Q4_K, Q5_K (super-blocks of 256): 256 int16 quants with their sub-block scale multiplied in, the 8
  *   sub-block mins as 16 int16 (each twice: once per group of 16 values), then d and dmin as f64;
  * - Q6_K: 256 int16 quants with their scale multiplied in, then d as f64.
  * Scaled quants stay exact in int16: |scale * q| <= 63 * 31 (Q5_K), 128 * 32 (Q6_K).
  */
-import { Code, I32, Mem, Simd, V128 } from "./emitter.ts";
-import { bytesAsI16, f16AsF64, kQuants16, kScalesMins, q5_0Quants16, q6kVectors } from "./unpack.ts";
+import { Code, I32, Mem, Op, Simd, V128 } from "./emitter.ts";
+import { KVALUES_IQ4NL, KVALUES_MXFP4 } from "../../tensor/decode.ts";
+import { bytesAsI16, e8m0HalfBits, f16AsF64, kQuants16, kScalesMins, q5_0Quants16, q6kVectors, tableQuants16 } from "./unpack.ts";
 
 export interface TileType {
   typeSize: number;
@@ -69,24 +71,50 @@ const q8_0: TileType = {
   },
 };
 
-/** Q5_0, or Q4_0 (`four`). */
-function q5_0(four: boolean): TileType {
-  const L = lazyLocals((c) => ({ qs: c.local(V128), qh: c.local(V128) }));
+/**
+ * A Q8_0-family type whose 32 quants are nibbles in the 16 bytes at qsOff: `quants16` pushes the 16 quants
+ * of the low (called first) or the high nibbles as int8, from local qs holding those bytes; `scaleBits`
+ * pushes the float32 bits of the block scale (default: the f16 at the block's start).
+ */
+function nibbleType(typeSize: number, qsOff: number, quants16: (c: Code, qs: number, wb: number, low: boolean) => void, scaleBits?: (c: Code, wb: number) => void): TileType {
+  const L = lazyLocals((c) => c.local(V128));
   return {
     ...Q8_SLOT,
-    typeSize: four ? 18 : 22,
+    typeSize,
     blockSize: 32,
     decode(c, wb, dst) {
-      const { qs, qh } = L(c);
-      c.get(wb).simdMem(Simd.v128Load, four ? 2 : 6).set(qs);
-      if (!four) c.get(wb).mem(Mem.i32Load, 2).simd(Simd.i32x4Splat).set(qh);
+      const qs = L(c);
+      c.get(wb).simdMem(Simd.v128Load, qsOff).set(qs);
       [true, false].forEach((low, k) => {
-        q5_0Quants16(c, qs, qh, low, four);
+        quants16(c, qs, wb, low);
         storeWidened(c, dst, 16 * k);
       });
-      storeF16AsF64(c, wb, 0, dst, Q8_SLOT.dOff);
+      if (!scaleBits) storeF16AsF64(c, wb, 0, dst, Q8_SLOT.dOff);
+      else {
+        c.get(dst);
+        scaleBits(c, wb);
+        c.op(Op.f32ReinterpretI32, Op.f64PromoteF32).mem(Mem.f64Store, Q8_SLOT.dOff);
+      }
     },
   };
+}
+
+/** Q5_0, or Q4_0 (`four`). */
+function q5_0(four: boolean): TileType {
+  const qhLocal = lazyLocals((c) => c.local(V128));
+  return nibbleType(four ? 18 : 22, four ? 2 : 6, (c, qs, wb, low) => {
+    const qh = qhLocal(c);
+    if (!four && low) c.get(wb).mem(Mem.i32Load, 2).simd(Simd.i32x4Splat).set(qh);
+    q5_0Quants16(c, qs, qh, low, four);
+  });
+}
+
+/** IQ4_NL (f16 scale, nibbles at 2) or MXFP4 (`mxfp4`: E8M0 scale byte, nibbles at 1): table lookups. */
+function tableQuants(mxfp4: boolean): TileType {
+  const table = mxfp4 ? KVALUES_MXFP4 : KVALUES_IQ4NL;
+  const eLocal = lazyLocals((c) => c.local(I32));
+  const scale = mxfp4 ? (c: Code, wb: number) => e8m0HalfBits(c, wb, eLocal(c)) : undefined;
+  return nibbleType(mxfp4 ? 17 : 18, mxfp4 ? 1 : 2, (c, qs, _wb, low) => tableQuants16(c, qs, { table }, low), scale);
 }
 
 /** Stores the 16 int8 quants in local q times the i16x8 in local sv as 16 int16 at dst + off. */
@@ -145,6 +173,8 @@ export const TILE_TYPES: Record<string, TileType> = {
   q8_0,
   q4_0: q5_0(true),
   q5_0: q5_0(false),
+  iq4_nl: tableQuants(false),
+  mxfp4: tableQuants(true),
   q4_k: q4K(false),
   q5_k: q4K(true),
   q6_k: q6K,

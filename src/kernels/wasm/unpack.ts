@@ -136,3 +136,35 @@ export function q6kVectors(c: Code, wb: number, L: { ql0: number; ql1: number; q
     }
   }
 }
+
+/**
+ * Pushes the float32 bits (i32) of an MXFP4 block's scale, half of 2^(e - 127) for the E8M0 byte e at
+ * local wb: 2^(e - 128), as e8m0Half in ../../tensor/decode.ts (e < 2: a float32 subnormal). e: an i32 local.
+ */
+export function e8m0HalfBits(c: Code, wb: number, e: number): void {
+  c.i32(0x200000).get(wb).mem(Mem.i32Load8U, 0).tee(e).op(Op.i32Shl);
+  c.get(e).i32(1).op(Op.i32Sub).i32(23).op(Op.i32Shl);
+  c.get(e).i32(2).op(Op.i32LtU, Op.select);
+}
+
+/** Pushes the float32 bits (i32) of the f16 at address (local wb) + off. */
+export function f16Bits(c: Code, wb: number, off = 0): void {
+  c.get(wb).mem(Mem.i32Load16U, off).i32(2).op(Op.i32Shl).mem(Mem.i32Load, F16_TABLE_ADDR);
+}
+
+/**
+ * Pushes the 16 int8 values table[nibble] of the low (`low`) or high nibbles of the 16 bytes in local qs:
+ * the 4-bit non-linear quants of IQ4_NL, IQ4_XS and MXFP4 (values 0..15 or 16..31 of a block of 32).
+ * The table (16 int8) and the nibble mask (i8x16 of 15): constants, or locals holding them.
+ */
+export function tableQuants16(c: Code, qs: number, k: { table: ArrayLike<number> | number; mask?: number }, low: boolean): void {
+  if (typeof k.table === "number") c.get(k.table);
+  else c.v128Const(k.table);
+  c.get(qs);
+  if (low) {
+    if (k.mask !== undefined) c.get(k.mask);
+    else splat8(c, 15);
+    c.simd(Simd.v128And);
+  } else c.i32(4).simd(Simd.i8x16ShrU);
+  c.simd(Simd.i8x16Swizzle);
+}
