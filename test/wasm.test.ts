@@ -15,7 +15,9 @@ import { allocTensorBytes, isWasmBuffer, wasmAlloc, wasmMemory } from "../src/ke
 import { MAX_DECODE_TOKENS } from "../src/kernels/wasm/decode-kernels.ts";
 import { type KernelChoice, decodeKernelName, kernelModuleBytes, kernelName, tileKernelName, wasmMatmulRange, wasmRuntime } from "../src/kernels/wasm/runtime.ts";
 
-const TYPES = [GGMLType.Q8_0, GGMLType.Q5_0, GGMLType.Q4_0, GGMLType.Q4_K, GGMLType.Q5_K, GGMLType.Q6_K, GGMLType.IQ4_NL, GGMLType.MXFP4];
+/** Types with a batch (tile) kernel, and all the block-quantized types with a row kernel. */
+const TILE_TYPES = [GGMLType.Q8_0, GGMLType.Q5_0, GGMLType.Q4_0, GGMLType.Q4_K, GGMLType.Q5_K, GGMLType.Q6_K, GGMLType.IQ4_NL, GGMLType.MXFP4];
+const TYPES = [...TILE_TYPES, GGMLType.IQ4_XS, GGMLType.Q2_K, GGMLType.Q3_K];
 
 function wasmWeight(type: GGMLType, ne0: number, ne1: number, bytes: Uint8Array): Weight {
   const data = allocTensorBytes(bytes.length);
@@ -50,7 +52,7 @@ function expectSameBits(a: Float32Array, b: Float32Array, what: string): void {
 /**
  * Blocks with every quant and scale at its largest magnitude (random f16 scales): K-quants (Q4_K, Q5_K,
  * Q6_K), and Q8_0 (quants -128), Q5_0 (-16), Q4_0 (-8), IQ4_NL (-127), those with every 4th block scale at
- * +-65504; MXFP4 (-12) with the smallest exponents.
+ * +-65504; MXFP4 (-12) with the smallest exponents; Q2_K, Q3_K, IQ4_XS (random f16 scales).
  */
 function extremeBlocks(type: GGMLType, K: number, N: number): Uint8Array {
   const bytes = randomBlocks(type, K, N, 77);
@@ -67,7 +69,10 @@ function extremeBlocks(type: GGMLType, K: number, N: number): Uint8Array {
     } else if (type === GGMLType.Q6_K) {
       bytes.fill(0xff, o, o + 192);
       bytes.fill(0x80, o + 192, o + 208);
-    } else bytes.fill(0xff, o + 4, o + bs);
+    } else if (type === GGMLType.Q2_K) bytes.fill(0xff, o, o + 80); // scales and mins 15, quants 3
+    else if (type === GGMLType.Q3_K) bytes.fill(0, o, o + 108); // quants -4, scales -32
+    else if (type === GGMLType.IQ4_XS) bytes.fill(0, o + 2, o + bs); // quants -127, scales -32
+    else bytes.fill(0xff, o + 4, o + bs);
   }
   return bytes;
 }
@@ -186,7 +191,7 @@ describe("wasm kernels vs TypeScript kernels (bit-identical)", () => {
   }
 
   // the batch (tile) kernels, forced for every token count (the dispatcher uses them from 2 or 4 tokens on)
-  for (const type of TYPES) {
+  for (const type of TILE_TYPES) {
     it(`${typeName(type)} batch kernel: token counts 1..64, row ranges not starting at 0, odd row counts`, () => {
       const bs = blockCodec(type)!.blockSize;
       const u = uniformRng(type + 300);
@@ -265,6 +270,21 @@ describe("wasm kernels vs TypeScript kernels (bit-identical)", () => {
           const x = new Float32Array(K * T);
           for (let t = 0; t < T; t++) x.fill(t % 2 ? -1 : 1, t * K, (t + 1) * K);
           compareKernels(w, x, T, u, `${typeName(type)} decode extreme N=${N} T=${T}`, "decode");
+        }
+      }
+    });
+  }
+
+  // the row kernels of the K-family types whose scales are read one at a time, at their integer bounds
+  for (const type of [GGMLType.IQ4_XS, GGMLType.Q2_K, GGMLType.Q3_K]) {
+    it(`${typeName(type)} row kernels: extreme quants and scales, 1 to 3 tokens`, () => {
+      const u = uniformRng(type + 800);
+      for (const [K, N] of [[4096, 5], [512, 67]] as const) {
+        const w = wasmWeight(type, K, N, extremeBlocks(type, K, N));
+        for (const T of [1, 2, 3]) {
+          const x = new Float32Array(K * T);
+          for (let t = 0; t < T; t++) x.fill(t % 2 ? -1 : 1, t * K, (t + 1) * K);
+          compareKernels(w, x, T, u, `${typeName(type)} extreme N=${N} T=${T}`, "rows");
         }
       }
     });

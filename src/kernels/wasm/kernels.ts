@@ -75,7 +75,7 @@ interface TokenCtx {
 }
 
 /** Locals a block body may use. */
-interface Ctx {
+export interface Ctx {
   c: Code;
   /** current weight block */
   wb: number;
@@ -95,7 +95,7 @@ interface PairCtx {
   acc: number;
 }
 
-interface KernelSpec {
+export interface KernelSpec {
   typeSize: number;
   blockSize: number;
   /** adds the block's contribution to every token's acc */
@@ -107,10 +107,10 @@ interface KernelSpec {
 }
 
 /** 16 quants widened to two i16x8 (locals lo, hi), as they are dotted with the activations. */
-type Wide = { lo: number; hi: number };
+export type Wide = { lo: number; hi: number };
 
 /** Sets w.lo, w.hi to the int8 quants in local q8 sign-extended to i16 [times the i16x8 in local `scale`]. */
-function widen(c: Code, q8: number, w: Wide, scale?: number): void {
+export function widen(c: Code, q8: number, w: Wide, scale?: number): void {
   c.get(q8).simd(Simd.i16x8ExtendLowI8x16S);
   if (scale !== undefined) c.get(scale).simd(Simd.i16x8Mul);
   c.set(w.lo);
@@ -124,7 +124,7 @@ function widen(c: Code, q8: number, w: Wide, scale?: number): void {
  * with the 16 int8 activations at offset off of the token's block [times the i32x4 in local scale32]. Products and pair sums stay exact:
  * widened (scaled) quants are at most 4096 in magnitude, activations at most 127.
  */
-function accumulate(x: Ctx, parts: [w: Wide, off: number][], first: boolean, scale32?: number): void {
+export function accumulate(x: Ctx, parts: [w: Wide, off: number][], first: boolean, scale32?: number): void {
   const { c } = x;
   for (const tk of x.toks) {
     if (!first) c.get(tk.vacc);
@@ -141,16 +141,16 @@ function accumulate(x: Ctx, parts: [w: Wide, off: number][], first: boolean, sca
 }
 
 /** isum = horizontal sum of vacc, for every token. */
-function sumTokens(x: Ctx): void {
+export function sumTokens(x: Ctx): void {
   for (const tk of x.toks) x.c.get(tk.vacc).sumI32x4().set(tk.isum);
 }
 
-function wide(c: Code): Wide {
+export function wide(c: Code): Wide {
   return { lo: c.local(V128), hi: c.local(V128) };
 }
 
 /** Declares the locals a spec needs, once per kernel (a spec's block is emitted once per kernel). */
-function lazyLocals<T>(make: (c: Code) => T): (c: Code) => T {
+export function lazyLocals<T>(make: (c: Code) => T): (c: Code) => T {
   let v: T | undefined;
   return (c) => (v ??= make(c));
 }
@@ -480,9 +480,14 @@ const KERNELS: Record<string, { make: () => KernelSpec; nTok: number }> = {
 
 /** Every kernel function of the module, and what the dispatcher needs to know about each. */
 export function emitKernels(): { funcs: FuncDef[]; info: Map<string, KernelInfo> } {
+  return emitRowKernels(KERNELS);
+}
+
+/** Row kernels around the given block bodies (see emitKernel), by exported name. */
+export function emitRowKernels(specs: Record<string, { make: () => KernelSpec; nTok: number }>): { funcs: FuncDef[]; info: Map<string, KernelInfo> } {
   const funcs: FuncDef[] = [];
   const info = new Map<string, KernelInfo>();
-  for (const [name, { make, nTok }] of Object.entries(KERNELS)) {
+  for (const [name, { make, nTok }] of Object.entries(specs)) {
     const spec = make();
     funcs.push(emitKernel(name, make, nTok));
     info.set(name, { name, typeSize: spec.typeSize, blockSize: spec.blockSize, tmpPerBlock: 0 });

@@ -16,6 +16,7 @@ import type { Weight } from "../matmul.ts";
 import { encodeModule } from "./emitter.ts";
 import { Wasm, type WasmMemory, type WasmModule } from "./webassembly.ts";
 import { emitKernels, type KernelInfo } from "./kernels.ts";
+import { emitKGroupKernels } from "./kgroup-kernels.ts";
 import { emitTileKernels, stagedBytes, tileBytes, type TileKernelInfo } from "./tile-kernels.ts";
 import { emitFloatKernel } from "./float-kernels.ts";
 import { DECODE_SCRATCH, type DecodeKernelInfo, MAX_DECODE_TOKENS, decodeKernelFor, decodeStagedBytes, emitDecodeKernels, stageDecodeActivations } from "./decode-kernels.ts";
@@ -74,6 +75,9 @@ export function kernelModuleBytes(): Uint8Array<ArrayBuffer> {
  */
 function allKernels(): ReturnType<typeof emitKernels> & { tileInfo: Map<string, TileKernelInfo>; decodeInfo: Map<string, DecodeKernelInfo> } {
   const { funcs, info } = emitKernels();
+  const kGroup = emitKGroupKernels();
+  funcs.push(...kGroup.funcs);
+  for (const [name, i] of kGroup.info) info.set(name, i);
   for (const [name, typeSize] of [["f32", 4], ["f16", 2], ["bf16", 2]] as const) {
     funcs.push(emitFloatKernel(name, name));
     // one "block" per value; the per-row scratch holds the row as float32
@@ -174,12 +178,23 @@ const KERNEL_OF: Partial<Record<GGMLType, string>> = {
   [GGMLType.Q5_K]: "q5_k",
   [GGMLType.IQ4_NL]: "iq4_nl",
   [GGMLType.MXFP4]: "mxfp4",
+  [GGMLType.Q2_K]: "q2_k",
+};
+
+/**
+ * Types with one kernel for one token and another for several: their one-token and batch TypeScript
+ * kernels round their scales in different orders ((da * d) * isum, da * (d * isum)).
+ */
+const SPLIT_KERNEL_OF: Partial<Record<GGMLType, string>> = {
+  [GGMLType.Q6_K]: "q6_k",
+  [GGMLType.Q3_K]: "q3_k",
+  [GGMLType.IQ4_XS]: "iq4_xs",
 };
 
 /** The kernel for weights of this type and this many tokens, if there is one (and it is adopted). */
 export function kernelName(type: GGMLType, nTokens: number): string | undefined {
-  // Q6_K has two: the one-token and the batch TypeScript kernels round their scales in different orders
-  if (type === GGMLType.Q6_K) return nTokens === 1 ? "q6_k_single" : "q6_k_batch";
+  const split = SPLIT_KERNEL_OF[type];
+  if (split) return nTokens === 1 ? `${split}_single` : `${split}_batch`;
   return KERNEL_OF[type];
 }
 
