@@ -17,7 +17,7 @@ import { type KernelChoice, decodeKernelName, kernelModuleBytes, kernelName, til
 
 /** Types with a batch (tile) kernel, and all the block-quantized types with a row kernel. */
 const TILE_TYPES = [GGMLType.Q8_0, GGMLType.Q5_0, GGMLType.Q4_0, GGMLType.Q4_K, GGMLType.Q5_K, GGMLType.Q6_K, GGMLType.IQ4_NL, GGMLType.MXFP4];
-const TYPES = [...TILE_TYPES, GGMLType.IQ4_XS, GGMLType.Q2_K, GGMLType.Q3_K];
+const TYPES = [...TILE_TYPES, GGMLType.Q4_1, GGMLType.Q5_1, GGMLType.IQ4_XS, GGMLType.Q2_K, GGMLType.Q3_K];
 
 function wasmWeight(type: GGMLType, ne0: number, ne1: number, bytes: Uint8Array): Weight {
   const data = allocTensorBytes(bytes.length);
@@ -52,17 +52,23 @@ function expectSameBits(a: Float32Array, b: Float32Array, what: string): void {
 /**
  * Blocks with every quant and scale at its largest magnitude (random f16 scales): K-quants (Q4_K, Q5_K,
  * Q6_K), and Q8_0 (quants -128), Q5_0 (-16), Q4_0 (-8), IQ4_NL (-127), those with every 4th block scale at
- * +-65504; MXFP4 (-12) with the smallest exponents; Q2_K, Q3_K, IQ4_XS (random f16 scales).
+ * +-65504; Q4_1, Q5_1 (15, 31) the same; MXFP4 (-12) with the smallest exponents; Q2_K, Q3_K, IQ4_XS
+ * (random f16 scales).
  */
 function extremeBlocks(type: GGMLType, K: number, N: number): Uint8Array {
   const bytes = randomBlocks(type, K, N, 77);
   const q8Family = type === GGMLType.Q8_0 || type === GGMLType.Q5_0 || type === GGMLType.Q4_0 || type === GGMLType.IQ4_NL;
+  const q8_1Family = type === GGMLType.Q4_1 || type === GGMLType.Q5_1;
   const bs = blockCodec(type)!.typeSize;
   for (let o = 0; o < bytes.length; o += bs) {
     if (type === GGMLType.MXFP4) {
       // quants -12 (doubled E2M1 -6), exponents 2^-128, 2^-127 (float32 subnormals), 2^-126, 2^22
       bytes.fill(0xff, o + 1, o + bs);
       bytes[o] = [0, 1, 2, 150][(o / bs) % 4]!;
+    } else if (q8_1Family) {
+      // quants 15 / 31, every 4th block's d and m +-65504
+      bytes.fill(0xff, o + 4, o + bs);
+      if ((o / bs) % 4 === 1) bytes.set([0xff, (o / bs) % 8 === 1 ? 0xfb : 0x7b, 0xff, 0x7b], o);
     } else if (q8Family) {
       bytes.fill(type === GGMLType.Q8_0 ? 0x80 : 0, o + 2, o + bs);
       if ((o / bs) % 4 === 1) bytes.set([0xff, (o / bs) % 8 === 1 ? 0xfb : 0x7b], o);
@@ -232,8 +238,8 @@ describe("wasm kernels vs TypeScript kernels (bit-identical)", () => {
     });
   }
 
-  // one token of Q8_0, Q5_0, Q4_0, IQ4_NL, MXFP4: ranges of 64 rows or more go two rows at a time (rows r and r + n / 2)
-  for (const type of [GGMLType.Q8_0, GGMLType.Q5_0, GGMLType.Q4_0, GGMLType.IQ4_NL, GGMLType.MXFP4]) {
+  // one token of the 32-value block types: ranges of 64 rows or more go two rows at a time (rows r and r + n / 2)
+  for (const type of [GGMLType.Q8_0, GGMLType.Q5_0, GGMLType.Q4_0, GGMLType.IQ4_NL, GGMLType.MXFP4, GGMLType.Q4_1, GGMLType.Q5_1]) {
     it(`${typeName(type)} single token, two rows at a time: ranges of 63 to 150 rows, odd counts, extreme quants and scales`, () => {
       const u = uniformRng(type + 600);
       let seed = 2900;
@@ -354,7 +360,7 @@ describe("wasm kernels vs TypeScript kernels (bit-identical)", () => {
     }
   });
 
-  it("falls back to TypeScript for weights outside the WASM memory and for types without a kernel", () => {
+  it("falls back to TypeScript for weights outside the WASM memory; every weight type has a kernel", () => {
     const K = 64, N = 4;
     const plain: Weight = { type: GGMLType.Q8_0, ne0: K, ne1: N, data: quantize(GGMLType.Q8_0, randn(K * N, 9), N, K) };
     const act = quantizeActivations(GGMLType.Q8_0, randn(K, 10), 1, K);
@@ -363,11 +369,12 @@ describe("wasm kernels vs TypeScript kernels (bit-identical)", () => {
     matmulRange(plain, act, a, N, 0, N);
     matmulTsRange(plain, act, b, N, 0, N);
     expectSameBits(b, a, "fallback");
-    expect(kernelName(GGMLType.Q2_K, 1)).toBeUndefined();
     const f32Plain: Weight = { type: GGMLType.F32, ne0: K, ne1: N, data: quantize(GGMLType.F32, randn(K * N, 13), N, K) };
     expect(wasmMatmulRange(f32Plain, quantizeActivations(GGMLType.F32, randn(K, 14), 1, K), new Float32Array(N), N, 0, N)).toBe(false);
-    const q2 = wasmWeight(GGMLType.Q2_K, 256, 2, randomBlocks(GGMLType.Q2_K, 256, 2, 11));
-    expect(wasmMatmulRange(q2, quantizeActivations(GGMLType.Q2_K, randn(256, 12), 1, 256), new Float32Array(2), 2, 0, 2)).toBe(false);
+    const weightTypes = Object.values(GGMLType).filter((t): t is GGMLType => typeof t === "number" && blockCodec(t) !== undefined);
+    for (const type of [GGMLType.F32, GGMLType.F16, GGMLType.BF16, ...weightTypes]) {
+      for (const T of [1, 2]) expect(kernelName(type, T), `${typeName(type)} x ${T}`).toBeDefined();
+    }
   });
 });
 

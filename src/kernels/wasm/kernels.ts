@@ -64,7 +64,7 @@ interface TokenCtx {
   aqb: number;
   /** current activation block scale (float32) */
   adb: number;
-  /** current activation block sums (Q8_K: 16 int32) */
+  /** current activation block sums (Q8_K: 16 int32; Q8_1: the float32 s) */
   absb: number;
   /** the f64 accumulator */
   acc: number;
@@ -91,6 +91,8 @@ interface PairCtx {
   aqb: number;
   /** its block scale (float32) */
   adb: number;
+  /** its block sum (Q8_1: float32) */
+  absb: number;
   /** the two rows' f64 accumulators, as the f64x2 lanes 0 and 1 */
   acc: number;
 }
@@ -104,6 +106,11 @@ export interface KernelSpec {
   pair?: (x: PairCtx) => void;
   /** emitted once at the kernel's start, before the loops (constants into locals) */
   init?: (c: Code) => void;
+  /**
+   * bytes per block of the `abs` area: Q8_K's 16 int32 block sums per 256 values (the default,
+   * blockSize / 4), Q8_1's float32 sum s per block (4)
+   */
+  sumsStride?: number;
 }
 
 /** 16 quants widened to two i16x8 (locals lo, hi), as they are dotted with the activations. */
@@ -183,13 +190,15 @@ const f16Scale = (c: Code): ScaleBits => (wb) => f16Bits(c, wb);
  * tokens: as accumulate() does; one token, two rows (`pair`): the token's 32 activations are loaded once
  * for both rows, the two integer sums reduced together, and the float part computed for both rows at once
  * in the two f64 lanes of a v128 (the same IEEE operations in the same order as accQ8).
+ * Q4_1, Q5_1 (x Q8_1; `mOff`: the offset of their f16 m): then acc += m * s, s the activation block sum.
  */
-function q8FamilySpec(typeSize: number, quantsOf: (c: Code) => BlockQuants, scaleOf: (c: Code) => ScaleBits = f16Scale): KernelSpec {
+function q8FamilySpec(typeSize: number, quantsOf: (c: Code) => BlockQuants, scaleOf: (c: Code) => ScaleBits = f16Scale, mOff?: number): KernelSpec {
   const L = lazyLocals((c) => ({ quants: quantsOf(c), scale: scaleOf(c), w: [wide(c), wide(c)] as [Wide, Wide], dw: c.local(F64) }));
   const L2 = lazyLocals((c) => ({ a: [c.local(V128), c.local(V128), c.local(V128), c.local(V128)], vacc: [c.local(V128), c.local(V128)], s: c.local(V128) }));
   return {
     typeSize,
     blockSize: 32,
+    sumsStride: mOff === undefined ? undefined : 4,
     init: (c) => L(c).quants.init?.(),
     block(x) {
       const { c } = x;
@@ -200,6 +209,13 @@ function q8FamilySpec(typeSize: number, quantsOf: (c: Code) => BlockQuants, scal
       L(c).scale(x.wb);
       c.op(Op.f32ReinterpretI32, Op.f64PromoteF32).set(dw);
       accQ8(x, dw);
+      if (mOff === undefined) return;
+      for (const tk of x.toks) {
+        c.get(tk.acc);
+        f16AsF64(c, x.wb, mOff);
+        f32AsF64(c, tk.absb);
+        c.op(Op.f64Mul, Op.f64Add).set(tk.acc);
+      }
     },
     pair(x) {
       const { c } = x;
@@ -226,6 +242,16 @@ function q8FamilySpec(typeSize: number, quantsOf: (c: Code) => BlockQuants, scal
       c.get(v0).get(v1).shuffle(I32_PAIRS_EVEN).get(v0).get(v1).shuffle(I32_PAIRS_ODD).simd(Simd.i32x4Add).tee(s);
       c.get(s).get(s).shuffle(I32_SWAP_HALVES).simd(Simd.i32x4Add).simd(Simd.f64x2ConvertLowI32x4S);
       c.simd(Simd.f64x2Mul).simd(Simd.f64x2Add).set(x.acc);
+      if (mOff === undefined) return;
+      // acc += m * s, lane i for row i
+      c.get(x.acc);
+      x.wb.forEach((wb, i) => {
+        f16Bits(c, wb, mOff);
+        if (i === 0) c.simd(Simd.i32x4Splat);
+        else c.lane(Simd.i32x4ReplaceLane, 1);
+      });
+      c.simd(Simd.f64x2PromoteLowF32x4);
+      c.get(x.absb).simdMem(Simd.load32Splat, 0).simd(Simd.f64x2PromoteLowF32x4).simd(Simd.f64x2Mul).simd(Simd.f64x2Add).set(x.acc);
     },
   };
 }
@@ -276,20 +302,24 @@ function tableSpec(mxfp4: boolean): KernelSpec {
   }, scaleOf);
 }
 
-/** Q5_0, or Q4_0 (`four`: nibbles at 2, minus 8, no high bits). */
-function q5_0Spec(four = false): KernelSpec {
-  return q8FamilySpec(four ? 18 : 22, (c) => {
+/**
+ * Q5_0, or Q4_0 (`four`: nibbles at 2, minus 8, no high bits); `one`: Q5_1, Q4_1 (an f16 m at 2, the
+ * rest 2 bytes later, no bias).
+ */
+function q5_0Spec(four = false, one = false): KernelSpec {
+  const at = one ? 2 : 0;
+  return q8FamilySpec((four ? 18 : 22) + at, (c) => {
     const qs = c.local(V128), qh = c.local(V128), q = c.local(V128);
     return (wb, w) => {
-      c.get(wb).simdMem(Simd.v128Load, four ? 2 : 6).set(qs);
-      if (!four) c.get(wb).mem(Mem.i32Load, 2).simd(Simd.i32x4Splat).set(qh);
+      c.get(wb).simdMem(Simd.v128Load, (four ? 2 : 6) + at).set(qs);
+      if (!four) c.get(wb).mem(Mem.i32Load, 2 + at).simd(Simd.i32x4Splat).set(qh);
       [true, false].forEach((low, k) => {
-        q5_0Quants16(c, qs, qh, low, four);
+        q5_0Quants16(c, qs, qh, low, four, one ? 0 : undefined);
         c.set(q);
         widen(c, q, w[k]!);
       });
     };
-  });
+  }, f16Scale, one ? 2 : undefined);
 }
 
 /**
@@ -399,12 +429,12 @@ function emitKernel(name: string, makeSpec: () => KernelSpec, nTok: number): Fun
         c.f64(0).set(tk.acc);
         c.get(P.aq).get(t).i32(i).op(Op.i32Add).tee(tk.isum).get(P.K).op(Op.i32Mul, Op.i32Add).set(tk.aqb);
         c.get(P.ad).get(tk.isum).get(P.nb).op(Op.i32Mul).i32(2).op(Op.i32Shl, Op.i32Add).set(tk.adb);
-        c.get(P.abs).get(tk.isum).get(P.K).op(Op.i32Mul).i32(2).op(Op.i32ShrU, Op.i32Add).set(tk.absb); // K/16 int32 per token
+        c.get(P.abs).get(tk.isum).get(P.nb).op(Op.i32Mul).i32(sumsStride(spec)).op(Op.i32Mul, Op.i32Add).set(tk.absb);
       });
       c.forLoop(b, () => c.i32(0), param(P.nb), 1, () => {
         spec.block(x);
         c.inc(x.wb, spec.typeSize);
-        for (const tk of toks) c.inc(tk.aqb, spec.blockSize).inc(tk.adb, 4).inc(tk.absb, spec.blockSize / 4);
+        for (const tk of toks) c.inc(tk.aqb, spec.blockSize).inc(tk.adb, 4).inc(tk.absb, sumsStride(spec));
       });
       // out[(t + i) * nRows + r - r0] = f32(acc)
       toks.forEach((tk, i) => {
@@ -425,15 +455,17 @@ function emitKernel(name: string, makeSpec: () => KernelSpec, nTok: number): Fun
   const h = c.local(I32);
   if (singleSpec.pair) {
     const pair = singleSpec.pair;
-    const x: PairCtx = { c, wb: [c.local(I32), c.local(I32)], aqb: c.local(I32), adb: c.local(I32), acc: c.local(V128) };
+    const x: PairCtx = { c, wb: [c.local(I32), c.local(I32)], aqb: c.local(I32), adb: c.local(I32), absb: c.local(I32), acc: c.local(V128) };
     c.get(nRows).i32(1).op(Op.i32ShrU).i32(0);
     c.get(nRows).i32(PAIR_MIN_ROWS).op(Op.i32GeS).get(P.T).i32(1).op(Op.i32Eq, Op.i32And, Op.select).set(h);
     c.forLoop(r, param(P.r0), () => c.get(P.r0).get(h).op(Op.i32Add), 1, () => {
       c.get(P.w).get(r).get(P.rb).op(Op.i32Mul, Op.i32Add).tee(x.wb[0]).get(h).get(P.rb).op(Op.i32Mul, Op.i32Add).set(x.wb[1]);
       c.get(P.aq).set(x.aqb).get(P.ad).set(x.adb).v128Const(new Array(16).fill(0)).set(x.acc);
+      if (singleSpec.sumsStride !== undefined) c.get(P.abs).set(x.absb);
       c.forLoop(b, () => c.i32(0), param(P.nb), 1, () => {
         pair(x);
         c.inc(x.wb[0], singleSpec.typeSize).inc(x.wb[1], singleSpec.typeSize).inc(x.aqb, singleSpec.blockSize).inc(x.adb, 4);
+        if (singleSpec.sumsStride !== undefined) c.inc(x.absb, singleSpec.sumsStride);
       });
       // out[r - r0] = f32(lane 0), out[r + h - r0] = f32(lane 1)
       for (const lane of [0, 1]) {
@@ -451,6 +483,8 @@ function emitKernel(name: string, makeSpec: () => KernelSpec, nTok: number): Fun
   });
   return { name, params: new Array(N_PARAMS).fill(I32), results: [], code: c };
 }
+
+const sumsStride = (spec: KernelSpec): number => spec.sumsStride ?? spec.blockSize / 4;
 
 /** Fewest rows of a one-token call computed two at a time (fewer: a second weight stream's start costs more). */
 const PAIR_MIN_ROWS = 64;
@@ -470,6 +504,8 @@ const KERNELS: Record<string, { make: () => KernelSpec; nTok: number }> = {
   q8_0: { make: q8_0Spec, nTok: TOKENS_PER_PASS },
   q5_0: { make: q5_0Spec, nTok: TOKENS_PER_PASS },
   q4_0: { make: () => q5_0Spec(true), nTok: TOKENS_PER_PASS },
+  q5_1: { make: () => q5_0Spec(false, true), nTok: TOKENS_PER_PASS },
+  q4_1: { make: () => q5_0Spec(true, true), nTok: TOKENS_PER_PASS },
   iq4_nl: { make: () => tableSpec(false), nTok: TOKENS_PER_PASS },
   mxfp4: { make: () => tableSpec(true), nTok: TOKENS_PER_PASS },
   q4_k: { make: () => q4KSpec(false), nTok: TOKENS_PER_PASS },

@@ -179,6 +179,8 @@ const KERNEL_OF: Partial<Record<GGMLType, string>> = {
   [GGMLType.IQ4_NL]: "iq4_nl",
   [GGMLType.MXFP4]: "mxfp4",
   [GGMLType.Q2_K]: "q2_k",
+  [GGMLType.Q4_1]: "q4_1",
+  [GGMLType.Q5_1]: "q5_1",
 };
 
 /**
@@ -296,11 +298,11 @@ export function wasmMatmulRange(w: Weight, act: Activations, out: Float32Array, 
   // F16/BF16 at an odd address: the TypeScript kernels take another path (other sums) for few tokens
   if (typeSize === 2 && w.data.byteOffset % 2 !== 0) return false;
   // scratch layout: quants (float: values), scales (float: values of 4-token groups interleaved), block sums
-  // (Q8_K), per-row scratch, output
+  // (Q8_K; Q8_1: the block sums s), per-row scratch, output
   const nGrouped = isFloat ? 4 * Math.floor(T / 4) : 0;
   const qsBytes = align64(isFloat ? T * K * 4 : T * K);
   const dBytes = align64(isFloat ? nGrouped * K * 4 : T * nb * 4);
-  const bsBytes = act.bsums.length > 0 ? align64(T * (K / 16) * 4) : 0;
+  const bsBytes = act.bsums.length > 0 ? align64(T * (K / 16) * 4) : act.s.length > 0 ? align64(T * nb * 4) : 0;
   const tmpBytes = align64(nb * tmpPerBlock);
   const base = scratchAddr(rt, qsBytes + dBytes + bsBytes + tmpBytes + T * nRows * 4);
   if (base === undefined) return false;
@@ -311,7 +313,8 @@ export function wasmMatmulRange(w: Weight, act: Activations, out: Float32Array, 
     else {
       new Int8Array(buf, aq, T * K).set(act.qs.subarray(0, T * K));
       new Float32Array(buf, ad, T * nb).set(act.d.subarray(0, T * nb));
-      if (bsBytes) new Int32Array(buf, abs, T * (K / 16)).set(act.bsums.subarray(0, T * (K / 16)));
+      if (act.bsums.length > 0) new Int32Array(buf, abs, T * (K / 16)).set(act.bsums.subarray(0, T * (K / 16)));
+      else if (act.s.length > 0) new Float32Array(buf, abs, T * nb).set(act.s.subarray(0, T * nb));
     }
     rt.copiedAct = act;
     rt.copiedAs = "rows";

@@ -34,8 +34,9 @@ const BIT_OF_LANE = [1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128];
 /**
  * Q5_0 / Q4_0 (`four`) block: pushes its 16 low-nibble quants (`low`) or 16 high-nibble quants as int8,
  * bias removed. qs: local holding the 16 nibble bytes; qh: local holding the 32 high bits splatted (Q5_0).
+ * `bias`: subtracted (default 16, Q4_0 8; Q5_1, Q4_1: 0).
  */
-export function q5_0Quants16(c: Code, qs: number, qh: number, low: boolean, four: boolean): void {
+export function q5_0Quants16(c: Code, qs: number, qh: number, low: boolean, four: boolean, bias = four ? 8 : 16): void {
   // nibble | (high bit << 4), minus 16 (Q4_0: nibble minus 8)
   c.get(qs);
   if (low) {
@@ -47,7 +48,8 @@ export function q5_0Quants16(c: Code, qs: number, qh: number, low: boolean, four
     splat8(c, 16);
     c.simd(Simd.v128And).simd(Simd.v128Or);
   }
-  splat8(c, four ? 8 : 16);
+  if (bias === 0) return;
+  splat8(c, bias);
   c.simd(Simd.i8x16Sub);
 }
 
