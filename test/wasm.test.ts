@@ -16,8 +16,11 @@ import { MAX_DECODE_TOKENS } from "../src/kernels/wasm/decode-kernels.ts";
 import { type KernelChoice, decodeKernelName, kernelModuleBytes, kernelName, tileKernelName, wasmMatmulRange, wasmRuntime } from "../src/kernels/wasm/runtime.ts";
 
 /** Types with a batch (tile) kernel, and all the block-quantized types with a row kernel. */
-const TILE_TYPES = [GGMLType.Q8_0, GGMLType.Q5_0, GGMLType.Q4_0, GGMLType.Q4_K, GGMLType.Q5_K, GGMLType.Q6_K, GGMLType.IQ4_NL, GGMLType.MXFP4];
-const TYPES = [...TILE_TYPES, GGMLType.Q4_1, GGMLType.Q5_1, GGMLType.IQ4_XS, GGMLType.Q2_K, GGMLType.Q3_K];
+const TILE_TYPES = [
+  GGMLType.Q8_0, GGMLType.Q5_0, GGMLType.Q4_0, GGMLType.Q4_K, GGMLType.Q5_K, GGMLType.Q6_K, GGMLType.IQ4_NL, GGMLType.MXFP4,
+  GGMLType.IQ4_XS, GGMLType.Q2_K, GGMLType.Q3_K,
+];
+const TYPES = [...TILE_TYPES, GGMLType.Q4_1, GGMLType.Q5_1];
 
 function wasmWeight(type: GGMLType, ne0: number, ne1: number, bytes: Uint8Array): Weight {
   const data = allocTensorBytes(bytes.length);
@@ -207,9 +210,9 @@ describe("wasm kernels vs TypeScript kernels (bit-identical)", () => {
         const bytes = weightBytes(type, K, N, seed, seed % 2 === 0);
         const w = wasmWeight(type, K, N, bytes);
         for (const T of [1, 2, 3, 4, 5, 7, 8, 9, 16, 33, 64]) {
-          // Q6_K: the single-token TypeScript kernel rounds (da * d) * isum, the batch one da * (d * isum)
-          // (the tile kernel's formula); the dispatcher never sends one token to a tile kernel
-          if (type === GGMLType.Q6_K && T === 1) continue;
+          // Q6_K, Q3_K, IQ4_XS: the single-token TypeScript kernel rounds (da * d) * isum, the batch one
+          // da * (d * isum) (the tile kernel's formula); the dispatcher never sends one token to a tile kernel
+          if (T === 1 && kernelName(type, 1) !== kernelName(type, 2)) continue;
           compareKernels(w, activations(K, T, seed + T), T, u, `${typeName(type)} tile K=${K} N=${N} T=${T}`, "tile");
         }
       }
@@ -283,14 +286,14 @@ describe("wasm kernels vs TypeScript kernels (bit-identical)", () => {
 
   // the row kernels of the K-family types whose scales are read one at a time, at their integer bounds
   for (const type of [GGMLType.IQ4_XS, GGMLType.Q2_K, GGMLType.Q3_K]) {
-    it(`${typeName(type)} row kernels: extreme quants and scales, 1 to 3 tokens`, () => {
+    it(`${typeName(type)} row and batch kernels: extreme quants and scales`, () => {
       const u = uniformRng(type + 800);
       for (const [K, N] of [[4096, 5], [512, 67]] as const) {
         const w = wasmWeight(type, K, N, extremeBlocks(type, K, N));
-        for (const T of [1, 2, 3]) {
+        for (const [T, choice] of [[1, "rows"], [2, "rows"], [3, "rows"], [2, "tile"], [5, "tile"]] as const) {
           const x = new Float32Array(K * T);
           for (let t = 0; t < T; t++) x.fill(t % 2 ? -1 : 1, t * K, (t + 1) * K);
-          compareKernels(w, x, T, u, `${typeName(type)} extreme N=${N} T=${T}`, "rows");
+          compareKernels(w, x, T, u, `${typeName(type)} extreme N=${N} T=${T} ${choice}`, choice);
         }
       }
     });
@@ -307,6 +310,10 @@ describe("wasm kernels vs TypeScript kernels (bit-identical)", () => {
     expect(tileKernelName(GGMLType.MXFP4, 2)).toBeUndefined();
     expect(tileKernelName(GGMLType.MXFP4, 3)).toBe("mxfp4");
     expect(tileKernelName(GGMLType.IQ4_NL, 3)).toBe("iq4_nl");
+    expect(kernelName(GGMLType.IQ4_XS, 1)).toBe("iq4_xs_single");
+    expect(kernelName(GGMLType.Q3_K, 2)).toBe("q3_k_batch");
+    expect(tileKernelName(GGMLType.Q2_K, 2)).toBe("q2_k");
+    expect(tileKernelName(GGMLType.Q4_1, 64)).toBeUndefined();
     expect(kernelName(GGMLType.Q6_K, 1)).toBe("q6_k_single");
     expect(decodeKernelName(GGMLType.Q4_K, 1)).toBe("q4_k_1tok");
     expect(decodeKernelName(GGMLType.Q8_0, 1)).toBeUndefined();

@@ -16,8 +16,11 @@ import { type Ctx, type KernelInfo, type KernelSpec, TOKENS_PER_PASS, accumulate
 import type { FuncDef } from "./emitter.ts";
 import { f16AsF64, f32AsF64, splat8, tableQuants16 } from "./unpack.ts";
 
-/** What a type's block body needs: its runs of vectors, how to unpack them, their scales, its floats. */
-interface KGroupType {
+/**
+ * What a type's block body needs: its runs of vectors, how to unpack them, their scales, its floats (also
+ * what the batch kernels' tiles are unpacked with, see ./tile-types.ts).
+ */
+export interface KGroupType {
   typeSize: number;
   /** runs of vectors sharing a scale, each vector named by its first value's index in the super-block */
   runs: number[][];
@@ -89,7 +92,7 @@ const VECTORS = Array.from({ length: 16 }, (_, g) => [16 * g]);
  * IQ4_XS: f16 d at 0, the 2-bit high parts of the 8 scales at 2 (u16), their 4-bit low parts at 4, the
  * nibbles of sub-block ib at 8 + 16 ib.
  */
-const IQ4_XS: KGroupType = {
+export const IQ4_XS: KGroupType = {
   typeSize: 136,
   runs: Array.from({ length: 8 }, (_, ib) => [32 * ib, 32 * ib + 16]),
   dOff: 0,
@@ -124,7 +127,7 @@ const IQ4_XS: KGroupType = {
  * Q3_K: minus 4 where bit 4h + s of the hmask byte at 16 k + l is clear; 6-bit scales at 96 (see q3kScale
  * in ../../tensor/decode.ts), d at 108. Q2_K: scale (low nibble) and min (high) bytes at g, d at 80, dmin at 82.
  */
-function lowBit(q3: boolean): KGroupType {
+export function lowBit(q3: boolean): KGroupType {
   return {
     typeSize: q3 ? 110 : 84,
     runs: VECTORS,

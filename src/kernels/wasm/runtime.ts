@@ -213,6 +213,9 @@ const TILE_OF: Partial<Record<GGMLType, { name: string; minTokens: number }>> = 
   [GGMLType.Q4_K]: { name: "q4_k", minTokens: 2 },
   [GGMLType.Q5_K]: { name: "q5_k", minTokens: 2 },
   [GGMLType.Q6_K]: { name: "q6_k", minTokens: 2 },
+  [GGMLType.IQ4_XS]: { name: "iq4_xs", minTokens: 2 },
+  [GGMLType.Q3_K]: { name: "q3_k", minTokens: 2 },
+  [GGMLType.Q2_K]: { name: "q2_k", minTokens: 2 },
 };
 
 /** The batch (tile) kernel for weights of this type and this many tokens, if it is the one to use. */

@@ -6,11 +6,13 @@
  *   of 80 bytes);
  * - Q4_K, Q5_K (super-blocks of 256): 256 int16 quants with their sub-block scale multiplied in, the 8
  *   sub-block mins as 16 int16 (each twice: once per group of 16 values), then d and dmin as f64;
- * - Q6_K: 256 int16 quants with their scale multiplied in, then d as f64.
+ * - Q6_K, Q3_K, IQ4_XS: 256 int16 quants with their scale multiplied in, then d as f64;
+ * - Q2_K: as Q4_K, with 16 different mins.
  * Scaled quants stay exact in int16: |scale * q| <= 63 * 31 (Q5_K), 128 * 32 (Q6_K).
  */
 import { Code, I32, Mem, Op, Simd, V128 } from "./emitter.ts";
 import { KVALUES_IQ4NL, KVALUES_MXFP4 } from "../../tensor/decode.ts";
+import { IQ4_XS, type KGroupType, lowBit } from "./kgroup-kernels.ts";
 import { bytesAsI16, e8m0HalfBits, f16AsF64, kQuants16, kScalesMins, q5_0Quants16, q6kVectors, tableQuants16 } from "./unpack.ts";
 
 export interface TileType {
@@ -168,6 +170,42 @@ const q6K: TileType = {
   },
 };
 
+/**
+ * IQ4_XS, Q3_K (no mins: Q6_K's layout) and Q2_K (Q4_K's layout, one min per group of 16), unpacked with
+ * the emitters of their row kernels (./kgroup-kernels.ts).
+ */
+function kGroupTile(t: KGroupType): TileType {
+  const L = lazyLocals((c) => ({ e: t.make(c), q: c.local(V128), sv: c.local(V128) }));
+  const hasMins = t.dminOff !== undefined;
+  return {
+    typeSize: t.typeSize,
+    blockSize: 256,
+    slot: hasMins ? 560 : 528,
+    dOff: hasMins ? 544 : 512,
+    mins: hasMins ? { off: 512, dminOff: 552 } : undefined,
+    decode(c, wb, dst) {
+      const { e, q, sv } = L(c);
+      e.init?.();
+      t.runs.forEach((run, i) => {
+        e.scale(wb, i);
+        c.simd(Simd.i16x8Splat).set(sv);
+        for (const v of run) {
+          e.quants(wb, v);
+          c.set(q);
+          storeScaled(c, q, sv, dst, 2 * v);
+        }
+      });
+      storeF16AsF64(c, wb, t.dOff, dst, hasMins ? 544 : 512);
+      if (!hasMins) return;
+      // the 16 mins (the high nibbles of the scale bytes at the block's start) as int16
+      c.get(wb).simdMem(Simd.v128Load, 0).i32(4).simd(Simd.i8x16ShrU).set(q);
+      c.get(dst).get(q).simd(Simd.i16x8ExtendLowI8x16U).simdMem(Simd.v128Store, 512);
+      c.get(dst).get(q).simd(Simd.i16x8ExtendHighI8x16U).simdMem(Simd.v128Store, 528);
+      storeF16AsF64(c, wb, t.dminOff!, dst, 552);
+    },
+  };
+}
+
 /** The tile layout of every type with a batch kernel, by kernel name. */
 export const TILE_TYPES: Record<string, TileType> = {
   q8_0,
@@ -178,4 +216,7 @@ export const TILE_TYPES: Record<string, TileType> = {
   q4_k: q4K(false),
   q5_k: q4K(true),
   q6_k: q6K,
+  iq4_xs: kGroupTile(IQ4_XS),
+  q3_k: kGroupTile(lowBit(true)),
+  q2_k: kGroupTile(lowBit(false)),
 };
