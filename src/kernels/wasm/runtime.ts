@@ -5,7 +5,8 @@
  * kernel for a row range and copies the results out. Single tokens of Q4_K/Q5_K/Q6_K weights go through
  * the decode kernels (./decode-kernels.ts), and so do batches of 2 to 4 tokens of them (DECODE_OF); other
  * single tokens (and small batches of some types) go through the row kernels (./kernels.ts,
- * ./float-kernels.ts), batches of block-quantized types through the batch kernels (./tile-kernels.ts); the
+ * ./kgroup-kernels.ts, ./float-kernels.ts), batches of block-quantized types (but Q4_1, Q5_1) through the
+ * batch kernels (./tile-kernels.ts); the
  * decode and batch kernels' activations are staged once per product and thread.
  * `wasmMatmulRange` returns false (and does nothing) whenever the WASM path does not apply, so the caller
  * falls back to the TypeScript kernels.
