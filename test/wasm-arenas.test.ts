@@ -107,19 +107,20 @@ describe("the reference-kernel report", () => {
   ];
 
   it("names tensors without a WASM kernel; skips vectors and the looked-up token embedding", () => {
+    // every type tsmoe multiplies has a WASM kernel: IQ2_XXS (which it does not multiply) stands for one without
     const tensors = new Map([
-      entry("token_embd.weight", GGMLType.Q2_K, [256, 100], 8400),
+      entry("token_embd.weight", GGMLType.IQ2_XXS, [256, 100], 8400),
       entry("output.weight", GGMLType.Q8_0, [256, 100], 27200),
-      entry("blk.0.ffn_up_exps.weight", GGMLType.Q2_K, [256, 64, 8], 43008),
-      entry("blk.0.ffn_down_exps.weight", GGMLType.Q2_K, [64, 256, 8], 43008),
+      entry("blk.0.ffn_up_exps.weight", GGMLType.IQ2_XXS, [256, 64, 8], 43008),
+      entry("blk.0.ffn_down_exps.weight", GGMLType.IQ2_XXS, [64, 256, 8], 43008),
       entry("blk.0.attn_norm.weight", GGMLType.F32, [256], 1024),
     ]);
     const r = referenceKernels(tensors, false);
     expect(r.tensors).toBe(3);
     if (wasmDisabled()) return;
-    expect(r.slow).toEqual([{ reason: "no WASM kernel for Q2_K", tensors: 2, bytes: 86016 }]);
+    expect(r.slow).toEqual([{ reason: "no WASM kernel for IQ2_XXS", tensors: 2, bytes: 86016 }]);
     expect(formatReferenceKernels(r)).toBe(
-      "2 of 3 weight tensors (84.00 KiB of 110.56 KiB) run on the slower TypeScript reference kernels: no WASM kernel for Q2_K (2 tensors, 84.00 KiB)",
+      "2 of 3 weight tensors (84.00 KiB of 110.56 KiB) run on the slower TypeScript reference kernels: no WASM kernel for IQ2_XXS (2 tensors, 84.00 KiB)",
     );
     tensors.delete("blk.0.ffn_up_exps.weight");
     tensors.delete("blk.0.ffn_down_exps.weight");
