@@ -12,6 +12,8 @@
  * - Q8_0, Q5_0, Q4_0, IQ4_NL, MXFP4 (x Q8_0): acc += (dw * da) * isum (MXFP4: dw = 2^(e - 128), exact)
  * - Q4_K, Q5_K (x Q8_K):       acc += da * (dw * isum - dmin * msum)
  * - Q6_K (x Q8_K):             acc += (da * dw) * isum for one token (dot-fused.ts), da * (dw * isum) for a batch
+ * - Q4_1, Q5_1 (x Q8_1):       acc += (dw * da) * isum, then acc += m * s (s: the activation block sum)
+ * (IQ4_XS, Q3_K, Q2_K: ./kgroup-kernels.ts, with the loops of this file)
  *
  * with acc a double summed over the blocks of the row in order, rounded once to float32.
  *
