@@ -141,21 +141,26 @@ function writeEntry(out: ByteSink, e: MetaEntry): void {
 
 const pad = (n: number, align: number): number => Math.ceil(n / align) * align;
 
-/** Checks a tensor's shape against its type and byte count; returns its size in bytes. */
-function tensorBytes(t: TensorToWrite): number {
+/** A tensor's name, type and shape (ggml order: shape[0] (ne0) is the row length). */
+export type TensorInfo = Omit<TensorToWrite, "data">;
+
+/** A tensor whose bytes come as a sequence of chunks (each written before the next is asked for). */
+export interface StreamedTensor extends TensorInfo {
+  chunks: () => Iterable<Uint8Array>;
+}
+
+/** Checks a tensor's shape against its type; returns its size in bytes. */
+export function tensorByteSize(t: TensorInfo): number {
   const traits = typeTraits(t.type);
   if (!traits) throw new TsmoeError(`gguf writer: tensor '${t.name}' has unknown type ${t.type}`);
   const n = t.shape.reduce((a, b) => a * b, 1);
   if ((t.shape[0] ?? 1) % traits.blockSize !== 0)
     throw new TsmoeError(`gguf writer: tensor '${t.name}' row length ${t.shape[0]} is not a multiple of ${typeName(t.type)}'s block size`);
-  const nBytes = (n / traits.blockSize) * traits.typeSize;
-  if (t.data.byteLength !== nBytes)
-    throw new TsmoeError(`gguf writer: tensor '${t.name}' (${t.shape.join("x")} ${traits.name}) needs ${nBytes} bytes, got ${t.data.byteLength}`);
-  return nBytes;
+  return (n / traits.blockSize) * traits.typeSize;
 }
 
-/** Writes a GGUF v3 file. `metadata` is written in the given order; `general.alignment` (uint32) sets the padding. */
-export function writeGguf(path: string, metadata: MetaEntry[], tensors: TensorToWrite[]): void {
+/** The file's header (metadata and tensor infos, padded to the alignment), its alignment and each tensor's size. */
+function ggufHeader(metadata: MetaEntry[], tensors: TensorInfo[]): { header: Buffer; alignment: number; sizes: number[] } {
   const alignEntry = metadata.find((e) => e.key === "general.alignment");
   const alignment = alignEntry ? Number(alignEntry.value) : GGUF_DEFAULT_ALIGNMENT;
   if (!Number.isInteger(alignment) || alignment <= 0 || (alignment & (alignment - 1)) !== 0)
@@ -171,7 +176,7 @@ export function writeGguf(path: string, metadata: MetaEntry[], tensors: TensorTo
   for (const e of metadata) writeEntry(out, e);
   let offset = 0;
   const sizes = tensors.map((t) => {
-    const nBytes = tensorBytes(t);
+    const nBytes = tensorByteSize(t);
     out.str(t.name);
     out.u32(t.shape.length);
     for (const d of t.shape) out.u64(d);
@@ -181,13 +186,40 @@ export function writeGguf(path: string, metadata: MetaEntry[], tensors: TensorTo
     return nBytes;
   });
   out.zeros(pad(out.length, alignment) - out.length);
+  return { header: out.bytes(), alignment, sizes };
+}
 
+/** Writes a GGUF v3 file. `metadata` is written in the given order; `general.alignment` (uint32) sets the padding. */
+export function writeGguf(path: string, metadata: MetaEntry[], tensors: TensorToWrite[]): void {
+  for (const t of tensors) {
+    const nBytes = tensorByteSize(t);
+    if (t.data.byteLength !== nBytes)
+      throw new TsmoeError(`gguf writer: tensor '${t.name}' (${t.shape.join("x")} ${typeName(t.type)}) needs ${nBytes} bytes, got ${t.data.byteLength}`);
+  }
+  writeGgufStreamed(
+    path,
+    metadata,
+    tensors.map((t) => ({ name: t.name, type: t.type, shape: t.shape, chunks: () => [t.data] })),
+  );
+}
+
+/**
+ * Writes a GGUF v3 file whose tensor data is produced chunk by chunk (memory stays bounded by the largest
+ * chunk): each tensor's chunks must add up to exactly its size.
+ */
+export function writeGgufStreamed(path: string, metadata: MetaEntry[], tensors: StreamedTensor[]): void {
+  const { header, alignment, sizes } = ggufHeader(metadata, tensors);
   const fd = openSync(path, "w");
   try {
-    writeAll(fd, out.bytes());
+    writeAll(fd, header);
     const zeros = new Uint8Array(alignment);
     tensors.forEach((t, i) => {
-      writeAll(fd, t.data);
+      let written = 0;
+      for (const chunk of t.chunks()) {
+        writeAll(fd, chunk);
+        written += chunk.byteLength;
+      }
+      if (written !== sizes[i]) throw new TsmoeError(`gguf writer: tensor '${t.name}' needs ${sizes[i]} bytes, got ${written}`);
       writeAll(fd, zeros.subarray(0, pad(sizes[i]!, alignment) - sizes[i]!));
     });
   } finally {
