@@ -3,12 +3,13 @@
  *   npx tsx bench/vs-llamacpp.ts [--threads 2] [--layers 2] [--reps 3] [--models olmoe,qwen3moe]
  *                                [--types Q8_0,Q4_K_M] [--write]
  *
- * Models: seeded random weights with the real models' shapes, cut to a few layers (cached in the OS temp
- * dir): OLMoE-1B-7B (n_embd 2048, 16 heads of 128, 64 experts of 1024, top-8) and Qwen3-30B-A3B (n_embd
+ * Models: random weights with the real models' shapes (bench/real-shapes.ts, written by bench/make-model.ts),
+ * cut to a few layers (cached in the OS temp dir): OLMoE-1B-7B (n_embd 2048, 16 heads of 128, 64 experts of 1024, top-8) and Qwen3-30B-A3B (n_embd
  * 2048, 32 query / 4 KV heads of 128, 128 experts of 768, top-8). The vocabulary is cut to 2048: with 2
  * of the real models' 16 / 48 layers a full vocabulary (50k / 152k) would make the output layer most of a
  * token's work; at 2048 it is ~3% (~10% in the full models). Types: Q8_0 everywhere, or Q4_K_M-like (Q4_K, with
  * Q6_K for output, attn_v and ffn_down in llama-quantize's "more bits" layers).
+ * `--full [options of bench/full-size.ts]` measures the full-size files instead (bench/full-size.ts).
  *
  * Per model: prompt processing of 64 tokens (pp64, fresh session) and decode of 32 tokens after it (tg32,
  * one token per eval, greedy) with tsmoe and llama.cpp at `threads` and at 1 thread, alternating `reps`
@@ -17,13 +18,11 @@
  * tsmoe's own. Prints a table; --write also writes bench/RESULTS.md.
  */
 import { spawnSync } from "node:child_process";
-import { existsSync, readFileSync, renameSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { cpus, loadavg, tmpdir, totalmem } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { modelMetadata, modelTensors, resolveShape, encodeTensor, tensorTypeFor, tensorValues, type RandomModelOptions } from "../src/gguf/random-model.ts";
-import { writeGguf, type TensorToWrite } from "../src/gguf/writer.ts";
-import { GgufValueType } from "../src/gguf/types.ts";
+import { writeBlockModel } from "../src/gguf/block-model.ts";
 import { loadModel } from "../src/model/load.ts";
 import { createPoolBackend } from "../src/pool/backend.ts";
 import { GGMLType } from "../src/tensor/types.ts";
@@ -31,10 +30,9 @@ import { quantize } from "../src/tensor/quantize.ts";
 import { randn } from "../src/tensor/random.ts";
 import { allocTensorBytes } from "../src/kernels/wasm/memory.ts";
 import type { Weight } from "../src/kernels/matmul.ts";
-import type { Token } from "node-llama-cpp";
-
-/** node-llama-cpp's token ids are a branded number type */
-const asTokens = (t: number[]): Token[] => t as Token[];
+import { makeModelOptions } from "./make-model.ts";
+import { REAL_SHAPES } from "./real-shapes.ts";
+import { best, promptTokens, runLlama, runTsmoe, type Speed } from "./engines.ts";
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 
@@ -47,144 +45,19 @@ const PP_TOKENS = 64;
 const TG_TOKENS = 32;
 const N_VOCAB = 2048;
 
-const SHAPES: Record<string, { label: string; opts: RandomModelOptions }> = {
-  olmoe: {
-    label: "OLMoE-1B-7B",
-    opts: { arch: "olmoe", nEmbd: 2048, nHead: 16, nHeadKv: 16, headDim: 128, nExpert: 64, nExpertUsed: 8, nFfExp: 1024, nVocab: N_VOCAB, nCtx: 4096, ropeBase: 10000, rmsEps: 1e-5 },
-  },
-  qwen3moe: {
-    label: "Qwen3-30B-A3B",
-    opts: { arch: "qwen3moe", nEmbd: 2048, nHead: 32, nHeadKv: 4, headDim: 128, nExpert: 128, nExpertUsed: 8, nFfExp: 768, nFf: 6144, nVocab: N_VOCAB, nCtx: 4096, ropeBase: 1e6, rmsEps: 1e-6 },
-  },
-};
-
-/** llama-quantize's use_more_bits: the layers where Q4_K_M gives attn_v and ffn_down Q6_K */
-function useMoreBits(layer: number, nLayer: number): boolean {
-  return layer < nLayer / 8 || layer >= (7 * nLayer) / 8 || (layer - Math.floor(nLayer / 8)) % 3 === 2;
-}
-
-function q4kmType(name: string, nLayer: number): GGMLType {
-  if (name === "output.weight") return GGMLType.Q6_K;
-  const m = /^blk\.(\d+)\.(attn_v|ffn_down_exps|ffn_down)\.weight$/.exec(name);
-  return m && useMoreBits(Number(m[1]), nLayer) ? GGMLType.Q6_K : GGMLType.Q4_K;
-}
-
-const FILE_TYPE_Q4_K_M = 15;
-
-/** Writes the random model (Q8_0 or Q4_K_M-like) to `path`. */
-async function generate(path: string, arch: string, typeName: string, nLayer: number): Promise<void> {
-  const opts: RandomModelOptions = { ...SHAPES[arch]!.opts, nLayer, seed: 7, name: `bench-${arch}-${typeName}` };
-  const q4km = typeName === "Q4_K_M";
-  opts.weightType = q4km ? GGMLType.Q4_K : GGMLType.Q8_0;
-  const s = resolveShape(opts);
-  const metadata = modelMetadata(opts, s).map((e) =>
-    q4km && e.key === "general.file_type" ? { key: e.key, type: GgufValueType.UINT32, value: FILE_TYPE_Q4_K_M } : e,
-  );
-  const tensors: TensorToWrite[] = [];
-  for (const spec of modelTensors(opts.arch, s)) {
-    const wanted = q4km ? q4kmType(spec.name, nLayer) : GGMLType.Q8_0;
-    const type = tensorTypeFor(spec, wanted);
-    tensors.push({ name: spec.name, type, shape: spec.shape, data: await encodeTensor(type, tensorValues(7, spec), spec.shape[0]!) });
-  }
-  writeGguf(path + ".part", metadata, tensors);
-  renameSync(path + ".part", path);
+/** Writes the random model (Q8_0 or Q4_K_M) with `nLayer` layers and the vocabulary cut to N_VOCAB to `path`. */
+function generate(path: string, arch: string, typeName: string, nLayer: number): void {
+  writeBlockModel(path, { ...makeModelOptions(arch, { layers: nLayer, vocab: N_VOCAB, type: typeName }), seed: 7 });
 }
 
 function modelPath(arch: string, typeName: string, nLayer: number): string {
   return join(tmpdir(), `tsmoe-vs-llamacpp-${arch}-${nLayer}L-v${N_VOCAB}-${typeName}.gguf`);
 }
 
-/** a fixed prompt of ordinary tokens (the synthetic vocabularies' first ids are special) */
-function promptTokens(nVocab: number): number[] {
-  const t: number[] = [];
-  for (let i = 0; i < PP_TOKENS; i++) t.push(16 + ((i * 7919) % (nVocab - 16)));
-  return t;
-}
-
-function argmax(v: Float32Array): number {
-  let best = 0;
-  for (let i = 1; i < v.length; i++) if (v[i]! > v[best]!) best = i;
-  return best;
-}
-
-interface Speed {
-  /** tokens/s, wall clock */
-  pp: number;
-  tg: number;
-  /** tokens per CPU-second of the whole process (all threads; spinning threads count) */
-  ppCpu: number;
-  tgCpu: number;
-}
-
-const cpuSeconds = (): number => {
-  const u = process.cpuUsage();
-  return (u.user + u.system) / 1e6;
-};
-
-/** pp64 and tg32 speeds of one run, through `pp(tokens) -> next token` and `tg(first, n)` */
-async function timeRun(prompt: number[], pp: (t: number[]) => Promise<number>, tg: (first: number, n: number) => Promise<void>): Promise<Speed> {
-  const c0 = cpuSeconds();
-  const t0 = performance.now();
-  const next = await pp(prompt);
-  const t1 = performance.now();
-  const c1 = cpuSeconds();
-  await tg(next, TG_TOKENS);
-  const t2 = performance.now();
-  const c2 = cpuSeconds();
-  return {
-    pp: (PP_TOKENS * 1000) / (t1 - t0),
-    tg: (TG_TOKENS * 1000) / (t2 - t1),
-    ppCpu: PP_TOKENS / (c1 - c0),
-    tgCpu: TG_TOKENS / (c2 - c1),
-  };
-}
-
-type TsmoeModel = Awaited<ReturnType<typeof loadModel>>;
-
-async function runTsmoe(model: TsmoeModel, prompt: number[]): Promise<Speed> {
-  const s = model.createSession({ nCtx: 256 });
-  return timeRun(
-    prompt,
-    async (p) => argmax(await s.eval(p)),
-    async (first, n) => {
-      let tok = first;
-      for (let i = 0; i < n; i++) tok = argmax(await s.eval([tok]));
-    },
-  );
-}
-
-type LlamaModel = Awaited<ReturnType<Awaited<ReturnType<typeof import("node-llama-cpp").getLlama>>["loadModel"]>>;
-
-/** pp: the prompt in one batch, the last token asking for the next one; tg: greedy generation */
-async function runLlama(lm: LlamaModel, threads: number, prompt: number[]): Promise<Speed> {
-  const ctx = await lm.createContext({ contextSize: 256, threads, batchSize: PP_TOKENS, sequences: 1 });
-  try {
-    const seq = ctx.getSequence();
-    return await timeRun(
-      prompt,
-      async (p) => {
-        const res = await seq.controlledEvaluate([...asTokens(p.slice(0, -1)), [asTokens(p.slice(-1))[0]!, { generateNext: { token: true, options: { temperature: 0 } } }]]);
-        return res.at(-1)!.next.token!;
-      },
-      async (first, n) => {
-        let count = 0;
-        for await (const _tok of seq.evaluate(asTokens([first]), { temperature: 0 })) if (++count >= n) break;
-      },
-    );
-  } finally {
-    await ctx.dispose();
-  }
-}
-
 /** the median of many-thread / 1-thread decode speed over runs made in the same alternation round */
 function pairedScaling(many: Speed[], one: Speed[]): number {
   const r = many.map((m, i) => m.tg / one[i]!.tg).sort((a, b) => a - b);
   return r.length % 2 ? r[r.length >> 1]! : (r[r.length / 2 - 1]! + r[r.length / 2]!) / 2;
-}
-
-function best(runs: Speed[]): Speed {
-  const max = (k: keyof Speed): number => Math.max(...runs.map((r) => r[k]));
-  return { pp: max("pp"), tg: max("tg"), ppCpu: max("ppCpu"), tgCpu: max("tgCpu") };
 }
 
 interface ChildResult {
@@ -210,23 +83,23 @@ async function measure(path: string, threads: number, reps: number): Promise<voi
   const baseRssMB = process.memoryUsage().rss / 2 ** 20;
 
   const model = await loadModel(path, { threads });
-  const prompt = promptTokens(model.hparams.nVocab);
+  const prompt = promptTokens(model.hparams.nVocab, PP_TOKENS);
   const runs = { tsmoe: [] as Speed[], llama: [] as Speed[], tsmoe1: [] as Speed[], llama1: [] as Speed[] };
   // a first untimed run of each engine and thread count (JIT and caches warm up; tsmoe's peak RSS is taken after its first run)
-  await runTsmoe(model, prompt);
+  await runTsmoe(model, prompt, TG_TOKENS, 256);
   const tsmoeRssMB = process.resourceUsage().maxRSS / 1024;
 
   const model1 = await loadModel(path, { threads: 1 });
   const llama = await getLlama({ gpu: false, build: "never", maxThreads: 0, logLevel: LlamaLogLevel.error });
   const lm = await llama.loadModel({ modelPath: path });
-  await runTsmoe(model1, prompt);
-  await runLlama(lm, threads, prompt);
-  await runLlama(lm, 1, prompt);
+  await runTsmoe(model1, prompt, TG_TOKENS, 256);
+  await runLlama(lm, threads, prompt, TG_TOKENS, 256);
+  await runLlama(lm, 1, prompt, TG_TOKENS, 256);
   for (let r = 0; r < reps; r++) {
-    runs.tsmoe.push(await runTsmoe(model, prompt));
-    runs.llama.push(await runLlama(lm, threads, prompt));
-    runs.tsmoe1.push(await runTsmoe(model1, prompt));
-    runs.llama1.push(await runLlama(lm, 1, prompt));
+    runs.tsmoe.push(await runTsmoe(model, prompt, TG_TOKENS, 256));
+    runs.llama.push(await runLlama(lm, threads, prompt, TG_TOKENS, 256));
+    runs.tsmoe1.push(await runTsmoe(model1, prompt, TG_TOKENS, 256));
+    runs.llama1.push(await runLlama(lm, 1, prompt, TG_TOKENS, 256));
   }
   await model.dispose();
   await model1.dispose();
@@ -318,9 +191,14 @@ function child(args: string[]): string {
 }
 
 async function main(): Promise<void> {
+  if (process.argv.includes("--full")) {
+    const full = join(HERE, "full-size.ts");
+    const r = spawnSync(process.execPath, ["--import", "tsx", full, ...process.argv.slice(process.argv.indexOf("--full") + 1)], { stdio: "inherit" });
+    process.exit(r.status ?? 1);
+  }
   if (process.argv.includes("--generate")) {
     const [path, arch, type, layers] = process.argv.slice(process.argv.indexOf("--generate") + 1);
-    await generate(path!, arch!, type!, Number(layers));
+    generate(path!, arch!, type!, Number(layers));
     return;
   }
   if (process.argv.includes("--kernel-scaling")) {
@@ -365,7 +243,7 @@ async function main(): Promise<void> {
       const out = child(["--measure", path, String(threads), String(reps)]);
       const line = out.split("\n").find((l) => l.startsWith("RESULT "));
       if (!line) throw new Error(`no result for ${path}:\n${out}`);
-      results.push({ label: `${SHAPES[arch]!.label} ${type}`, r: JSON.parse(line.slice(7)) as ChildResult });
+      results.push({ label: `${REAL_SHAPES[arch]!.label} ${type}`, r: JSON.parse(line.slice(7)) as ChildResult });
       console.error(`${path}: ${line}`);
     }
   const f = (v: number): string => v.toFixed(2);
