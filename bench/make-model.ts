@@ -27,6 +27,9 @@ export function makeModelOptions(arch: string, o: { layers?: number; vocab?: num
   };
 }
 
+/** the synthetic vocabulary is built in memory: a bound well above real vocabularies (GLM-4.5: 151k, gpt-oss: 201k) */
+const MAX_VOCAB = 1 << 20;
+
 function parseArgs(argv: string[]): { arch: string; out: string; layers?: number; vocab?: number; type?: string; seed?: number } {
   const v: Record<string, string> = {};
   for (let i = 0; i < argv.length; i++) {
@@ -41,6 +44,7 @@ function parseArgs(argv: string[]): { arch: string; out: string; layers?: number
     if (!Number.isInteger(n) || n < (k === "--seed" ? 0 : 1)) throw new TsmoeError(`make-model: ${k} must be a positive integer, got '${v[k]}'`);
     return n;
   };
+  if (v["--vocab"] !== undefined && !(Number(v["--vocab"]) <= MAX_VOCAB)) throw new TsmoeError(`make-model: --vocab must be at most ${MAX_VOCAB}, got '${v["--vocab"]}'`);
   if (!v["--arch"] || !v["-o"]) throw new TsmoeError("make-model: usage: --arch A [--layers L] [--vocab V] [--type T] [--seed S] -o FILE");
   return { arch: v["--arch"], out: v["-o"], layers: int("--layers"), vocab: int("--vocab"), type: v["--type"], seed: int("--seed") };
 }
@@ -61,7 +65,8 @@ if (process.argv[1] && import.meta.url.endsWith(process.argv[1].replace(/^.*\//,
   try {
     main();
   } catch (e) {
-    if (!(e instanceof TsmoeError)) throw e;
+    // RangeError: a vocabulary too small for the synthetic tokenizer
+    if (!(e instanceof TsmoeError) && !(e instanceof RangeError)) throw e;
     console.error(`error: ${e.message}`);
     process.exit(1);
   }

@@ -74,7 +74,7 @@ export function quantMix(name: string): QuantMix {
   const type = (GGMLType as unknown as Record<string, GGMLType | undefined>)[name];
   const fileType = type === undefined ? undefined : FILE_TYPE_OF_WEIGHT_TYPE[type];
   if (type === undefined || fileType === undefined)
-    throw new TsmoeError(`make-model: unknown type '${name}' (known: ${[...Object.keys(QUANT_MIXES), ...typesWithFileType()].join(", ")})`);
+    throw new TsmoeError(`make-model: unknown type '${name}' (known: ${[...new Set([...Object.keys(QUANT_MIXES), ...typesWithFileType()])].join(", ")})`);
   return { fileType, base: type, pick: () => type };
 }
 
