@@ -12,8 +12,10 @@
  * the best run of each is kept. Before tsmoe's children the file is read twice with `cat FILE > /dev/null`
  * and the second read is timed (the warm page cache load-time reference; a file larger than the free page
  * cache is not all warm). tsmoe's peak RSS (VmHWM) is compared with file size + its F32 KV cache at --ctx +
- * 250 MB. Prints markdown tables for bench/RESULTS.md. Other processes share the machine: the 1-minute
- * load average at the end of each child is printed beside its numbers.
+ * 250 MB. tsmoe plans its memory for --ctx: a model that does not fit in the memory available streams its
+ * experts, and the notes under the tables say so (as they say when weights run on the reference kernels).
+ * Prints markdown tables for bench/RESULTS.md. Other processes share the machine: the 1-minute load average
+ * at the end of each child is printed beside its numbers.
  */
 import { spawnSync } from "node:child_process";
 import { existsSync, readFileSync, statSync } from "node:fs";
@@ -45,6 +47,8 @@ interface ChildResult {
   /** F32 KV cache bytes at --ctx (tsmoe's layout) */
   kvMB: number;
   load: number;
+  /** tsmoe's load notes: experts streamed (memoryPlan), weights on the reference kernels (slowKernels) */
+  notes?: string[];
 }
 
 function vmHwmMB(): number {
@@ -58,9 +62,11 @@ async function measure(engine: Engine, path: string, threads: number, pps: numbe
   let nVocab: number;
   let kvMB = 0;
   let dispose: () => Promise<void>;
+  const notes: string[] = [];
   const t0 = performance.now();
   if (engine === "tsmoe") {
-    const model = await loadModel(path, { threads });
+    const model = await loadModel(path, { threads, nCtx });
+    for (const n of [model.memoryPlan, model.slowKernels]) if (n) notes.push(n);
     const hp = model.hparams;
     nVocab = hp.nVocab;
     kvMB = (hp.nLayer * nCtx * hp.nHeadKv * (hp.nEmbdHeadK + hp.nEmbdHeadV) * 4) / 2 ** 20;
@@ -82,7 +88,7 @@ async function measure(engine: Engine, path: string, threads: number, pps: numbe
   await dispose();
   const pp: Record<number, number> = {};
   for (const n of pps) pp[n] = best(ppRuns[n]!).pp;
-  const result: ChildResult = { engine, threads, loadS, peakRssMB: vmHwmMB(), pp, tg: best(ppRuns[pps[0]!]!).tg, kvMB, load: loadavg()[0]! };
+  const result: ChildResult = { engine, threads, loadS, peakRssMB: vmHwmMB(), pp, tg: best(ppRuns[pps[0]!]!).tg, kvMB, load: loadavg()[0]!, notes };
   console.log("RESULT " + JSON.stringify(result));
 }
 
@@ -181,6 +187,8 @@ async function main(): Promise<void> {
   console.log(`Full-size random-weight models (bench/make-model.ts), tokens/s (ratio = tsmoe / llama.cpp), best of ${reps}; each engine, model and thread count in its own process:`);
   console.log("");
   for (const l of tables(runs, pps, nTg, nCtx)) console.log(l);
+  const notes = runs.flatMap((m) => [...new Set(m.results.flatMap((r) => r.notes ?? []))].map((n) => `- ${m.name}: ${n}`));
+  if (notes.length) console.log(["", "tsmoe's load notes:", ...notes].join("\n"));
 }
 
 await main();
