@@ -9,7 +9,7 @@ import { Command, Option } from "commander";
 import { UsageError } from "../errors.ts";
 import type { KvOverride, Model } from "../model/api.ts";
 import { parseCacheSize } from "../model/expert-cache.ts";
-import { addExpertGridOptions, expertGridFrom, modelSetting, parseIntArg, parseIntList, type ExpertGridValues, type ExpertSetting } from "../eval/grid.ts";
+import { addExpertGridOptions, expertGridFrom, modelSetting, parseIntArg, parseIntList, parseThreadsList, type ExpertGridValues, type ExpertSetting } from "../eval/grid.ts";
 import { formatParams, formatSize, modelDescription } from "../eval/model-desc.ts";
 import { measure, testName, type SpeedSample, type SpeedTest } from "../eval/speed.ts";
 import { csvTable, jsonRows, markdownTable, type Column, type OutputFormat } from "../eval/table.ts";
@@ -170,7 +170,7 @@ export function register(program: Command): void {
     const nPrompt = parseIntList("--n-prompt", o.nPrompt, 0);
     const nGen = parseIntList("--n-gen", o.nGen, 0);
     const reps = parseIntArg("--repetitions", o.repetitions, 1);
-    const threads = parseIntList("--threads", o.threads, 1);
+    const threads = parseThreadsList(o.threads);
     const nBatch = parseIntArg("--batch-size", o.batchSize, 1);
     const grid = expertGridFrom(o);
     const overrideKv = grid.overrideKv;

@@ -8,6 +8,7 @@
 import { closeSync, openSync, writeSync } from "node:fs";
 import type { Command } from "commander";
 import { UsageError } from "../errors.ts";
+import { parseThreadsArg } from "../eval/grid.ts";
 import type { Model, MoeOptions } from "../model/api.ts";
 import { addMoeOptions, formatMoeStats, moeOptionsFrom, type MoeCliValues } from "./moe-options.ts";
 import { DEFAULT_MODEL, openModel } from "./progress.ts";
@@ -63,11 +64,7 @@ export function register(program: Command): void {
   cmd.action(async (o: EvalCliOptions) => {
     const tokens = parseTokenList(o.tokens);
     if (o.kvType !== "f32" && o.kvType !== "f16") throw new UsageError(`--kv-type: expected f32 or f16, got '${o.kvType}'`);
-    let threads: number | undefined;
-    if (o.threads !== undefined) {
-      if (!/^\d+$/.test(o.threads.trim()) || Number(o.threads) < 1) throw new UsageError(`--threads: expected a positive integer, got '${o.threads}'`);
-      threads = Number(o.threads);
-    }
+    const threads = o.threads === undefined ? undefined : parseThreadsArg(o.threads);
     const parsed = moeOptionsFrom(o);
     let model: Model | undefined;
     let moe: MoeOptions | undefined;

@@ -6,7 +6,7 @@
  */
 import type { Command } from "commander";
 import { UsageError } from "../errors.ts";
-import { parseIntArg } from "../eval/grid.ts";
+import { parseIntArg, parseThreadsArg } from "../eval/grid.ts";
 import { KldBaseReader, KldBaseWriter } from "../eval/kld-file.ts";
 import { KLD_CHUNK_HEADER, kldChunkLine, kldReport } from "../eval/kld-stats.ts";
 import { chunkEstimate, finalEstimateLine, planChunks } from "../eval/perplexity.ts";
@@ -48,7 +48,7 @@ export function register(program: Command): void {
     const nCtx = parseIntArg("--ctx-size", o.ctxSize, 4);
     const nBatch = parseIntArg("--batch-size", o.batchSize, 1);
     const chunks = parseIntArg("--chunks", o.chunks, -1);
-    const threads = o.threads === undefined ? undefined : parseIntArg("--threads", o.threads, 1);
+    const threads = o.threads === undefined ? undefined : parseThreadsArg(o.threads);
     const parsed = moeOptionsFrom(o);
     if (o.klDivergence && !o.klDivergenceBase)
       throw new UsageError("--kl-divergence needs --kl-divergence-base FILE (the base log-probabilities)");

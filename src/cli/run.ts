@@ -6,7 +6,7 @@
 import { createInterface } from "node:readline";
 import type { Command } from "commander";
 import { UsageError } from "../errors.ts";
-import { parseIntArg, parseNumberArg } from "../eval/grid.ts";
+import { parseIntArg, parseNumberArg, parseThreadsArg } from "../eval/grid.ts";
 import { readTextFile } from "../eval/text.ts";
 import type { Model, Session } from "../model/api.ts";
 import { emptyTimings, formatTimings, generate, type GenerationTimings } from "../sample/generate.ts";
@@ -100,7 +100,7 @@ export function register(program: Command): void {
   cmd.action(async (o: RunCliOptions) => {
     const nPredict = parseIntArg("--n-predict", o.nPredict, -1);
     const nCtxOpt = parseIntArg("--ctx-size", o.ctxSize, 0);
-    const threads = o.threads === undefined ? undefined : parseIntArg("--threads", o.threads, 1);
+    const threads = o.threads === undefined ? undefined : parseThreadsArg(o.threads);
     const sp = samplerParams(o);
     new Sampler(sp); // validates the sampling options before the model loads
     const parsed = moeOptionsFrom(o);

@@ -7,7 +7,7 @@ import { availableParallelism, tmpdir } from "node:os";
 import { basename, join } from "node:path";
 import type { Command } from "commander";
 import { UsageError } from "../errors.ts";
-import { addExpertGridOptions, expertGridFrom, modelSetting, parseIntArg, type ExpertGridValues } from "../eval/grid.ts";
+import { addExpertGridOptions, expertGridFrom, modelSetting, parseIntArg, parseThreadsArg, type ExpertGridValues } from "../eval/grid.ts";
 import { modelDescription } from "../eval/model-desc.ts";
 import { csvTable, jsonRows, markdownTable } from "../eval/table.ts";
 import { readTextFile, tokenizeForEval } from "../eval/text.ts";
@@ -62,7 +62,7 @@ export function register(program: Command): void {
     const chunks = parseIntArg("--chunks", o.chunks, -1);
     if (chunks === 0) throw new UsageError("--chunks must be -1 (all) or at least 1");
     const nBatch = parseIntArg("--batch-size", o.batchSize, 1);
-    const threads = parseIntArg("--threads", o.threads, 1);
+    const threads = parseThreadsArg(o.threads);
     const nGen = parseIntArg("--n-gen", o.nGen, 1);
     const reps = parseIntArg("--repetitions", o.repetitions, 1);
     const { overrideKv } = expertGridFrom(o, []); // checks the lists before the model loads

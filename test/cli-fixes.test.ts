@@ -1,0 +1,27 @@
+/**
+ * Rough edges of the command line found by trying it as a new user (issue 18), each checked by running
+ * bin/tsmoe on the embedded model as a user would: thread caps, huge layer ranges, closed pipes, -n 0,
+ * unwritable outputs, typo'd commands, defaults of -m.
+ */
+import { availableParallelism } from "node:os";
+import { describe, expect, it } from "vitest";
+import { runCli } from "./helpers.ts";
+
+/** Runs bin/tsmoe and checks the one-line `error: ...` and exit status 1. */
+function expectOneLineError(args: string[], re: RegExp): void {
+  const r = runCli(args);
+  expect(r.status, `${args.join(" ")}: ${r.stderr}`).toBe(1);
+  expect(r.stderr.trim().split("\n").length, r.stderr).toBe(1);
+  expect(r.stderr).toMatch(/^error: /);
+  expect(r.stderr).toMatch(re);
+}
+
+describe("command-line limits", () => {
+  it("refuses more threads than the machine has, in every command that takes -t", () => {
+    const hw = availableParallelism();
+    const re = new RegExp(`--threads: ${hw + 1} is more than the ${hw} hardware threads`);
+    expectOneLineError(["-t", String(hw + 1), "-n", "1"], re);
+    expectOneLineError(["bench", "-t", `1,${hw + 1}`, "-p", "0", "-n", "1"], re);
+    expectOneLineError(["perplexity", "-t", "1000", "-f", "models/eval.txt"], /--threads: 1000 is more than/);
+  });
+});
