@@ -5,16 +5,8 @@
  */
 import { availableParallelism } from "node:os";
 import { describe, expect, it } from "vitest";
-import { runCli } from "./helpers.ts";
+import { expectOneLineError, runCli } from "./helpers.ts";
 
-/** Runs bin/tsmoe and checks the one-line `error: ...` and exit status 1. */
-function expectOneLineError(args: string[], re: RegExp): void {
-  const r = runCli(args);
-  expect(r.status, `${args.join(" ")}: ${r.stderr}`).toBe(1);
-  expect(r.stderr.trim().split("\n").length, r.stderr).toBe(1);
-  expect(r.stderr).toMatch(/^error: /);
-  expect(r.stderr).toMatch(re);
-}
 
 describe("command-line limits", () => {
   it("refuses more threads than the machine has, in every command that takes -t", () => {

@@ -13,7 +13,7 @@ import { renderBar } from "../src/cli/progress.ts";
 import { TsmoeError } from "../src/errors.ts";
 import { expandLlamaFlags } from "../src/cli/run.ts";
 import { writeRandomModel } from "../src/gguf/random-model.ts";
-import { ROOT, runCli } from "./helpers.ts";
+import { ROOT, expectOneLineError, runCli } from "./helpers.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "tsmoe-cli-"));
 const moe = join(dir, "moe.gguf");
@@ -43,14 +43,6 @@ async function expectUserError(args: string[], re: RegExp): Promise<void> {
   expect((err as Error).message).toMatch(re);
 }
 
-/** Runs bin/tsmoe as a user would and checks the one-line error and exit code 1. */
-function expectOneLineError(args: string[], re: RegExp): void {
-  const r = runCli(args);
-  expect(r.status, `${args.join(" ")}: ${r.stderr}`).toBe(1);
-  expect(r.stderr.trim().split("\n").length, r.stderr).toBe(1);
-  expect(r.stderr).toMatch(/^error: /);
-  expect(r.stderr).toMatch(re);
-}
 
 describe("tsmoe run (the default command)", () => {
   it("greedy generation is reproducible and streams after the prompt; timings go to stderr", () => {
