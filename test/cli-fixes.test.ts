@@ -16,4 +16,9 @@ describe("command-line limits", () => {
     expectOneLineError(["bench", "-t", `1,${hw + 1}`, "-p", "0", "-n", "1"], re);
     expectOneLineError(["perplexity", "-t", "1000", "-f", "models/eval.txt"], /--threads: 1000 is more than/);
   });
+
+  it("checks --moe-n-expert-layers ranges before expanding them", () => {
+    expectOneLineError(["-n", "1", "--moe-n-expert-layers", "0-20000000:4"], /layer 20000000 out of range/);
+    expectOneLineError(["-n", "1", "--moe-n-expert-layers", "0-5:4,6-4095:4"], /layer 6 out of range \(the model has layers 0-5\)/);
+  });
 });
