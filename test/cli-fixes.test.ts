@@ -3,9 +3,25 @@
  * bin/tsmoe on the embedded model as a user would: thread caps, huge layer ranges, closed pipes, -n 0,
  * unwritable outputs, typo'd commands, defaults of -m.
  */
-import { availableParallelism } from "node:os";
-import { describe, expect, it } from "vitest";
-import { expectOneLineError, runCli } from "./helpers.ts";
+import { spawnSync } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { availableParallelism, tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, describe, expect, it } from "vitest";
+import { ROOT, expectOneLineError, runCli } from "./helpers.ts";
+
+const dir = mkdtempSync(join(tmpdir(), "tsmoe-cli-fixes-"));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+/** 60 kB of the embedded model's evaluation text: its tokens listed take more than a pipe buffer (64 kB) */
+const textPath = join(dir, "text.txt");
+writeFileSync(textPath, readFileSync(join(ROOT, "models", "eval.txt"), "utf8").slice(0, 60_000));
+
+/** Runs `bin/tsmoe ARGS | head ...` in bash; returns tsmoe's exit status and its stderr. */
+function intoHead(args: string, head: string): { status: number; stderr: string; out: string } {
+  const errPath = join(dir, "stderr.txt");
+  const r = spawnSync("bash", ["-c", `"${process.execPath}" bin/tsmoe ${args} 2>"${errPath}" | head ${head}; exit \${PIPESTATUS[0]}`], { cwd: ROOT, encoding: "utf8" });
+  return { status: r.status ?? -1, stderr: readFileSync(errPath, "utf8"), out: r.stdout };
+}
 
 
 describe("command-line limits", () => {
@@ -20,5 +36,24 @@ describe("command-line limits", () => {
   it("checks --moe-n-expert-layers ranges before expanding them", () => {
     expectOneLineError(["-n", "1", "--moe-n-expert-layers", "0-20000000:4"], /layer 20000000 out of range/);
     expectOneLineError(["-n", "1", "--moe-n-expert-layers", "0-5:4,6-4095:4"], /layer 6 out of range \(the model has layers 0-5\)/);
+  });
+});
+
+describe("a closed stdout", () => {
+  it("ends tokenize, perplexity --kl-divergence and run quietly with exit status 0", () => {
+    const tok = intoHead(`tokenize -f "${textPath}"`, "-2");
+    expect(tok.out.split("\n").length).toBe(3);
+    expect(tok.stderr).toBe("");
+    expect(tok.status).toBe(0);
+    const base = join(dir, "base.kld");
+    expect(runCli(["perplexity", "-f", textPath, "-c", "64", "--chunks", "3", "-t", "1", "--kl-divergence-base", base]).status).toBe(0);
+    const kld = intoHead(`perplexity --kl-divergence-base "${base}" --kl-divergence --moe-n-expert 4 -t 1`, "-1");
+    expect(kld.stderr).not.toMatch(/EPIPE|Error|at /);
+    expect(kld.status).toBe(0);
+    const run = intoHead(`-n 200 --ignore-eos -t 1 --temp 0`, "-c 20");
+    expect(run.out.length).toBe(20);
+    expect(run.stderr).not.toMatch(/EPIPE|Error/);
+    expect(run.stderr).toMatch(/eval time/);
+    expect(run.status).toBe(0);
   });
 });

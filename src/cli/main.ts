@@ -40,7 +40,22 @@ export function reportError(err: unknown): never {
   process.exit(1);
 }
 
+/**
+ * A closed pipe (`tsmoe tokenize ... | head -2`) ends the command quietly with exit status 0, as most
+ * command-line tools end on a closed pipe, instead of an unhandled EPIPE. A command that wants to finish up
+ * first (run stops generating and prints its timings) adds its own "error" listener on stdout; then this
+ * one leaves the stream to it. Other write errors are reported as one line.
+ */
+export function endQuietlyOnClosedPipe(stream: NodeJS.WriteStream): void {
+  stream.on("error", (e: NodeJS.ErrnoException) => {
+    if (e.code !== "EPIPE") reportError(e);
+    if (stream.listenerCount("error") === 1) process.exit(0);
+  });
+}
+
 export async function main(argv: string[]): Promise<void> {
+  endQuietlyOnClosedPipe(process.stdout);
+  endQuietlyOnClosedPipe(process.stderr);
   try {
     await buildProgram().parseAsync(expandLlamaFlags(argv));
   } catch (err) {

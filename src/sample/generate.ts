@@ -39,8 +39,11 @@ export interface GenerateOptions {
   timings: GenerationTimings;
 }
 
-/** Lets signal handlers (Ctrl-C) run between tokens even when evaluation never leaves the main thread. */
-const yieldToEventLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
+/**
+ * Lets signal handlers (Ctrl-C) and stream errors (a closed stdout) run between tokens or chunks, even when
+ * evaluation never leaves the main thread.
+ */
+export const yieldToEventLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
 
 /**
  * Evaluates `prompt` (appended to what the session holds), then generates. Returns the generated tokens
