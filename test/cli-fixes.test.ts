@@ -57,3 +57,13 @@ describe("a closed stdout", () => {
     expect(run.status).toBe(0);
   });
 });
+
+describe("run", () => {
+  it("-n 0 evaluates the prompt and generates nothing (llama-cli)", () => {
+    const r = runCli(["-n", "0", "-p", "Hello there", "-t", "1"]);
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout).toBe("Hello there\n");
+    expect(r.stderr).toMatch(/sampling time = +\d+\.\d+ ms \/ +0 runs/);
+    expect(r.stderr).toMatch(/prompt eval time = +\d+\.\d+ ms \/ +\d+ tokens/);
+  });
+});
