@@ -67,3 +67,13 @@ describe("run", () => {
     expect(r.stderr).toMatch(/prompt eval time = +\d+\.\d+ ms \/ +\d+ tokens/);
   });
 });
+
+describe("output paths", () => {
+  it("an unwritable output file fails before any computation, with one line naming the option", () => {
+    const missing = join(dir, "no-such-dir", "out");
+    expectOneLineError(["eval", "--tokens", "1,2", "--logits-out", `${missing}.json`], /--logits-out: cannot write '.*no-such-dir\/out\.json': directory '.*no-such-dir' does not exist/);
+    expectOneLineError(["perplexity", "-f", textPath, "--kl-divergence-base", dir], /--kl-divergence-base: cannot write '.*': it is a directory/);
+    expectOneLineError(["tradeoff", "-f", textPath, "-o", missing], /--out: cannot write '.*no-such-dir\/out\.md': directory '.*' does not exist/);
+    expectOneLineError(["tradeoff", "-f", textPath, "--out-svg", `${textPath}/x.svg`], /--out-svg: cannot write '.*text\.txt\/x\.svg': '.*text\.txt' is not a directory/);
+  });
+});

@@ -11,6 +11,7 @@ import { UsageError } from "../errors.ts";
 import { parseThreadsArg } from "../eval/grid.ts";
 import type { Model, MoeOptions } from "../model/api.ts";
 import { addMoeOptions, formatMoeStats, moeOptionsFrom, type MoeCliValues } from "./moe-options.ts";
+import { checkWritable } from "./output-path.ts";
 import { DEFAULT_MODEL, openModel } from "./progress.ts";
 
 interface EvalCliOptions extends MoeCliValues {
@@ -65,6 +66,7 @@ export function register(program: Command): void {
     const tokens = parseTokenList(o.tokens);
     if (o.kvType !== "f32" && o.kvType !== "f16") throw new UsageError(`--kv-type: expected f32 or f16, got '${o.kvType}'`);
     const threads = o.threads === undefined ? undefined : parseThreadsArg(o.threads);
+    checkWritable("--logits-out", o.logitsOut ?? "-");
     const parsed = moeOptionsFrom(o);
     let model: Model | undefined;
     let moe: MoeOptions | undefined;

@@ -14,6 +14,7 @@ import { runKlDivergence, runPerplexity, type ChunkProgress } from "../eval/run-
 import { readTextFile, tokenizeForEval, bosToken } from "../eval/text.ts";
 import type { Model, MoeLayerStats, MoeOptions } from "../model/api.ts";
 import { addMoeOptions, formatMeanExperts, formatMoeStats, moeOptionsFrom, type MoeCliValues } from "./moe-options.ts";
+import { checkWritable } from "./output-path.ts";
 import { modelOption, openModel } from "./progress.ts";
 
 interface PerplexityCliOptions extends MoeCliValues {
@@ -54,6 +55,7 @@ export function register(program: Command): void {
       throw new UsageError("--kl-divergence needs --kl-divergence-base FILE (the base log-probabilities)");
     if (!o.klDivergence && !o.file) throw new UsageError("no text: pass -f FILE");
     if (chunks === 0) throw new UsageError("--chunks must be -1 (all) or at least 1");
+    if (o.klDivergenceBase && !o.klDivergence) checkWritable("--kl-divergence-base", o.klDivergenceBase);
     const text = o.klDivergence ? undefined : readTextFile(o.file!);
     const base = o.klDivergence ? new KldBaseReader(o.klDivergenceBase!) : undefined;
     let model: Model | undefined;

@@ -13,6 +13,7 @@ import { csvTable, jsonRows, markdownTable } from "../eval/table.ts";
 import { readTextFile, tokenizeForEval } from "../eval/text.ts";
 import { TRADEOFF_COLUMNS, runTradeoff, tradeoffChart } from "../eval/tradeoff.ts";
 import { validateMoeOptions } from "./moe-options.ts";
+import { checkWritable } from "./output-path.ts";
 import { modelOption, openModel } from "./progress.ts";
 
 interface TradeoffCliOptions extends ExpertGridValues {
@@ -67,6 +68,12 @@ export function register(program: Command): void {
     const reps = parseIntArg("--repetitions", o.repetitions, 1);
     const { overrideKv } = expertGridFrom(o, []); // checks the lists before the model loads
     if (!o.file) throw new UsageError("no text: pass -f FILE");
+    // [flag, path] of each output file, checked before anything runs
+    const output = (flag: string, own: string | undefined, ext: string): [string, string | undefined] =>
+      own ? [flag, own] : ["--out", o.out && `${o.out}.${ext}`];
+    const outputs = { md: output("--out-md", o.outMd, "md"), json: output("--out-json", o.outJson, "json"), csv: output("--out-csv", o.outCsv, "csv"), svg: output("--out-svg", o.outSvg, "svg") };
+    for (const [flag, path] of Object.values(outputs)) if (path) checkWritable(flag, path);
+    if (o.klDivergenceBase) checkWritable("--kl-divergence-base", o.klDivergenceBase);
     const text = readTextFile(o.file);
 
     // loaded once: its k decides the default counts, its tokenizer the tokens; every setting is a session's
@@ -101,10 +108,10 @@ export function register(program: Command): void {
       const json = JSON.stringify({ model: basename(o.model), text: basename(o.file), nCtx, rows: jsonRows(TRADEOFF_COLUMNS, rows) }, null, 2) + "\n";
       const csv = csvTable(TRADEOFF_COLUMNS, rows);
       const svg = tradeoffChart(rows, title);
-      write(o.outMd ?? (o.out && `${o.out}.md`), md);
-      write(o.outJson ?? (o.out && `${o.out}.json`), json);
-      write(o.outCsv ?? (o.out && `${o.out}.csv`), csv);
-      write(o.outSvg ?? (o.out && `${o.out}.svg`), svg);
+      write(outputs.md[1], md);
+      write(outputs.json[1], json);
+      write(outputs.csv[1], csv);
+      write(outputs.svg[1], svg);
     } finally {
       if (tmp) rmSync(tmp, { recursive: true, force: true });
       await model.dispose();
