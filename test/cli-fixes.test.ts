@@ -77,3 +77,10 @@ describe("output paths", () => {
     expectOneLineError(["tradeoff", "-f", textPath, "--out-svg", `${textPath}/x.svg`], /--out-svg: cannot write '.*text\.txt\/x\.svg': '.*text\.txt' is not a directory/);
   });
 });
+
+describe("tradeoff", () => {
+  it("checks every expert setting against the model before the baseline run", () => {
+    // one line on stderr: the baseline's progress line never appears
+    expectOneLineError(["tradeoff", "-f", textPath, "-c", "64", "--chunks", "1", "-t", "1", "--moe-mask", "hard", "--moe-n-expert", "4,16"], /--moe-n-expert 16: the hard mask keeps at most the model's 8 experts/);
+  });
+});

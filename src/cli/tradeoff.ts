@@ -84,7 +84,7 @@ export function register(program: Command): void {
       if (hp.nExpert === 0) throw new UsageError(`${basename(o.model)} is a dense model: there are no experts to trade off`);
       const { tokens, bos } = tokenizeForEval(model, text);
       const settings = expertGridFrom(o, halvings(hp.nExpertUsed)).settings;
-      for (const s of settings) validateMoeOptions(s.moe, hp);
+      for (const s of settings) validateMoeOptions(s.moe, hp); // every setting is checked before any run
       const title = `${modelDescription(model)}: decode speed-up vs KL divergence (${basename(o.file)}, c=${nCtx})`;
       const rows = await runTradeoff(model, modelSetting(), settings, {
         tokens,
