@@ -84,3 +84,19 @@ describe("tradeoff", () => {
     expectOneLineError(["tradeoff", "-f", textPath, "-c", "64", "--chunks", "1", "-t", "1", "--moe-mask", "hard", "--moe-n-expert", "4,16"], /--moe-n-expert 16: the hard mask keeps at most the model's 8 experts/);
   });
 });
+
+describe("commands", () => {
+  it("a typo'd command names the closest one, as git does", () => {
+    expectOneLineError(["perplexty", "-f", textPath], /^error: 'perplexty' is not a tsmoe command; did you mean 'perplexity'\?$/m);
+    expectOneLineError(["xyz"], /'xyz' is not a tsmoe command \(commands: .*tokenize.*\)/);
+  });
+
+  it("info and tokenize use the embedded model without -m, as every command does", () => {
+    const info = runCli(["info", "--json"]);
+    expect(info.status, info.stderr).toBe(0);
+    expect(JSON.parse(info.stdout)).toMatchObject({ architecture: "qwen3moe", n_expert: 32, n_expert_used: 8 });
+    const tok = runCli(["tokenize", "-p", "Hello", "--ids"]);
+    expect(tok.status, tok.stderr).toBe(0);
+    expect(tok.stdout).toMatch(/^\[\d+(, \d+)*\]\n$/);
+  });
+});

@@ -3,7 +3,7 @@
  * Errors thrown by commands become one line on stderr and exit code 1.
  */
 import { Command, CommanderError } from "commander";
-import { TsmoeError } from "../errors.ts";
+import { TsmoeError, UsageError } from "../errors.ts";
 import { register as registerInfo } from "./info.ts";
 import { register as registerBench } from "./bench.ts";
 import { register as registerRun, expandLlamaFlags } from "./run.ts";
@@ -53,11 +53,40 @@ export function endQuietlyOnClosedPipe(stream: NodeJS.WriteStream): void {
   });
 }
 
+/** Levenshtein distance (insertions, deletions, substitutions) */
+export function editDistance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const cur = [i];
+    for (let j = 1; j <= b.length; j++) cur[j] = Math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+    prev = cur;
+  }
+  return prev[b.length];
+}
+
+/**
+ * A first argument that is not an option must name a command (run takes no positional arguments). Without
+ * this, `tsmoe perplexty` reached the default command as "too many arguments for 'run'"; like git, name
+ * the closest command instead.
+ */
+function checkCommandName(program: Command, argv: string[]): void {
+  const word = argv[2];
+  if (word === undefined || word.startsWith("-")) return;
+  const names = [...program.commands.map((c) => c.name()), "help"];
+  if (names.includes(word)) return;
+  const best = names.map((n) => ({ n, d: editDistance(word, n) })).sort((x, y) => x.d - y.d)[0];
+  const hint = best.d <= Math.max(2, Math.floor(best.n.length / 3)) ? `; did you mean '${best.n}'?` : ` (commands: ${names.join(", ")})`;
+  throw new UsageError(`'${word}' is not a tsmoe command${hint}`);
+}
+
 export async function main(argv: string[]): Promise<void> {
   endQuietlyOnClosedPipe(process.stdout);
   endQuietlyOnClosedPipe(process.stderr);
   try {
-    await buildProgram().parseAsync(expandLlamaFlags(argv));
+    const program = buildProgram();
+    const args = expandLlamaFlags(argv);
+    checkCommandName(program, args);
+    await program.parseAsync(args);
   } catch (err) {
     reportError(err);
   }
