@@ -8,6 +8,12 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { availableParallelism, tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
+import { DEFAULT_MODEL } from "../src/cli/progress.ts";
+import { loadGguf } from "../src/gguf/reader.ts";
+import { BUILTIN_CHAT_TEMPLATES, chatTemplateFromOptions } from "../src/tokenizer/chat-builtin.ts";
+import { renderChatTemplate } from "../src/tokenizer/chat.ts";
+import { Tokenizer } from "../src/tokenizer/tokenizer.ts";
+import { TsmoeError } from "../src/errors.ts";
 import { ROOT, expectOneLineError, runCli } from "./helpers.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "tsmoe-cli-fixes-"));
@@ -98,5 +104,44 @@ describe("commands", () => {
     const tok = runCli(["tokenize", "-p", "Hello", "--ids"]);
     expect(tok.status, tok.stderr).toBe(0);
     expect(tok.stdout).toMatch(/^\[\d+(, \d+)*\]\n$/);
+  });
+});
+
+describe("chat templates", () => {
+  const conversation = [
+    { role: "system", content: "be brief " },
+    { role: "user", content: "hi" },
+    { role: "assistant", content: " hello " },
+    { role: "user", content: "again" },
+  ];
+  const render = (name: string) =>
+    renderChatTemplate(BUILTIN_CHAT_TEMPLATES[name], conversation, { addGenerationPrompt: true, bosToken: "<s>", eosToken: "</s>" });
+
+  it("built-in names render the prompts llama.cpp's formatters of those names make", () => {
+    expect(render("chatml")).toBe("<|im_start|>system\nbe brief <|im_end|>\n<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n hello <|im_end|>\n<|im_start|>user\nagain<|im_end|>\n<|im_start|>assistant\n");
+    expect(render("llama2")).toBe("[INST] be brief \nhi [/INST] hello </s>[INST] again [/INST]");
+    expect(render("llama3")).toBe("<|start_header_id|>system<|end_header_id|>\n\nbe brief<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nhi<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\nhello<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nagain<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n");
+    expect(render("gemma")).toBe("<start_of_turn>user\nbe brief\n\nhi<end_of_turn>\n<start_of_turn>model\nhello<end_of_turn>\n<start_of_turn>user\nagain<end_of_turn>\n<start_of_turn>model\n");
+    expect(render("mistral-v7")).toBe("[SYSTEM_PROMPT] be brief [/SYSTEM_PROMPT][INST] hi[/INST]  hello </s>[INST] again[/INST]");
+    expect(render("vicuna")).toBe("be brief \n\nUSER: hi\nASSISTANT:  hello </s>\nUSER: again\nASSISTANT:");
+    for (const name of Object.keys(BUILTIN_CHAT_TEMPLATES)) expect(render(name), name).toContain("again");
+    expect(chatTemplateFromOptions({ chatTemplate: "{{ messages[0].content }}" })).toBe("{{ messages[0].content }}");
+    expect(() => chatTemplateFromOptions({ chatTemplate: "chatm" })).toThrow(TsmoeError);
+  });
+
+  it("the README's chat example runs on the embedded model (chatml, as llama.cpp falls back to); --chat-template-file replaces it", async () => {
+    const r = runCli(["-cnv", "-sys", "You are terse.", "-n", "4", "-t", "1", "--temp", "0"], { input: "hello\n" });
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(/no chat template: using chatml/);
+    expect(r.stdout).toContain("> hello");
+    const file = join(dir, "template.jinja");
+    writeFileSync(file, "{% for m in messages %}{{ m.content }}{% endfor %}");
+    const f = runCli(["-cnv", "--chat-template-file", file, "-n", "0", "-t", "1"], { input: "hello\n" });
+    expect(f.status, f.stderr).toBe(0);
+    expect(f.stderr).not.toMatch(/using chatml/);
+    const tok = Tokenizer.fromMetadata((await loadGguf(DEFAULT_MODEL, { headerOnly: true })).metadata);
+    const n = tok.tokenize("hello", { addSpecial: true, parseSpecial: true }).length;
+    expect(f.stderr).toMatch(new RegExp(`prompt eval time = +\\d+\\.\\d+ ms / +${n} tokens`));
+    expectOneLineError(["-cnv", "--chat-template", "chatm"], /--chat-template: unknown template 'chatm' \(built-in: chatml, llama2/);
   });
 });

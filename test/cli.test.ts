@@ -78,7 +78,7 @@ describe("tsmoe run (the default command)", () => {
     expect(r.stdout).toContain("> hello");
     expect(r.stdout).toContain("> how are you");
     expect(r.stderr).toMatch(/prompt eval time/);
-    await expectUserError(["-m", dense, "--conversation", "-n", "2"], /no chat template/);
+    await expectUserError(["-m", dense, "--conversation", "--chat-template", "nope"], /--chat-template: unknown template 'nope'/);
   });
 
   it("Ctrl-C stops generation cleanly and still prints the timings", async () => {
@@ -131,7 +131,7 @@ describe("tsmoe run (the default command)", () => {
   it("--help lists every option", () => {
     const r = runCli(["run", "--help"]);
     expect(r.status).toBe(0);
-    for (const flag of ["--model", "--prompt", "--file", "--n-predict", "--ctx-size", "--threads", "--seed", "--temp", "--top-k", "--top-p", "--min-p", "--repeat-penalty", "--repeat-last-n", "--conversation", "--system-prompt", "--no-display-prompt", "--moe-n-expert", "--moe-mask", "--moe-n-expert-layers", "--moe-cum-p", "--moe-ser", "--moe-stats", "--override-kv"])
+    for (const flag of ["--model", "--prompt", "--file", "--n-predict", "--ctx-size", "--threads", "--seed", "--temp", "--top-k", "--top-p", "--min-p", "--repeat-penalty", "--repeat-last-n", "--conversation", "--system-prompt", "--chat-template", "--chat-template-file", "--no-display-prompt", "--moe-n-expert", "--moe-mask", "--moe-n-expert-layers", "--moe-cum-p", "--moe-ser", "--moe-stats", "--override-kv"])
       expect(r.stdout).toContain(flag);
   });
 });

@@ -1,7 +1,8 @@
 /**
  * `tsmoe` / `tsmoe run`: llama-cli for tsmoe. Generates from a prompt (or chats with `-cnv`, reading user
  * turns from stdin), streaming tokens to stdout; at the end prints timings and the mean experts per token
- * to stderr. Ctrl-C stops generation and still prints the timings.
+ * to stderr. Ctrl-C stops generation and still prints the timings. Chat uses the model's chat template,
+ * or --chat-template / --chat-template-file, or chatml when the model has none.
  */
 import { createInterface } from "node:readline";
 import type { Command } from "commander";
@@ -12,6 +13,7 @@ import type { Model, Session } from "../model/api.ts";
 import { emptyTimings, formatTimings, generate, type GenerationTimings } from "../sample/generate.ts";
 import { Sampler, type SamplerParams } from "../sample/sampler.ts";
 import { applyChatTemplate, type ChatMessage } from "../tokenizer/chat.ts";
+import { BUILTIN_CHAT_TEMPLATES, chatTemplateFromOptions } from "../tokenizer/chat-builtin.ts";
 import { Tokenizer } from "../tokenizer/tokenizer.ts";
 import { addMoeOptions, formatMeanExperts, formatMoeStats, moeOptionsFrom, type MoeCliValues } from "./moe-options.ts";
 import { modelOption, openModel } from "./progress.ts";
@@ -44,6 +46,8 @@ interface RunCliOptions extends MoeCliValues {
   repeatLastN: string;
   conversation?: boolean;
   systemPrompt?: string;
+  chatTemplate?: string;
+  chatTemplateFile?: string;
   displayPrompt: boolean;
   ignoreEos?: boolean;
 }
@@ -94,6 +98,8 @@ export function register(program: Command): void {
     .option("--repeat-last-n <n>", "tokens considered by the repeat penalty (0: off, -1: the context)", "64")
     .option("--conversation", "chat mode (also -cnv): user turns from stdin, the model's chat template")
     .option("--system-prompt <text>", "system message in chat mode (also -sys)")
+    .option("--chat-template <name|template>", `chat template instead of the model's: a Jinja template or a name (${Object.keys(BUILTIN_CHAT_TEMPLATES).join(", ")})`)
+    .option("--chat-template-file <file>", "read the chat template (Jinja) from a file")
     .option("--no-display-prompt", "do not print the prompt before the generated text")
     .option("--ignore-eos", "never sample end-of-generation tokens (generate until -n or a full context)");
   addMoeOptions(cmd);
@@ -106,6 +112,8 @@ export function register(program: Command): void {
     const parsed = moeOptionsFrom(o);
     if (o.prompt !== undefined && o.file !== undefined) throw new UsageError("give the prompt with -p or -f, not both");
     if (o.systemPrompt !== undefined && !o.conversation) throw new UsageError("--system-prompt (-sys) needs --conversation (-cnv)");
+    const chatTemplate = chatTemplateFromOptions(o);
+    if (chatTemplate !== undefined && !o.conversation) throw new UsageError("--chat-template needs --conversation (-cnv)");
     const promptText = o.file !== undefined ? readTextFile(o.file) : o.prompt;
 
     const tStart = performance.now();
@@ -122,7 +130,7 @@ export function register(program: Command): void {
         if (e.code !== "EPIPE") throw e;
         ctx.interrupt.requested = true;
       });
-      if (o.conversation) await chat(ctx, o.systemPrompt, promptText);
+      if (o.conversation) await chat(ctx, { systemPrompt: o.systemPrompt, template: chatTemplate }, promptText);
       else await complete(ctx, promptText ?? DEFAULT_PROMPT, o.displayPrompt);
     } finally {
       if (timings.nPrompt > 0) printSummary(model, session!, loadMs, timings, performance.now() - tStart, parsed.stats);
@@ -184,9 +192,16 @@ async function complete(ctx: RunContext, prompt: string, display: boolean): Prom
  * Chat: each user line is added to the conversation, the whole conversation is rendered with the chat
  * template and tokenized, and only the tokens after what the session already holds are evaluated.
  */
-async function chat(ctx: RunContext, systemPrompt: string | undefined, firstUser: string | undefined): Promise<void> {
+async function chat(ctx: RunContext, opts: { systemPrompt?: string; template?: string }, firstUser: string | undefined): Promise<void> {
   const { tokenizer, session } = ctx;
-  applyChatTemplate(tokenizer, [], { systemPrompt }); // fails early without a chat template
+  const { systemPrompt } = opts;
+  let template = opts.template;
+  if (template === undefined && !tokenizer.chatTemplate) {
+    // as llama.cpp does for a model without a chat template
+    process.stderr.write("the model has no chat template: using chatml (choose another with --chat-template)\n");
+    template = BUILTIN_CHAT_TEMPLATES.chatml;
+  }
+  applyChatTemplate(tokenizer, [], { systemPrompt, template }); // a broken template fails before the first turn
   process.stderr.write(`sampler seed: ${ctx.sampler.seed}\n`);
   const messages: ChatMessage[] = [];
   let cached: number[] = [];
@@ -209,7 +224,7 @@ async function chat(ctx: RunContext, systemPrompt: string | undefined, firstUser
       }
       if (user.trim() === "") continue;
       messages.push({ role: "user", content: user });
-      const text = applyChatTemplate(tokenizer, messages, { systemPrompt, addGenerationPrompt: true });
+      const text = applyChatTemplate(tokenizer, messages, { systemPrompt, template, addGenerationPrompt: true });
       const all = tokenizer.tokenize(text, { addSpecial: true, parseSpecial: true });
       checkFits(ctx, all.length);
       let keep = 0;
