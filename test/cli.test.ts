@@ -81,7 +81,7 @@ describe("tsmoe run (the default command)", () => {
     await expectUserError(["-m", dense, "--conversation", "--chat-template", "nope"], /--chat-template: unknown template 'nope'/);
   });
 
-  it("Ctrl-C stops generation cleanly and still prints the timings", async () => {
+  it("Ctrl-C stops generation cleanly, still prints the timings and exits with 130 (llama-cli)", async () => {
     const child = spawn(process.execPath, [join(ROOT, "bin", "tsmoe"), "-m", moe, "-p", "hello", "-n", "-1", "-c", "256", "--temp", "0"], { cwd: ROOT });
     let out = "";
     let err = "";
@@ -96,7 +96,7 @@ describe("tsmoe run (the default command)", () => {
     child.stderr.on("data", (d: Buffer) => (err += d.toString()));
     const code = await new Promise<number | null>((resolve) => child.on("exit", (c) => resolve(c)));
     expect(sent).toBe(true);
-    expect(code).toBe(0);
+    expect(code).toBe(130);
     expect(err).toMatch(/interrupted/);
     expect(err).toMatch(/eval time = +\d+\.\d+ ms/);
   });

@@ -1,8 +1,9 @@
 /**
  * `tsmoe` / `tsmoe run`: llama-cli for tsmoe. Generates from a prompt (or chats with `-cnv`, reading user
  * turns from stdin), streaming tokens to stdout; at the end prints timings and the mean experts per token
- * to stderr. Ctrl-C stops generation and still prints the timings. Chat uses the model's chat template,
- * or --chat-template / --chat-template-file, or chatml when the model has none.
+ * to stderr. Ctrl-C stops generation, prints the timings and exits with status 130 (in chat it ends the
+ * reply). Chat uses the model's chat template, or --chat-template / --chat-template-file, or chatml when
+ * the model has none.
  */
 import { createInterface } from "node:readline";
 import type { Command } from "commander";
@@ -64,12 +65,18 @@ function samplerParams(o: RunCliOptions): Partial<SamplerParams> {
   };
 }
 
-/** Ctrl-C handling: the first press asks generation to stop, a second one exits at once. */
+/**
+ * Ctrl-C handling: the first press asks generation to stop, a second one exits at once. A closed stdout
+ * also asks generation to stop (`requested` without `bySignal`).
+ */
 class Interrupt {
   requested = false;
+  /** a SIGINT asked for the stop (a plain completion then exits with status 130, as llama-cli does) */
+  bySignal = false;
   private readonly handler = () => {
     if (this.requested) process.exit(130);
     this.requested = true;
+    this.bySignal = true;
   };
   install(): void {
     process.on("SIGINT", this.handler);
@@ -183,6 +190,7 @@ async function complete(ctx: RunContext, prompt: string, display: boolean): Prom
     process.stdout.write("\n");
     if (stop === "context") process.stderr.write("\ncontext full: generation stopped (raise -c)\n");
     if (stop === "interrupted") process.stderr.write("\ninterrupted\n");
+    if (stop === "interrupted" && ctx.interrupt.bySignal) process.exitCode = 130; // after the timings, like llama-cli
   } finally {
     ctx.interrupt.remove();
   }
@@ -231,6 +239,7 @@ async function chat(ctx: RunContext, opts: { systemPrompt?: string; template?: s
       while (keep < cached.length && keep < all.length - 1 && cached[keep] === all[keep]) keep++;
       session.truncate(keep);
       ctx.interrupt.requested = false;
+      ctx.interrupt.bySignal = false;
       ctx.interrupt.install();
       let reply: number[];
       try {
