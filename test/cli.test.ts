@@ -178,7 +178,7 @@ describe("tsmoe bench", () => {
 describe("tsmoe tradeoff", () => {
   it("measures every setting against the model's routing and writes md, JSON, CSV and SVG", () => {
     const out = join(dir, "tradeoff");
-    const r = runCli(["tradeoff", "-m", moe, "-f", textPath, "-c", "32", "--chunks", "2", "-n", "4", "-r", "1", "-t", "1", "--moe-n-expert", "4,1", "--moe-cum-p", "0.5", "--moe-ser", "1,0.5", "-o", out]);
+    const r = runCli(["tradeoff", "-m", moe, "-f", textPath, "-c", "32", "--chunks", "2", "-n", "4", "-r", "2", "-t", "1", "--moe-n-expert", "4,1", "--moe-cum-p", "0.5", "--moe-ser", "1,0.5", "-o", out]);
     expect(r.status, r.stderr).toBe(0);
     const json = JSON.parse(readFileSync(`${out}.json`, "utf8")) as { rows: Record<string, number | string | null>[] };
     expect(json.rows.map((x) => x.setting)).toEqual(["model", "N=4 soft", "N=1 soft", "N=4 hard", "N=1 hard", "cum-p 0.5", "ser 1,0.5"]);
@@ -193,15 +193,22 @@ describe("tsmoe tradeoff", () => {
     expect(row("cum-p 0.5").experts).toBeNull();
     expect(row("cum-p 0.5").mean_experts as number).toBeGreaterThanOrEqual(1);
     expect(row("cum-p 0.5").mean_experts as number).toBeLessThanOrEqual(4);
-    for (const x of json.rows) expect(x.decode_tps as number).toBeGreaterThan(0);
+    for (const x of json.rows) {
+      expect(x.decode_tps as number).toBeGreaterThan(0);
+      expect(x.decode_tps_min as number).toBeLessThanOrEqual(x.decode_tps as number);
+      expect(x.speedup_max as number).toBeGreaterThanOrEqual(x.speedup as number);
+    }
+    expect(row("model")).toMatchObject({ speedup: 1, speedup_min: 1, speedup_max: 1 }); // its own ratio in every round
     const csv = readFileSync(`${out}.csv`, "utf8").trim().split("\n");
     expect(csv.length).toBe(8);
-    expect(csv[0]).toBe("setting,mode,experts,mean_experts,prompt_tps,decode_tps,speedup,ppl,ppl_change,kld,same_top");
+    expect(csv[0]).toBe("setting,mode,experts,mean_experts,prompt_tps,decode_tps,speedup,ppl,ppl_change,kld,same_top,decode_tps_min,decode_tps_max,speedup_min,speedup_max");
     expect(readFileSync(`${out}.md`, "utf8")).toBe(r.stdout);
     const svg = readFileSync(`${out}.svg`, "utf8");
     expect(svg.startsWith("<svg xmlns=\"http://www.w3.org/2000/svg\"")).toBe(true);
     expect(svg.trim().endsWith("</svg>")).toBe(true);
     expect(svg.match(/<polyline /g)?.length).toBe(4); // soft, hard, cum-p, ser
+    expect(svg.match(/>model<\/text>/g)?.length).toBe(2); // the model point labelled once (and in the legend)
+    expect(r.stderr).toMatch(/timing round 2\/2/);
     expect(svg).not.toMatch(/NaN|undefined/);
   });
 

@@ -11,7 +11,7 @@ import { addExpertGridOptions, expertGridFrom, modelSetting, parseIntArg, parseT
 import { modelDescription } from "../eval/model-desc.ts";
 import { csvTable, jsonRows, markdownTable } from "../eval/table.ts";
 import { readTextFile, tokenizeForEval } from "../eval/text.ts";
-import { TRADEOFF_COLUMNS, runTradeoff, tradeoffChart } from "../eval/tradeoff.ts";
+import { TRADEOFF_COLUMNS, TRADEOFF_DATA_COLUMNS, runTradeoff, tradeoffChart } from "../eval/tradeoff.ts";
 import { validateMoeOptions } from "./moe-options.ts";
 import { checkWritable } from "./output-path.ts";
 import { modelOption, openModel } from "./progress.ts";
@@ -51,7 +51,7 @@ export function register(program: Command): void {
     .option("-b, --batch-size <n>", "tokens per evaluation call", "2048")
     .option("-t, --threads <n>", "worker threads", String(availableParallelism()))
     .option("-n, --n-gen <n>", "tokens decoded for the decode speed test", "64")
-    .option("-r, --repetitions <n>", "repetitions of the decode test (after a warm-up)", "3")
+    .option("-r, --repetitions <n>", "decode timing rounds, each timing every setting once, interleaved (after a warm-up round)", "3")
     .option("-o, --out <prefix>", "write <prefix>.md, <prefix>.json, <prefix>.csv and <prefix>.svg")
     .option("--out-md <file>", "write the markdown table here")
     .option("--out-json <file>", "write the rows as JSON here")
@@ -105,8 +105,8 @@ export function register(program: Command): void {
           process.stderr.write(`wrote ${path}\n`);
         }
       };
-      const json = JSON.stringify({ model: basename(o.model), text: basename(o.file), nCtx, rows: jsonRows(TRADEOFF_COLUMNS, rows) }, null, 2) + "\n";
-      const csv = csvTable(TRADEOFF_COLUMNS, rows);
+      const json = JSON.stringify({ model: basename(o.model), text: basename(o.file), nCtx, rows: jsonRows(TRADEOFF_DATA_COLUMNS, rows) }, null, 2) + "\n";
+      const csv = csvTable(TRADEOFF_DATA_COLUMNS, rows);
       const svg = tradeoffChart(rows, title);
       write(outputs.md[1], md);
       write(outputs.json[1], json);
