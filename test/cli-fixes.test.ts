@@ -10,6 +10,7 @@ import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { DEFAULT_MODEL } from "../src/cli/progress.ts";
 import { loadGguf } from "../src/gguf/reader.ts";
+import { loadModel } from "../src/model/load.ts";
 import { BUILTIN_CHAT_TEMPLATES, chatTemplateFromOptions } from "../src/tokenizer/chat-builtin.ts";
 import { renderChatTemplate } from "../src/tokenizer/chat.ts";
 import { Tokenizer } from "../src/tokenizer/tokenizer.ts";
@@ -143,5 +144,44 @@ describe("chat templates", () => {
     const n = tok.tokenize("hello", { addSpecial: true, parseSpecial: true }).length;
     expect(f.stderr).toMatch(new RegExp(`prompt eval time = +\\d+\\.\\d+ ms / +${n} tokens`));
     expectOneLineError(["-cnv", "--chat-template", "chatm"], /--chat-template: unknown template 'chatm' \(built-in: chatml, llama2/);
+  });
+});
+
+describe("KV cache and attention flags (-ctk / -ctv / -fa)", () => {
+  const tokens = [1, 450, 300, 77, 1200, 3000, 15];
+  const evalLogits = (extra: string[]): number[][] => {
+    const r = runCli(["eval", "--tokens", tokens.join(","), "-t", "1", ...extra]);
+    expect(r.status, r.stderr).toBe(0);
+    return (JSON.parse(r.stdout) as { logits: number[][] }).logits;
+  };
+
+  it("select the attention numerics in eval, the same as a session with those options", async () => {
+    const f32 = evalLogits([]);
+    const f16NoFlash = evalLogits(["-ctk", "f16", "-ctv", "f16", "-fa", "off"]);
+    const f16Auto = evalLogits(["-ctk", "f16", "-ctv", "f16"]);
+    expect(f16NoFlash).not.toEqual(f32);
+    expect(f16Auto).not.toEqual(f16NoFlash);
+    const model = await loadModel(DEFAULT_MODEL, { threads: 1 });
+    try {
+      const want = await model.createSession({ nCtx: tokens.length, kvType: "f16", flashAttention: false }).eval(tokens, { allLogits: true });
+      const nVocab = model.hparams.nVocab;
+      expect(f16NoFlash[3]).toEqual(Array.from(want.subarray(3 * nVocab, 4 * nVocab), (v) => Number(v.toPrecision(9))));
+      const flash = await model.createSession({ nCtx: tokens.length, kvType: "f16", flashAttention: true }).eval(tokens, { allLogits: true });
+      expect(f16Auto[3]).toEqual(Array.from(flash.subarray(3 * nVocab, 4 * nVocab), (v) => Number(v.toPrecision(9))));
+    } finally {
+      await model.dispose();
+    }
+  });
+
+  it("are accepted by perplexity, bench and tradeoff, and refuse what tsmoe does not compute", () => {
+    const flags = ["-ctk", "f16", "-ctv", "f16", "-fa", "off"];
+    const ppl = runCli(["perplexity", "-f", textPath, "-c", "64", "--chunks", "1", "-t", "1", ...flags]);
+    expect(ppl.status, ppl.stderr).toBe(0);
+    expect(ppl.stdout).toMatch(/Final estimate: PPL = \d+\.\d+/);
+    const bench = runCli(["bench", "-p", "0", "-n", "2", "-r", "1", "-t", "1", ...flags]);
+    expect(bench.status, bench.stderr).toBe(0);
+    expectOneLineError(["tradeoff", "-f", textPath, "-ctk", "f16", "-ctv", "f32"], /-ctk f16 with -ctv f32: K and V must have the same cache type/);
+    expectOneLineError(["-fa", "on", "-n", "1"], /-fa on needs an F16 cache/);
+    expectOneLineError(["eval", "--tokens", "1", "-ctk", "q8_0", "-ctv", "q8_0"], /--cache-type-k \(-ctk\): expected f32 or f16, got 'q8_0'/);
   });
 });

@@ -2,24 +2,23 @@
  * `tsmoe eval -m FILE --tokens 1,15,27 --logits-out OUT.json`: evaluates the tokens in one sequence from
  * position 0 and writes the raw logits of every position, in the layout of the golden files in
  * ../shared/fixtures: {"tokens": [...], "n_vocab": V, "logits": [[V floats] per position]}.
- * Accepts every MoE option and --override-kv; `--kv-type f16` reproduces llama.cpp's default attention
- * (F16 cache, flash attention) instead of the F32 cache.
+ * Accepts every MoE option, --override-kv and llama.cpp's -ctk / -ctv / -fa (./attention-options.ts).
  */
 import { closeSync, openSync, writeSync } from "node:fs";
 import type { Command } from "commander";
 import { UsageError } from "../errors.ts";
 import { parseThreadsArg } from "../eval/grid.ts";
 import type { Model, MoeOptions } from "../model/api.ts";
+import { addAttentionOptions, attentionFrom, type AttentionCliValues } from "./attention-options.ts";
 import { addMoeOptions, formatMoeStats, moeOptionsFrom, type MoeCliValues } from "./moe-options.ts";
 import { checkWritable } from "./output-path.ts";
 import { DEFAULT_MODEL, openModel } from "./progress.ts";
 
-interface EvalCliOptions extends MoeCliValues {
+interface EvalCliOptions extends MoeCliValues, AttentionCliValues {
   model: string;
   tokens: string;
   logitsOut?: string;
   threads?: string;
-  kvType: string;
 }
 
 /** "1,15,27" -> [1, 15, 27] (whitespace allowed around items) */
@@ -59,12 +58,12 @@ export function register(program: Command): void {
     .option("-m, --model <file>", "GGUF model", DEFAULT_MODEL)
     .requiredOption("--tokens <ids>", "comma-separated token ids, e.g. 1,15,27")
     .option("--logits-out <file>", "where to write the JSON (- for stdout)", "-")
-    .option("-t, --threads <n>", "worker threads (default: number of cores)")
-    .option("--kv-type <type>", "KV cache type: f32, or f16 (llama.cpp's default attention numerics)", "f32");
+    .option("-t, --threads <n>", "worker threads (default: number of cores)");
+  addAttentionOptions(cmd);
   addMoeOptions(cmd);
   cmd.action(async (o: EvalCliOptions) => {
     const tokens = parseTokenList(o.tokens);
-    if (o.kvType !== "f32" && o.kvType !== "f16") throw new UsageError(`--kv-type: expected f32 or f16, got '${o.kvType}'`);
+    const attention = attentionFrom(o);
     const threads = o.threads === undefined ? undefined : parseThreadsArg(o.threads);
     checkWritable("--logits-out", o.logitsOut ?? "-");
     const parsed = moeOptionsFrom(o);
@@ -73,7 +72,7 @@ export function register(program: Command): void {
     try {
       ({ model, moe } = await openModel(o.model, { moe: parsed.moe, overrideKv: parsed.overrideKv, threads, stats: parsed.stats, moeCache: parsed.moeCache }));
       const nVocab = model.hparams.nVocab;
-      const session = model.createSession({ nCtx: Math.max(tokens.length, 1), kvType: o.kvType, moe });
+      const session = model.createSession({ nCtx: Math.max(tokens.length, 1), moe, ...attention });
       const logits = await session.eval(tokens, { allLogits: true });
       writeLogitsJson(o.logitsOut ?? "-", tokens, nVocab, logits);
       if (parsed.stats && model.hparams.nExpert > 0) process.stderr.write(formatMoeStats(session.moeStats(), model.streaming?.stats()) + "\n");

@@ -16,6 +16,7 @@ import { Sampler, type SamplerParams } from "../sample/sampler.ts";
 import { applyChatTemplate, type ChatMessage } from "../tokenizer/chat.ts";
 import { BUILTIN_CHAT_TEMPLATES, chatTemplateFromOptions } from "../tokenizer/chat-builtin.ts";
 import { Tokenizer } from "../tokenizer/tokenizer.ts";
+import { addAttentionOptions, attentionFrom, type AttentionCliValues } from "./attention-options.ts";
 import { addMoeOptions, formatMeanExperts, formatMoeStats, moeOptionsFrom, type MoeCliValues } from "./moe-options.ts";
 import { modelOption, openModel } from "./progress.ts";
 
@@ -23,15 +24,21 @@ import { modelOption, openModel } from "./progress.ts";
 export const DEFAULT_PROMPT = "Once upon a time";
 
 /** llama.cpp's multi-letter single-dash flags, which commander cannot parse, mapped to their long forms. */
-const LLAMA_FLAGS: Record<string, string> = { "-cnv": "--conversation", "-sys": "--system-prompt" };
+const LLAMA_FLAGS: Record<string, string> = {
+  "-cnv": "--conversation",
+  "-sys": "--system-prompt",
+  "-ctk": "--cache-type-k",
+  "-ctv": "--cache-type-v",
+  "-fa": "--flash-attn",
+};
 
-/** Rewrites `-cnv` / `-sys` into `--conversation` / `--system-prompt` (everything after `--` is left alone). */
+/** Rewrites `-cnv`, `-sys`, `-ctk`, `-ctv`, `-fa` into their long forms (everything after `--` is left alone). */
 export function expandLlamaFlags(argv: string[]): string[] {
   const end = argv.indexOf("--");
   return argv.map((a, i) => (end >= 0 && i > end ? a : (LLAMA_FLAGS[a] ?? a)));
 }
 
-interface RunCliOptions extends MoeCliValues {
+interface RunCliOptions extends MoeCliValues, AttentionCliValues {
   model: string;
   prompt?: string;
   file?: string;
@@ -109,8 +116,10 @@ export function register(program: Command): void {
     .option("--chat-template-file <file>", "read the chat template (Jinja) from a file")
     .option("--no-display-prompt", "do not print the prompt before the generated text")
     .option("--ignore-eos", "never sample end-of-generation tokens (generate until -n or a full context)");
+  addAttentionOptions(cmd);
   addMoeOptions(cmd);
   cmd.action(async (o: RunCliOptions) => {
+    const attention = attentionFrom(o);
     const nPredict = parseIntArg("--n-predict", o.nPredict, -1);
     const nCtxOpt = parseIntArg("--ctx-size", o.ctxSize, 0);
     const threads = o.threads === undefined ? undefined : parseThreadsArg(o.threads);
@@ -129,7 +138,7 @@ export function register(program: Command): void {
     let session: Session | undefined;
     try {
       const tokenizer = Tokenizer.fromMetadata(model.metadata);
-      session = model.createSession(nCtxOpt > 0 ? { nCtx: nCtxOpt, moe } : { moe });
+      session = model.createSession(nCtxOpt > 0 ? { nCtx: nCtxOpt, moe, ...attention } : { moe, ...attention });
       const sampler = new Sampler(sp, session.nCtx);
       const ctx: RunContext = { model, session, tokenizer, sampler, timings, nPredict, ignoreEos: o.ignoreEos === true, interrupt: new Interrupt() };
       // a closed pipe (`tsmoe ... | head`) ends generation like Ctrl-C instead of crashing

@@ -12,11 +12,12 @@ import { modelDescription } from "../eval/model-desc.ts";
 import { csvTable, jsonRows, markdownTable } from "../eval/table.ts";
 import { readTextFile, tokenizeForEval } from "../eval/text.ts";
 import { TRADEOFF_COLUMNS, TRADEOFF_DATA_COLUMNS, runTradeoff, tradeoffChart } from "../eval/tradeoff.ts";
+import { addAttentionOptions, attentionFrom, type AttentionCliValues } from "./attention-options.ts";
 import { validateMoeOptions } from "./moe-options.ts";
 import { checkWritable } from "./output-path.ts";
 import { modelOption, openModel } from "./progress.ts";
 
-interface TradeoffCliOptions extends ExpertGridValues {
+interface TradeoffCliOptions extends ExpertGridValues, AttentionCliValues {
   model: string;
   file?: string;
   ctxSize: string;
@@ -58,7 +59,9 @@ export function register(program: Command): void {
     .option("--out-csv <file>", "write the rows as CSV here")
     .option("--out-svg <file>", "write the chart (decode speed-up vs mean KLD, one line per mode) here")
     .option("--kl-divergence-base <file>", "keep the baseline's log-probabilities here (llama.cpp's format)");
+  addAttentionOptions(cmd);
   addExpertGridOptions(cmd, { counts: "k, k/2, ..., 1", mask: "soft,hard" }).action(async (o: TradeoffCliOptions) => {
+    const attention = attentionFrom(o);
     const nCtx = parseIntArg("--ctx-size", o.ctxSize, 4);
     const chunks = parseIntArg("--chunks", o.chunks, -1);
     if (chunks === 0) throw new UsageError("--chunks must be -1 (all) or at least 1");
@@ -94,6 +97,7 @@ export function register(program: Command): void {
         nBatch,
         nGen,
         reps,
+        attention,
         basePath: o.klDivergenceBase ?? join(tmp!, "base.kld"),
         log: (line) => process.stderr.write(line + "\n"),
       });

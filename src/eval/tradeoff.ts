@@ -4,7 +4,7 @@
  * compared against it on the same chunks (perplexity, mean KLD, same top token) and timed (prompt
  * tokens/s during that evaluation, decode tokens/s llama-bench style), with the mean experts it used.
  */
-import type { Model, Session } from "../model/api.ts";
+import type { Model, Session, SessionOptions } from "../model/api.ts";
 import { Rng } from "../sample/rng.ts";
 import { meanExperts } from "../cli/moe-options.ts";
 import type { ExpertSetting } from "./grid.ts";
@@ -46,6 +46,8 @@ export interface TradeoffOptions {
   reps: number;
   /** where the baseline's log-probabilities go */
   basePath: string;
+  /** KV cache type and flash attention of the session */
+  attention?: Pick<SessionOptions, "kvType" | "flashAttention">;
   log: (line: string) => void;
 }
 
@@ -95,7 +97,7 @@ export async function timeInterleaved(
 export async function runTradeoff(model: Model, baseline: ExpertSetting, settings: ExpertSetting[], o: TradeoffOptions): Promise<TradeoffRow[]> {
   const plan = planChunks(o.tokens.length, o.nCtx, o.chunks);
   const nVocab = model.hparams.nVocab;
-  const session = model.createSession({ nCtx: o.nCtx, moe: baseline.moe });
+  const session = model.createSession({ nCtx: o.nCtx, moe: baseline.moe, ...o.attention });
   const writer = new KldBaseWriter(o.basePath, {
     nCtx: o.nCtx,
     nVocab,
