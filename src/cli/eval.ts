@@ -35,17 +35,37 @@ function f32Text(v: number): string {
   return String(Number(v.toPrecision(9)));
 }
 
+const pause = new Int32Array(new SharedArrayBuffer(4));
+
+/**
+ * Writes all of `text` to fd, however much each call takes: stdout may be a non-blocking pipe, whose
+ * writes stop short or fail with EAGAIN while the reader is behind (then wait a millisecond and go on).
+ */
+function writeAll(fd: number, text: string): void {
+  const buf = Buffer.from(text);
+  for (let off = 0; off < buf.length; ) {
+    try {
+      off += writeSync(fd, buf, off);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === "EPIPE" && fd === 1) process.exit(0); // a closed stdout ends the command quietly
+      if (code !== "EAGAIN") throw e;
+      Atomics.wait(pause, 0, 0, 1);
+    }
+  }
+}
+
 /** Writes the logits JSON row by row (large vocabularies make big files). */
 export function writeLogitsJson(path: string, tokens: number[], nVocab: number, logits: Float32Array): void {
   const fd = path === "-" ? 1 : openSync(path, "w");
   try {
-    writeSync(fd, `{"tokens": [${tokens.join(", ")}], "n_vocab": ${nVocab}, "logits": [`);
+    writeAll(fd, `{"tokens": [${tokens.join(", ")}], "n_vocab": ${nVocab}, "logits": [`);
     for (let p = 0; p < tokens.length; p++) {
       const row: string[] = new Array(nVocab);
       for (let i = 0; i < nVocab; i++) row[i] = f32Text(logits[p * nVocab + i]);
-      writeSync(fd, `${p ? ", " : ""}[${row.join(", ")}]`);
+      writeAll(fd, `${p ? ", " : ""}[${row.join(", ")}]`);
     }
-    writeSync(fd, "]}\n");
+    writeAll(fd, "]}\n");
   } finally {
     if (fd !== 1) closeSync(fd);
   }
