@@ -8,6 +8,7 @@ import { attendHeads, type AttentionTask } from "../src/kernels/attention.ts";
 import { attentionKernels } from "../src/kernels/wasm/attention-kernels.ts";
 import { allocTensorBytes } from "../src/kernels/wasm/memory.ts";
 import { createPoolBackend, type PoolBackend } from "../src/pool/backend.ts";
+import { roundToF16 } from "../src/tensor/f16.ts";
 import { randn } from "../src/tensor/random.ts";
 
 function f32Array(n: number, where: "wasm" | "sab"): Float32Array {
@@ -53,6 +54,7 @@ function makeTask(c: Case, where: "wasm" | "sab", seed: number): AttentionTask {
     nTokens: c.nTokens, pos0: c.pos0, nHead: c.nHead, nHeadKv: c.nHeadKv, dk: c.dk, dv: c.dv,
     scale: 1 / Math.sqrt(c.dk), window: c.window ?? 0,
     sinks: c.sinks ? randn(c.nHead, seed + 3) : new Float32Array(0),
+    roundF16: 0,
   };
 }
 
@@ -111,6 +113,27 @@ describe("attention kernels", () => {
     for (let j = 0; j < ref.length; j++) err = Math.max(err, Math.abs(ref[j]! - wasm.out[j]!));
     expect(err).toBeLessThan(2e-5);
     expect(wasm.out.some((v) => v !== 0)).toBe(true);
+  });
+
+  it("with roundF16 (F16 cache, flash attention off): WASM = TypeScript bits; the query and the weights rounded to F16", () => {
+    let err = 0;
+    for (const [i, c] of CASES.entries()) {
+      const wasm = { ...makeTask(c, "wasm", 300 + 10 * i), roundF16: 1 };
+      const ts = { ...makeTask(c, "sab", 300 + 10 * i), roundF16: 1 };
+      for (const t of [wasm, ts]) for (let j = 0; j < t.k.length; j++) t.k[j] = roundToF16(t.k[j]!);
+      attendHeads(wasm, 0, c.nHead);
+      attendHeads(ts, 0, c.nHead);
+      const bad = wasm.out.findIndex((v, j) => !Object.is(v, ts.out[j]));
+      expect(bad, `case ${i}: WASM and TypeScript differ at ${bad}`).toBe(-1);
+      // = float32 attention of an F16-rounded query (the weights' rounding moves the output by < 1e-3 relative)
+      const plain = makeTask(c, "sab", 300 + 10 * i);
+      plain.k.set(ts.k);
+      for (let j = 0; j < plain.q.length; j++) plain.q[j] = roundToF16(plain.q[j]!);
+      attendHeads(plain, 0, c.nHead);
+      for (let j = 0; j < plain.out.length; j++) err = Math.max(err, Math.abs(plain.out[j]! - ts.out[j]!));
+    }
+    expect(err).toBeGreaterThan(0);
+    expect(err).toBeLessThan(2e-3);
   });
 
   it("give the same bits through the pool with 1, 2 and 3 threads", async () => {

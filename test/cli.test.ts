@@ -13,7 +13,7 @@ import { renderBar } from "../src/cli/progress.ts";
 import { TsmoeError } from "../src/errors.ts";
 import { expandLlamaFlags } from "../src/cli/run.ts";
 import { writeRandomModel } from "../src/gguf/random-model.ts";
-import { ROOT, runCli } from "./helpers.ts";
+import { ROOT, expectOneLineError, runCli } from "./helpers.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "tsmoe-cli-"));
 const moe = join(dir, "moe.gguf");
@@ -43,14 +43,6 @@ async function expectUserError(args: string[], re: RegExp): Promise<void> {
   expect((err as Error).message).toMatch(re);
 }
 
-/** Runs bin/tsmoe as a user would and checks the one-line error and exit code 1. */
-function expectOneLineError(args: string[], re: RegExp): void {
-  const r = runCli(args);
-  expect(r.status, `${args.join(" ")}: ${r.stderr}`).toBe(1);
-  expect(r.stderr.trim().split("\n").length, r.stderr).toBe(1);
-  expect(r.stderr).toMatch(/^error: /);
-  expect(r.stderr).toMatch(re);
-}
 
 describe("tsmoe run (the default command)", () => {
   it("greedy generation is reproducible and streams after the prompt; timings go to stderr", () => {
@@ -86,10 +78,10 @@ describe("tsmoe run (the default command)", () => {
     expect(r.stdout).toContain("> hello");
     expect(r.stdout).toContain("> how are you");
     expect(r.stderr).toMatch(/prompt eval time/);
-    await expectUserError(["-m", dense, "--conversation", "-n", "2"], /no chat template/);
+    await expectUserError(["-m", dense, "--conversation", "--chat-template", "nope"], /--chat-template: unknown template 'nope'/);
   });
 
-  it("Ctrl-C stops generation cleanly and still prints the timings", async () => {
+  it("Ctrl-C stops generation cleanly, still prints the timings and exits with 130 (llama-cli)", async () => {
     const child = spawn(process.execPath, [join(ROOT, "bin", "tsmoe"), "-m", moe, "-p", "hello", "-n", "-1", "-c", "256", "--temp", "0"], { cwd: ROOT });
     let out = "";
     let err = "";
@@ -104,7 +96,7 @@ describe("tsmoe run (the default command)", () => {
     child.stderr.on("data", (d: Buffer) => (err += d.toString()));
     const code = await new Promise<number | null>((resolve) => child.on("exit", (c) => resolve(c)));
     expect(sent).toBe(true);
-    expect(code).toBe(0);
+    expect(code).toBe(130);
     expect(err).toMatch(/interrupted/);
     expect(err).toMatch(/eval time = +\d+\.\d+ ms/);
   });
@@ -139,7 +131,7 @@ describe("tsmoe run (the default command)", () => {
   it("--help lists every option", () => {
     const r = runCli(["run", "--help"]);
     expect(r.status).toBe(0);
-    for (const flag of ["--model", "--prompt", "--file", "--n-predict", "--ctx-size", "--threads", "--seed", "--temp", "--top-k", "--top-p", "--min-p", "--repeat-penalty", "--repeat-last-n", "--conversation", "--system-prompt", "--no-display-prompt", "--moe-n-expert", "--moe-mask", "--moe-n-expert-layers", "--moe-cum-p", "--moe-ser", "--moe-stats", "--override-kv"])
+    for (const flag of ["--model", "--prompt", "--file", "--n-predict", "--ctx-size", "--threads", "--seed", "--temp", "--top-k", "--top-p", "--min-p", "--repeat-penalty", "--repeat-last-n", "--conversation", "--system-prompt", "--chat-template", "--chat-template-file", "--no-display-prompt", "--moe-n-expert", "--moe-mask", "--moe-n-expert-layers", "--moe-cum-p", "--moe-ser", "--moe-stats", "--override-kv"])
       expect(r.stdout).toContain(flag);
   });
 });
@@ -186,7 +178,7 @@ describe("tsmoe bench", () => {
 describe("tsmoe tradeoff", () => {
   it("measures every setting against the model's routing and writes md, JSON, CSV and SVG", () => {
     const out = join(dir, "tradeoff");
-    const r = runCli(["tradeoff", "-m", moe, "-f", textPath, "-c", "32", "--chunks", "2", "-n", "4", "-r", "1", "-t", "1", "--moe-n-expert", "4,1", "--moe-cum-p", "0.5", "--moe-ser", "1,0.5", "-o", out]);
+    const r = runCli(["tradeoff", "-m", moe, "-f", textPath, "-c", "32", "--chunks", "2", "-n", "4", "-r", "2", "-t", "1", "--moe-n-expert", "4,1", "--moe-cum-p", "0.5", "--moe-ser", "1,0.5", "-o", out]);
     expect(r.status, r.stderr).toBe(0);
     const json = JSON.parse(readFileSync(`${out}.json`, "utf8")) as { rows: Record<string, number | string | null>[] };
     expect(json.rows.map((x) => x.setting)).toEqual(["model", "N=4 soft", "N=1 soft", "N=4 hard", "N=1 hard", "cum-p 0.5", "ser 1,0.5"]);
@@ -201,15 +193,22 @@ describe("tsmoe tradeoff", () => {
     expect(row("cum-p 0.5").experts).toBeNull();
     expect(row("cum-p 0.5").mean_experts as number).toBeGreaterThanOrEqual(1);
     expect(row("cum-p 0.5").mean_experts as number).toBeLessThanOrEqual(4);
-    for (const x of json.rows) expect(x.decode_tps as number).toBeGreaterThan(0);
+    for (const x of json.rows) {
+      expect(x.decode_tps as number).toBeGreaterThan(0);
+      expect(x.decode_tps_min as number).toBeLessThanOrEqual(x.decode_tps as number);
+      expect(x.speedup_max as number).toBeGreaterThanOrEqual(x.speedup as number);
+    }
+    expect(row("model")).toMatchObject({ speedup: 1, speedup_min: 1, speedup_max: 1 }); // its own ratio in every round
     const csv = readFileSync(`${out}.csv`, "utf8").trim().split("\n");
     expect(csv.length).toBe(8);
-    expect(csv[0]).toBe("setting,mode,experts,mean_experts,prompt_tps,decode_tps,speedup,ppl,ppl_change,kld,same_top");
+    expect(csv[0]).toBe("setting,mode,experts,mean_experts,prompt_tps,decode_tps,speedup,ppl,ppl_change,kld,same_top,decode_tps_min,decode_tps_max,speedup_min,speedup_max");
     expect(readFileSync(`${out}.md`, "utf8")).toBe(r.stdout);
     const svg = readFileSync(`${out}.svg`, "utf8");
     expect(svg.startsWith("<svg xmlns=\"http://www.w3.org/2000/svg\"")).toBe(true);
     expect(svg.trim().endsWith("</svg>")).toBe(true);
     expect(svg.match(/<polyline /g)?.length).toBe(4); // soft, hard, cum-p, ser
+    expect(svg.match(/>model<\/text>/g)?.length).toBe(2); // the model point labelled once (and in the legend)
+    expect(r.stderr).toMatch(/timing round 2\/2/);
     expect(svg).not.toMatch(/NaN|undefined/);
   });
 

@@ -3,6 +3,7 @@ import { describe, expect, it } from "vitest";
 import { countSettings, dynamicSettings, parseSerList } from "../src/eval/grid.ts";
 import { PerplexityAccumulator, chunkTokens, finalEstimateLine, planChunks } from "../src/eval/perplexity.ts";
 import { lineChartSvg, niceTicks } from "../src/eval/svg-chart.ts";
+import { spreadOf } from "../src/eval/tradeoff.ts";
 import { csvTable, jsonRows, markdownTable, type Column } from "../src/eval/table.ts";
 
 type Row = { name: string; v: number };
@@ -52,6 +53,27 @@ describe("SVG chart", () => {
     const open = (svg.match(/<(?!\/)[a-z]+[^>]*[^/]>/g) ?? []).length;
     const close = (svg.match(/<\/[a-z]+>/g) ?? []).length;
     expect(open).toBe(close);
+  });
+  it("draws error bars and keeps labels at one spot from overlapping", () => {
+    const svg = lineChartSvg({
+      title: "t",
+      xLabel: "x",
+      yLabel: "y",
+      series: [
+        { name: "soft", points: [{ x: 0, y: 1, label: "N=8", lo: 0.9, hi: 1.2 }, { x: 0.5, y: 2 }] },
+        { name: "hard", points: [{ x: 0, y: 1, label: "N=8" }, { x: 0.3, y: 1.5 }] },
+        { name: "model", color: "#000", points: [{ x: 0, y: 1, label: "model" }] },
+      ],
+    });
+    expect(svg.match(/<path d="M[\d.]+ [\d.]+V[\d.]+/g)?.length).toBe(1);
+    const labelYs = [...svg.matchAll(/<text x="([\d.]+)" y="([\d.]+)"[^>]*font-size="10"[^>]*>([^<]+)</g)].map((m) => m[2]);
+    expect(labelYs.length).toBe(3);
+    expect(new Set(labelYs).size).toBe(3);
+    expect(svg).toContain('fill="#000"');
+  });
+  it("spreadOf gives the median and the range", () => {
+    expect(spreadOf([3, 1, 2])).toEqual({ median: 2, lo: 1, hi: 3 });
+    expect(spreadOf([4, 1, 2, 3])).toEqual({ median: 2.5, lo: 1, hi: 4 });
   });
 });
 

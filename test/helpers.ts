@@ -1,6 +1,7 @@
 /** Shared test helpers: where ../shared is, running the CLI the way users do. */
 import { existsSync } from "node:fs";
 import { spawnSync } from "node:child_process";
+import { expect } from "vitest";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -27,4 +28,13 @@ export function runCli(args: string[], opts: { timeoutMs?: number; input?: strin
     maxBuffer: 256 * 1024 * 1024,
   });
   return { status: r.status ?? -1, stdout: r.stdout ?? "", stderr: r.stderr ?? "" };
+}
+
+/** Runs bin/tsmoe as a user would and checks the one-line `error: ...` and exit status 1. */
+export function expectOneLineError(args: string[], re: RegExp): void {
+  const r = runCli(args);
+  expect(r.status, `${args.join(" ")}: ${r.stderr}`).toBe(1);
+  expect(r.stderr.trim().split("\n").length, r.stderr).toBe(1);
+  expect(r.stderr).toMatch(/^error: /);
+  expect(r.stderr).toMatch(re);
 }

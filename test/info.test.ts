@@ -77,10 +77,10 @@ describe("tsmoe info", () => {
     }
   });
 
-  it("missing -m is a clear error", () => {
+  it("without -m describes the embedded model, as every command defaults -m", () => {
     const r = runCli(["info"]);
-    expect(r.status).toBe(1);
-    expect(r.stderr).toMatch(/--model/);
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/architecture +qwen3moe/);
   });
 });
 

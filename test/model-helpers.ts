@@ -20,16 +20,21 @@ export const RANDOM_ARCH_CASES: { name: string; arch: string; nExpert?: number; 
  * Runs fn with a llama.cpp context on the model at path: flash attention off and an F32 KV cache (what
  * tsmoe's default attention computes), one thread, batches of up to 64 tokens.
  */
-export async function withLlamaCppContext<T>(llama: Llama, path: string, fn: (ctx: LlamaContext) => Promise<T>): Promise<T> {
+export async function withLlamaCppContext<T>(
+  llama: Llama,
+  path: string,
+  fn: (ctx: LlamaContext) => Promise<T>,
+  attention: { cache: "F32" | "F16"; flash: boolean } = { cache: "F32", flash: false },
+): Promise<T> {
   const model = await llama.loadModel({ modelPath: path });
   try {
     const ctx = await model.createContext({
       contextSize: 64,
       batchSize: 64,
       threads: 1,
-      flashAttention: false,
-      experimentalKvCacheKeyType: "F32",
-      experimentalKvCacheValueType: "F32",
+      flashAttention: attention.flash,
+      experimentalKvCacheKeyType: attention.cache,
+      experimentalKvCacheValueType: attention.cache,
     });
     try {
       return await fn(ctx);

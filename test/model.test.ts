@@ -216,9 +216,9 @@ describe("tsmoe eval", () => {
     const r = runCli(["eval", "-m", "nonexistent.gguf", "--tokens", "1,,2"]);
     expect(r.status).toBe(1);
     expect(r.stderr).toMatch(/^error: --tokens: expected comma-separated token ids/);
-    const k = runCli(["eval", "-m", "nonexistent.gguf", "--tokens", "1", "--kv-type", "q8"]);
+    const k = runCli(["eval", "-m", "nonexistent.gguf", "--tokens", "1", "-ctk", "q8"]);
     expect(k.status).toBe(1);
-    expect(k.stderr).toMatch(/^error: --kv-type: expected f32 or f16/);
+    expect(k.stderr).toMatch(/^error: --cache-type-k \(-ctk\): expected f32 or f16/);
   });
 });
 

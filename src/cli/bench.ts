@@ -7,9 +7,10 @@ import { availableParallelism } from "node:os";
 import { basename } from "node:path";
 import { Command, Option } from "commander";
 import { UsageError } from "../errors.ts";
-import type { KvOverride, Model } from "../model/api.ts";
+import type { KvOverride, Model, SessionOptions } from "../model/api.ts";
 import { parseCacheSize } from "../model/expert-cache.ts";
-import { addExpertGridOptions, expertGridFrom, modelSetting, parseIntArg, parseIntList, type ExpertGridValues, type ExpertSetting } from "../eval/grid.ts";
+import { addAttentionOptions, attentionFrom, type AttentionCliValues } from "./attention-options.ts";
+import { addExpertGridOptions, expertGridFrom, modelSetting, parseIntArg, parseIntList, parseThreadsList, type ExpertGridValues, type ExpertSetting } from "../eval/grid.ts";
 import { formatParams, formatSize, modelDescription } from "../eval/model-desc.ts";
 import { measure, testName, type SpeedSample, type SpeedTest } from "../eval/speed.ts";
 import { csvTable, jsonRows, markdownTable, type Column, type OutputFormat } from "../eval/table.ts";
@@ -94,6 +95,8 @@ export interface BenchPlan {
   nBatch: number;
   /** --moe-cache SIZE: stream the routed experts through a cache of this many bytes */
   moeCache?: number;
+  /** KV cache type and flash attention (-ctk / -ctv / -fa) */
+  attention?: Pick<SessionOptions, "kvType" | "flashAttention">;
 }
 
 /**
@@ -108,7 +111,7 @@ export async function runBench(plan: BenchPlan, open: typeof openModel = openMod
   for (const t of threads) {
     const { model } = await open(plan.model, { checkMoe: settings.map((s) => s.moe), overrideKv: plan.overrideKv, threads: t, moeCache: plan.moeCache, nCtx });
     try {
-      const session = model.createSession({ nCtx });
+      const session = model.createSession({ nCtx, ...plan.attention });
       for (const setting of settings) {
         session.setMoe(setting.moe);
         for (const test of tests) {
@@ -143,7 +146,7 @@ function cacheRow(c: NonNullable<Model["streaming"]>): BenchRow["cache"] {
   return { size: c.describe(), hitRate: hits + misses > 0 ? hits / (hits + misses) : 0 };
 }
 
-interface BenchCliOptions extends ExpertGridValues {
+interface BenchCliOptions extends ExpertGridValues, AttentionCliValues {
   model: string;
   nPrompt: string;
   nGen: string;
@@ -166,11 +169,13 @@ export function register(program: Command): void {
     .option("-b, --batch-size <n>", "tokens per evaluation call for prompts", "2048")
     .addOption(new Option("-o, --output <format>", "output format").choices(["md", "csv", "json"]).default("md"))
     .option("--moe-cache <SIZE>", "stream the routed experts from the file through a cache of SIZE (e.g. 12G; default: only when the model does not fit in memory)");
+  addAttentionOptions(cmd);
   addExpertGridOptions(cmd, { counts: "the model's", mask: "soft" }).action(async (o: BenchCliOptions) => {
+    const attention = attentionFrom(o);
     const nPrompt = parseIntList("--n-prompt", o.nPrompt, 0);
     const nGen = parseIntList("--n-gen", o.nGen, 0);
     const reps = parseIntArg("--repetitions", o.repetitions, 1);
-    const threads = parseIntList("--threads", o.threads, 1);
+    const threads = parseThreadsList(o.threads);
     const nBatch = parseIntArg("--batch-size", o.batchSize, 1);
     const grid = expertGridFrom(o);
     const overrideKv = grid.overrideKv;
@@ -182,7 +187,7 @@ export function register(program: Command): void {
     if (tests.length === 0) throw new UsageError("nothing to measure: all of --n-prompt and --n-gen are 0");
 
     const moeCache = o.moeCache === undefined ? undefined : parseCacheSize(o.moeCache);
-    const rows = await runBench({ model: o.model, overrideKv, threads, settings, tests, reps, nBatch, moeCache });
+    const rows = await runBench({ model: o.model, overrideKv, threads, settings, tests, reps, nBatch, moeCache, attention });
     process.stdout.write(formatBench(rows, o.output as OutputFormat));
   });
 }

@@ -2,22 +2,23 @@
  * `tsmoe eval -m FILE --tokens 1,15,27 --logits-out OUT.json`: evaluates the tokens in one sequence from
  * position 0 and writes the raw logits of every position, in the layout of the golden files in
  * ../shared/fixtures: {"tokens": [...], "n_vocab": V, "logits": [[V floats] per position]}.
- * Accepts every MoE option and --override-kv; `--kv-type f16` reproduces llama.cpp's default attention
- * (F16 cache, flash attention) instead of the F32 cache.
+ * Accepts every MoE option, --override-kv and llama.cpp's -ctk / -ctv / -fa (./attention-options.ts).
  */
 import { closeSync, openSync, writeSync } from "node:fs";
 import type { Command } from "commander";
 import { UsageError } from "../errors.ts";
+import { parseThreadsArg } from "../eval/grid.ts";
 import type { Model, MoeOptions } from "../model/api.ts";
+import { addAttentionOptions, attentionFrom, type AttentionCliValues } from "./attention-options.ts";
 import { addMoeOptions, formatMoeStats, moeOptionsFrom, type MoeCliValues } from "./moe-options.ts";
+import { checkWritable } from "./output-path.ts";
 import { DEFAULT_MODEL, openModel } from "./progress.ts";
 
-interface EvalCliOptions extends MoeCliValues {
+interface EvalCliOptions extends MoeCliValues, AttentionCliValues {
   model: string;
   tokens: string;
   logitsOut?: string;
   threads?: string;
-  kvType: string;
 }
 
 /** "1,15,27" -> [1, 15, 27] (whitespace allowed around items) */
@@ -34,17 +35,37 @@ function f32Text(v: number): string {
   return String(Number(v.toPrecision(9)));
 }
 
+const pause = new Int32Array(new SharedArrayBuffer(4));
+
+/**
+ * Writes all of `text` to fd, however much each call takes: stdout may be a non-blocking pipe, whose
+ * writes stop short or fail with EAGAIN while the reader is behind (then wait a millisecond and go on).
+ */
+function writeAll(fd: number, text: string): void {
+  const buf = Buffer.from(text);
+  for (let off = 0; off < buf.length; ) {
+    try {
+      off += writeSync(fd, buf, off);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === "EPIPE" && fd === 1) process.exit(0); // a closed stdout ends the command quietly
+      if (code !== "EAGAIN") throw e;
+      Atomics.wait(pause, 0, 0, 1);
+    }
+  }
+}
+
 /** Writes the logits JSON row by row (large vocabularies make big files). */
 export function writeLogitsJson(path: string, tokens: number[], nVocab: number, logits: Float32Array): void {
   const fd = path === "-" ? 1 : openSync(path, "w");
   try {
-    writeSync(fd, `{"tokens": [${tokens.join(", ")}], "n_vocab": ${nVocab}, "logits": [`);
+    writeAll(fd, `{"tokens": [${tokens.join(", ")}], "n_vocab": ${nVocab}, "logits": [`);
     for (let p = 0; p < tokens.length; p++) {
       const row: string[] = new Array(nVocab);
       for (let i = 0; i < nVocab; i++) row[i] = f32Text(logits[p * nVocab + i]);
-      writeSync(fd, `${p ? ", " : ""}[${row.join(", ")}]`);
+      writeAll(fd, `${p ? ", " : ""}[${row.join(", ")}]`);
     }
-    writeSync(fd, "]}\n");
+    writeAll(fd, "]}\n");
   } finally {
     if (fd !== 1) closeSync(fd);
   }
@@ -57,24 +78,21 @@ export function register(program: Command): void {
     .option("-m, --model <file>", "GGUF model", DEFAULT_MODEL)
     .requiredOption("--tokens <ids>", "comma-separated token ids, e.g. 1,15,27")
     .option("--logits-out <file>", "where to write the JSON (- for stdout)", "-")
-    .option("-t, --threads <n>", "worker threads (default: number of cores)")
-    .option("--kv-type <type>", "KV cache type: f32, or f16 (llama.cpp's default attention numerics)", "f32");
+    .option("-t, --threads <n>", "worker threads (default: number of cores)");
+  addAttentionOptions(cmd);
   addMoeOptions(cmd);
   cmd.action(async (o: EvalCliOptions) => {
     const tokens = parseTokenList(o.tokens);
-    if (o.kvType !== "f32" && o.kvType !== "f16") throw new UsageError(`--kv-type: expected f32 or f16, got '${o.kvType}'`);
-    let threads: number | undefined;
-    if (o.threads !== undefined) {
-      if (!/^\d+$/.test(o.threads.trim()) || Number(o.threads) < 1) throw new UsageError(`--threads: expected a positive integer, got '${o.threads}'`);
-      threads = Number(o.threads);
-    }
+    const attention = attentionFrom(o);
+    const threads = o.threads === undefined ? undefined : parseThreadsArg(o.threads);
+    checkWritable("--logits-out", o.logitsOut ?? "-");
     const parsed = moeOptionsFrom(o);
     let model: Model | undefined;
     let moe: MoeOptions | undefined;
     try {
       ({ model, moe } = await openModel(o.model, { moe: parsed.moe, overrideKv: parsed.overrideKv, threads, stats: parsed.stats, moeCache: parsed.moeCache }));
       const nVocab = model.hparams.nVocab;
-      const session = model.createSession({ nCtx: Math.max(tokens.length, 1), kvType: o.kvType, moe });
+      const session = model.createSession({ nCtx: Math.max(tokens.length, 1), moe, ...attention });
       const logits = await session.eval(tokens, { allLogits: true });
       writeLogitsJson(o.logitsOut ?? "-", tokens, nVocab, logits);
       if (parsed.stats && model.hparams.nExpert > 0) process.stderr.write(formatMoeStats(session.moeStats(), model.streaming?.stats()) + "\n");

@@ -1,9 +1,10 @@
 /**
- * `tsmoe info -m FILE [--json]`: architecture, hyper-parameters, tensor counts by type, parameter count and
+ * `tsmoe info [-m FILE] [--json]`: architecture, hyper-parameters, tensor counts by type, parameter count and
  * file size of a GGUF model (header only: tensor data is not read).
  */
 import type { Command } from "commander";
 import { loadGguf } from "../gguf/reader.ts";
+import { modelOption } from "./progress.ts";
 import { formatSummary, summarize } from "../gguf/summary.ts";
 import { formatReferenceKernels, referenceKernels } from "../model/kernel-report.ts";
 
@@ -11,7 +12,7 @@ export function register(program: Command): void {
   program
     .command("info")
     .description("print a GGUF model's architecture, hyper-parameters and tensor types")
-    .requiredOption("-m, --model <file>", "GGUF model file (first shard of a split model)")
+    .addOption(modelOption())
     .option("--json", "print one JSON object")
     .action(async (opts: { model: string; json?: boolean }) => {
       const file = await loadGguf(opts.model, { headerOnly: true });

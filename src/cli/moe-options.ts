@@ -75,7 +75,18 @@ function parseNumberStrict(text: string, what: string): number {
   return v;
 }
 
-/** `A-B:N` / `A:N` items separated by commas → layer -> N. Checks syntax and N >= 1, not the layer range. */
+/**
+ * The largest layer index `--moe-n-expert-layers` accepts before the model is known (real models have a few
+ * hundred layers at most); ranges are checked against it before they are expanded, so `0-20000000:4` fails
+ * at once instead of building a map of twenty million layers. The model's own layer count is checked by
+ * validateMoeOptions once its header is read.
+ */
+export const MAX_LAYER_INDEX = 4095;
+
+/**
+ * `A-B:N` / `A:N` items separated by commas → layer -> N. Checks syntax, N >= 1 and indices up to
+ * MAX_LAYER_INDEX, not the model's layer count.
+ */
 export function parseLayerSpec(spec: string): Map<number, number> {
   const layers = new Map<number, number>();
   const items = spec.split(",").map((s) => s.trim());
@@ -87,6 +98,8 @@ export function parseLayerSpec(spec: string): Map<number, number> {
     const n = Number(m[3]);
     if (last < first) throw new UsageError(`--moe-n-expert-layers: range ${first}-${last} is backwards`);
     if (n < 1) throw new UsageError(`--moe-n-expert-layers: expert count must be at least 1 (got ${n} for layers ${item.split(":")[0]})`);
+    if (last > MAX_LAYER_INDEX)
+      throw new UsageError(`--moe-n-expert-layers: layer ${last} out of range (layer indices go up to ${MAX_LAYER_INDEX} at most)`);
     for (let l = first; l <= last; l++) {
       if (layers.has(l)) throw new UsageError(`--moe-n-expert-layers: layer ${l} is named twice in '${spec}'`);
       layers.set(l, n);

@@ -6,17 +6,19 @@
  */
 import type { Command } from "commander";
 import { UsageError } from "../errors.ts";
-import { parseIntArg } from "../eval/grid.ts";
+import { parseIntArg, parseThreadsArg } from "../eval/grid.ts";
 import { KldBaseReader, KldBaseWriter } from "../eval/kld-file.ts";
 import { KLD_CHUNK_HEADER, kldChunkLine, kldReport } from "../eval/kld-stats.ts";
 import { chunkEstimate, finalEstimateLine, planChunks } from "../eval/perplexity.ts";
 import { runKlDivergence, runPerplexity, type ChunkProgress } from "../eval/run-chunks.ts";
 import { readTextFile, tokenizeForEval, bosToken } from "../eval/text.ts";
 import type { Model, MoeLayerStats, MoeOptions } from "../model/api.ts";
+import { addAttentionOptions, attentionFrom, type AttentionCliValues } from "./attention-options.ts";
 import { addMoeOptions, formatMeanExperts, formatMoeStats, moeOptionsFrom, type MoeCliValues } from "./moe-options.ts";
+import { checkWritable } from "./output-path.ts";
 import { modelOption, openModel } from "./progress.ts";
 
-interface PerplexityCliOptions extends MoeCliValues {
+interface PerplexityCliOptions extends MoeCliValues, AttentionCliValues {
   model: string;
   file?: string;
   ctxSize: string;
@@ -43,17 +45,20 @@ export function register(program: Command): void {
     .option("-t, --threads <n>", "worker threads (default: number of cores)")
     .option("--kl-divergence-base <file>", "write the log-probabilities here (or read them with --kl-divergence)")
     .option("--kl-divergence", "compare this run against the --kl-divergence-base file");
+  addAttentionOptions(cmd);
   addMoeOptions(cmd);
   cmd.action(async (o: PerplexityCliOptions) => {
+    const attention = attentionFrom(o);
     const nCtx = parseIntArg("--ctx-size", o.ctxSize, 4);
     const nBatch = parseIntArg("--batch-size", o.batchSize, 1);
     const chunks = parseIntArg("--chunks", o.chunks, -1);
-    const threads = o.threads === undefined ? undefined : parseIntArg("--threads", o.threads, 1);
+    const threads = o.threads === undefined ? undefined : parseThreadsArg(o.threads);
     const parsed = moeOptionsFrom(o);
     if (o.klDivergence && !o.klDivergenceBase)
       throw new UsageError("--kl-divergence needs --kl-divergence-base FILE (the base log-probabilities)");
     if (!o.klDivergence && !o.file) throw new UsageError("no text: pass -f FILE");
     if (chunks === 0) throw new UsageError("--chunks must be -1 (all) or at least 1");
+    if (o.klDivergenceBase && !o.klDivergence) checkWritable("--kl-divergence-base", o.klDivergenceBase);
     const text = o.klDivergence ? undefined : readTextFile(o.file!);
     const base = o.klDivergence ? new KldBaseReader(o.klDivergenceBase!) : undefined;
     let model: Model | undefined;
@@ -62,7 +67,7 @@ export function register(program: Command): void {
       ({ model, moe } = await openModel(o.model, { moe: parsed.moe, overrideKv: parsed.overrideKv, threads, stats: parsed.stats, moeCache: parsed.moeCache }));
       const nVocab = model.hparams.nVocab;
       if (base) {
-        const session = model.createSession({ nCtx: base.header.nCtx, moe });
+        const session = model.createSession({ nCtx: base.header.nCtx, moe, ...attention });
         const nChunk = chunks > 0 ? Math.min(chunks, base.header.nChunk) : base.header.nChunk;
         process.stderr.write(`kl_divergence: computing over ${nChunk} chunks, n_ctx=${base.header.nCtx}, batch_size=${nBatch}\n`);
         const run = await runKlDivergence(session, base, {
@@ -93,7 +98,7 @@ export function register(program: Command): void {
           : undefined;
         if (writer) process.stderr.write(`perplexity: saving all logits to ${o.klDivergenceBase}\n`);
         process.stderr.write(`perplexity: calculating perplexity over ${plan.nChunk} chunks, n_ctx=${nCtx}, batch_size=${nBatch}\n`);
-        const session = model.createSession({ nCtx, moe });
+        const session = model.createSession({ nCtx, moe, ...attention });
         try {
           const run = await runPerplexity(session, tokens, plan, {
             nVocab,

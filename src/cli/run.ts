@@ -1,18 +1,22 @@
 /**
  * `tsmoe` / `tsmoe run`: llama-cli for tsmoe. Generates from a prompt (or chats with `-cnv`, reading user
  * turns from stdin), streaming tokens to stdout; at the end prints timings and the mean experts per token
- * to stderr. Ctrl-C stops generation and still prints the timings.
+ * to stderr. Ctrl-C stops generation, prints the timings and exits with status 130 (in chat it ends the
+ * reply). Chat uses the model's chat template, or --chat-template / --chat-template-file, or chatml when
+ * the model has none.
  */
 import { createInterface } from "node:readline";
 import type { Command } from "commander";
 import { UsageError } from "../errors.ts";
-import { parseIntArg, parseNumberArg } from "../eval/grid.ts";
+import { parseIntArg, parseNumberArg, parseThreadsArg } from "../eval/grid.ts";
 import { readTextFile } from "../eval/text.ts";
 import type { Model, Session } from "../model/api.ts";
 import { emptyTimings, formatTimings, generate, type GenerationTimings } from "../sample/generate.ts";
 import { Sampler, type SamplerParams } from "../sample/sampler.ts";
 import { applyChatTemplate, type ChatMessage } from "../tokenizer/chat.ts";
+import { BUILTIN_CHAT_TEMPLATES, chatTemplateFromOptions } from "../tokenizer/chat-builtin.ts";
 import { Tokenizer } from "../tokenizer/tokenizer.ts";
+import { addAttentionOptions, attentionFrom, type AttentionCliValues } from "./attention-options.ts";
 import { addMoeOptions, formatMeanExperts, formatMoeStats, moeOptionsFrom, type MoeCliValues } from "./moe-options.ts";
 import { modelOption, openModel } from "./progress.ts";
 
@@ -20,15 +24,21 @@ import { modelOption, openModel } from "./progress.ts";
 export const DEFAULT_PROMPT = "Once upon a time";
 
 /** llama.cpp's multi-letter single-dash flags, which commander cannot parse, mapped to their long forms. */
-const LLAMA_FLAGS: Record<string, string> = { "-cnv": "--conversation", "-sys": "--system-prompt" };
+const LLAMA_FLAGS: Record<string, string> = {
+  "-cnv": "--conversation",
+  "-sys": "--system-prompt",
+  "-ctk": "--cache-type-k",
+  "-ctv": "--cache-type-v",
+  "-fa": "--flash-attn",
+};
 
-/** Rewrites `-cnv` / `-sys` into `--conversation` / `--system-prompt` (everything after `--` is left alone). */
+/** Rewrites `-cnv`, `-sys`, `-ctk`, `-ctv`, `-fa` into their long forms (everything after `--` is left alone). */
 export function expandLlamaFlags(argv: string[]): string[] {
   const end = argv.indexOf("--");
   return argv.map((a, i) => (end >= 0 && i > end ? a : (LLAMA_FLAGS[a] ?? a)));
 }
 
-interface RunCliOptions extends MoeCliValues {
+interface RunCliOptions extends MoeCliValues, AttentionCliValues {
   model: string;
   prompt?: string;
   file?: string;
@@ -44,6 +54,8 @@ interface RunCliOptions extends MoeCliValues {
   repeatLastN: string;
   conversation?: boolean;
   systemPrompt?: string;
+  chatTemplate?: string;
+  chatTemplateFile?: string;
   displayPrompt: boolean;
   ignoreEos?: boolean;
 }
@@ -60,12 +72,18 @@ function samplerParams(o: RunCliOptions): Partial<SamplerParams> {
   };
 }
 
-/** Ctrl-C handling: the first press asks generation to stop, a second one exits at once. */
+/**
+ * Ctrl-C handling: the first press asks generation to stop, a second one exits at once. A closed stdout
+ * also asks generation to stop (`requested` without `bySignal`).
+ */
 class Interrupt {
   requested = false;
+  /** a SIGINT asked for the stop (a plain completion then exits with status 130, as llama-cli does) */
+  bySignal = false;
   private readonly handler = () => {
     if (this.requested) process.exit(130);
     this.requested = true;
+    this.bySignal = true;
   };
   install(): void {
     process.on("SIGINT", this.handler);
@@ -94,18 +112,24 @@ export function register(program: Command): void {
     .option("--repeat-last-n <n>", "tokens considered by the repeat penalty (0: off, -1: the context)", "64")
     .option("--conversation", "chat mode (also -cnv): user turns from stdin, the model's chat template")
     .option("--system-prompt <text>", "system message in chat mode (also -sys)")
+    .option("--chat-template <name|template>", `chat template instead of the model's: a Jinja template or a name (${Object.keys(BUILTIN_CHAT_TEMPLATES).join(", ")})`)
+    .option("--chat-template-file <file>", "read the chat template (Jinja) from a file")
     .option("--no-display-prompt", "do not print the prompt before the generated text")
     .option("--ignore-eos", "never sample end-of-generation tokens (generate until -n or a full context)");
+  addAttentionOptions(cmd);
   addMoeOptions(cmd);
   cmd.action(async (o: RunCliOptions) => {
+    const attention = attentionFrom(o);
     const nPredict = parseIntArg("--n-predict", o.nPredict, -1);
     const nCtxOpt = parseIntArg("--ctx-size", o.ctxSize, 0);
-    const threads = o.threads === undefined ? undefined : parseIntArg("--threads", o.threads, 1);
+    const threads = o.threads === undefined ? undefined : parseThreadsArg(o.threads);
     const sp = samplerParams(o);
     new Sampler(sp); // validates the sampling options before the model loads
     const parsed = moeOptionsFrom(o);
     if (o.prompt !== undefined && o.file !== undefined) throw new UsageError("give the prompt with -p or -f, not both");
     if (o.systemPrompt !== undefined && !o.conversation) throw new UsageError("--system-prompt (-sys) needs --conversation (-cnv)");
+    const chatTemplate = chatTemplateFromOptions(o);
+    if (chatTemplate !== undefined && !o.conversation) throw new UsageError("--chat-template needs --conversation (-cnv)");
     const promptText = o.file !== undefined ? readTextFile(o.file) : o.prompt;
 
     const tStart = performance.now();
@@ -114,7 +138,7 @@ export function register(program: Command): void {
     let session: Session | undefined;
     try {
       const tokenizer = Tokenizer.fromMetadata(model.metadata);
-      session = model.createSession(nCtxOpt > 0 ? { nCtx: nCtxOpt, moe } : { moe });
+      session = model.createSession(nCtxOpt > 0 ? { nCtx: nCtxOpt, moe, ...attention } : { moe, ...attention });
       const sampler = new Sampler(sp, session.nCtx);
       const ctx: RunContext = { model, session, tokenizer, sampler, timings, nPredict, ignoreEos: o.ignoreEos === true, interrupt: new Interrupt() };
       // a closed pipe (`tsmoe ... | head`) ends generation like Ctrl-C instead of crashing
@@ -122,7 +146,7 @@ export function register(program: Command): void {
         if (e.code !== "EPIPE") throw e;
         ctx.interrupt.requested = true;
       });
-      if (o.conversation) await chat(ctx, o.systemPrompt, promptText);
+      if (o.conversation) await chat(ctx, { systemPrompt: o.systemPrompt, template: chatTemplate }, promptText);
       else await complete(ctx, promptText ?? DEFAULT_PROMPT, o.displayPrompt);
     } finally {
       if (timings.nPrompt > 0) printSummary(model, session!, loadMs, timings, performance.now() - tStart, parsed.stats);
@@ -175,6 +199,7 @@ async function complete(ctx: RunContext, prompt: string, display: boolean): Prom
     process.stdout.write("\n");
     if (stop === "context") process.stderr.write("\ncontext full: generation stopped (raise -c)\n");
     if (stop === "interrupted") process.stderr.write("\ninterrupted\n");
+    if (stop === "interrupted" && ctx.interrupt.bySignal) process.exitCode = 130; // after the timings, like llama-cli
   } finally {
     ctx.interrupt.remove();
   }
@@ -184,9 +209,16 @@ async function complete(ctx: RunContext, prompt: string, display: boolean): Prom
  * Chat: each user line is added to the conversation, the whole conversation is rendered with the chat
  * template and tokenized, and only the tokens after what the session already holds are evaluated.
  */
-async function chat(ctx: RunContext, systemPrompt: string | undefined, firstUser: string | undefined): Promise<void> {
+async function chat(ctx: RunContext, opts: { systemPrompt?: string; template?: string }, firstUser: string | undefined): Promise<void> {
   const { tokenizer, session } = ctx;
-  applyChatTemplate(tokenizer, [], { systemPrompt }); // fails early without a chat template
+  const { systemPrompt } = opts;
+  let template = opts.template;
+  if (template === undefined && !tokenizer.chatTemplate) {
+    // as llama.cpp does for a model without a chat template
+    process.stderr.write("the model has no chat template: using chatml (choose another with --chat-template)\n");
+    template = BUILTIN_CHAT_TEMPLATES.chatml;
+  }
+  applyChatTemplate(tokenizer, [], { systemPrompt, template }); // a broken template fails before the first turn
   process.stderr.write(`sampler seed: ${ctx.sampler.seed}\n`);
   const messages: ChatMessage[] = [];
   let cached: number[] = [];
@@ -209,13 +241,14 @@ async function chat(ctx: RunContext, systemPrompt: string | undefined, firstUser
       }
       if (user.trim() === "") continue;
       messages.push({ role: "user", content: user });
-      const text = applyChatTemplate(tokenizer, messages, { systemPrompt, addGenerationPrompt: true });
+      const text = applyChatTemplate(tokenizer, messages, { systemPrompt, template, addGenerationPrompt: true });
       const all = tokenizer.tokenize(text, { addSpecial: true, parseSpecial: true });
       checkFits(ctx, all.length);
       let keep = 0;
       while (keep < cached.length && keep < all.length - 1 && cached[keep] === all[keep]) keep++;
       session.truncate(keep);
       ctx.interrupt.requested = false;
+      ctx.interrupt.bySignal = false;
       ctx.interrupt.install();
       let reply: number[];
       try {

@@ -8,6 +8,7 @@ import { readFileSync } from "node:fs";
 import type { Command } from "commander";
 import { TsmoeError, UsageError } from "../errors.ts";
 import { loadGguf } from "../gguf/reader.ts";
+import { modelOption } from "./progress.ts";
 import { Tokenizer } from "../tokenizer/tokenizer.ts";
 
 interface TokenizeCliOptions {
@@ -68,7 +69,7 @@ export function register(program: Command): void {
   program
     .command("tokenize")
     .description("print the tokens of a text (like llama-tokenize)")
-    .requiredOption("-m, --model <file>", "GGUF model file (only the header is read)")
+    .addOption(modelOption())
     .option("-p, --prompt <text>", "text to tokenize")
     .option("-f, --file <file>", "read the text from a file (verbatim)")
     .option("--stdin", "read the text from standard input")

@@ -7,15 +7,17 @@ import { availableParallelism, tmpdir } from "node:os";
 import { basename, join } from "node:path";
 import type { Command } from "commander";
 import { UsageError } from "../errors.ts";
-import { addExpertGridOptions, expertGridFrom, modelSetting, parseIntArg, type ExpertGridValues } from "../eval/grid.ts";
+import { addExpertGridOptions, expertGridFrom, modelSetting, parseIntArg, parseThreadsArg, type ExpertGridValues } from "../eval/grid.ts";
 import { modelDescription } from "../eval/model-desc.ts";
 import { csvTable, jsonRows, markdownTable } from "../eval/table.ts";
 import { readTextFile, tokenizeForEval } from "../eval/text.ts";
-import { TRADEOFF_COLUMNS, runTradeoff, tradeoffChart } from "../eval/tradeoff.ts";
+import { TRADEOFF_COLUMNS, TRADEOFF_DATA_COLUMNS, runTradeoff, tradeoffChart } from "../eval/tradeoff.ts";
+import { addAttentionOptions, attentionFrom, type AttentionCliValues } from "./attention-options.ts";
 import { validateMoeOptions } from "./moe-options.ts";
+import { checkWritable } from "./output-path.ts";
 import { modelOption, openModel } from "./progress.ts";
 
-interface TradeoffCliOptions extends ExpertGridValues {
+interface TradeoffCliOptions extends ExpertGridValues, AttentionCliValues {
   model: string;
   file?: string;
   ctxSize: string;
@@ -50,23 +52,31 @@ export function register(program: Command): void {
     .option("-b, --batch-size <n>", "tokens per evaluation call", "2048")
     .option("-t, --threads <n>", "worker threads", String(availableParallelism()))
     .option("-n, --n-gen <n>", "tokens decoded for the decode speed test", "64")
-    .option("-r, --repetitions <n>", "repetitions of the decode test (after a warm-up)", "3")
+    .option("-r, --repetitions <n>", "decode timing rounds, each timing every setting once, interleaved (after a warm-up round)", "3")
     .option("-o, --out <prefix>", "write <prefix>.md, <prefix>.json, <prefix>.csv and <prefix>.svg")
     .option("--out-md <file>", "write the markdown table here")
     .option("--out-json <file>", "write the rows as JSON here")
     .option("--out-csv <file>", "write the rows as CSV here")
     .option("--out-svg <file>", "write the chart (decode speed-up vs mean KLD, one line per mode) here")
     .option("--kl-divergence-base <file>", "keep the baseline's log-probabilities here (llama.cpp's format)");
+  addAttentionOptions(cmd);
   addExpertGridOptions(cmd, { counts: "k, k/2, ..., 1", mask: "soft,hard" }).action(async (o: TradeoffCliOptions) => {
+    const attention = attentionFrom(o);
     const nCtx = parseIntArg("--ctx-size", o.ctxSize, 4);
     const chunks = parseIntArg("--chunks", o.chunks, -1);
     if (chunks === 0) throw new UsageError("--chunks must be -1 (all) or at least 1");
     const nBatch = parseIntArg("--batch-size", o.batchSize, 1);
-    const threads = parseIntArg("--threads", o.threads, 1);
+    const threads = parseThreadsArg(o.threads);
     const nGen = parseIntArg("--n-gen", o.nGen, 1);
     const reps = parseIntArg("--repetitions", o.repetitions, 1);
     const { overrideKv } = expertGridFrom(o, []); // checks the lists before the model loads
     if (!o.file) throw new UsageError("no text: pass -f FILE");
+    // [flag, path] of each output file, checked before anything runs
+    const output = (flag: string, own: string | undefined, ext: string): [string, string | undefined] =>
+      own ? [flag, own] : ["--out", o.out && `${o.out}.${ext}`];
+    const outputs = { md: output("--out-md", o.outMd, "md"), json: output("--out-json", o.outJson, "json"), csv: output("--out-csv", o.outCsv, "csv"), svg: output("--out-svg", o.outSvg, "svg") };
+    for (const [flag, path] of Object.values(outputs)) if (path) checkWritable(flag, path);
+    if (o.klDivergenceBase) checkWritable("--kl-divergence-base", o.klDivergenceBase);
     const text = readTextFile(o.file);
 
     // loaded once: its k decides the default counts, its tokenizer the tokens; every setting is a session's
@@ -77,7 +87,7 @@ export function register(program: Command): void {
       if (hp.nExpert === 0) throw new UsageError(`${basename(o.model)} is a dense model: there are no experts to trade off`);
       const { tokens, bos } = tokenizeForEval(model, text);
       const settings = expertGridFrom(o, halvings(hp.nExpertUsed)).settings;
-      for (const s of settings) validateMoeOptions(s.moe, hp);
+      for (const s of settings) validateMoeOptions(s.moe, hp); // every setting is checked before any run
       const title = `${modelDescription(model)}: decode speed-up vs KL divergence (${basename(o.file)}, c=${nCtx})`;
       const rows = await runTradeoff(model, modelSetting(), settings, {
         tokens,
@@ -87,6 +97,7 @@ export function register(program: Command): void {
         nBatch,
         nGen,
         reps,
+        attention,
         basePath: o.klDivergenceBase ?? join(tmp!, "base.kld"),
         log: (line) => process.stderr.write(line + "\n"),
       });
@@ -98,13 +109,13 @@ export function register(program: Command): void {
           process.stderr.write(`wrote ${path}\n`);
         }
       };
-      const json = JSON.stringify({ model: basename(o.model), text: basename(o.file), nCtx, rows: jsonRows(TRADEOFF_COLUMNS, rows) }, null, 2) + "\n";
-      const csv = csvTable(TRADEOFF_COLUMNS, rows);
+      const json = JSON.stringify({ model: basename(o.model), text: basename(o.file), nCtx, rows: jsonRows(TRADEOFF_DATA_COLUMNS, rows) }, null, 2) + "\n";
+      const csv = csvTable(TRADEOFF_DATA_COLUMNS, rows);
       const svg = tradeoffChart(rows, title);
-      write(o.outMd ?? (o.out && `${o.out}.md`), md);
-      write(o.outJson ?? (o.out && `${o.out}.json`), json);
-      write(o.outCsv ?? (o.out && `${o.out}.csv`), csv);
-      write(o.outSvg ?? (o.out && `${o.out}.svg`), svg);
+      write(outputs.md[1], md);
+      write(outputs.json[1], json);
+      write(outputs.csv[1], csv);
+      write(outputs.svg[1], svg);
     } finally {
       if (tmp) rmSync(tmp, { recursive: true, force: true });
       await model.dispose();

@@ -2,6 +2,7 @@
  * Command-line values for `bench` and `tradeoff`: strict number parsing and comma-separated lists that
  * make a grid of runs (`-t 1,2 --moe-n-expert 8,4,2,1 --moe-mask soft,hard`, `--moe-ser 2,0.2/4,0.4`).
  */
+import { availableParallelism } from "node:os";
 import type { Command } from "commander";
 import { collect, parseKvOverride, parseSer } from "../cli/moe-options.ts";
 import { UsageError } from "../errors.ts";
@@ -30,6 +31,22 @@ function splitList(flag: string, s: string, sep = ","): string[] {
 
 export function parseIntList(flag: string, s: string, min = 1): number[] {
   return splitList(flag, s).map((p) => parseIntArg(flag, p, min));
+}
+
+/**
+ * `-t` / `--threads`: 1 up to the machine's hardware threads. More is refused: extra workers only compete
+ * for the same cores, and each costs its own memory (`-t 1000` would start 1000 workers).
+ */
+export function parseThreadsArg(s: string): number {
+  const n = parseIntArg("--threads", s, 1);
+  const hw = availableParallelism();
+  if (n > hw) throw new UsageError(`--threads: ${n} is more than the ${hw} hardware threads of this machine`);
+  return n;
+}
+
+/** A comma list of thread counts (bench), each checked as parseThreadsArg does. */
+export function parseThreadsList(s: string): number[] {
+  return splitList("--threads", s).map(parseThreadsArg);
 }
 
 export function parseMaskList(flag: string, s: string): ("soft" | "hard")[] {

@@ -5,6 +5,7 @@
  */
 import type { Session } from "../model/api.ts";
 import { TsmoeError } from "../errors.ts";
+import { yieldToEventLoop } from "../sample/generate.ts";
 import { encodeLogProbs, type KldBaseReader, type KldBaseWriter } from "./kld-file.ts";
 import { KldAccumulator } from "./kld-stats.ts";
 import { PerplexityAccumulator, chunkTokens, tokenNll, type ChunkPlan } from "./perplexity.ts";
@@ -88,6 +89,7 @@ export async function runPerplexity(
     if (records) opts.kldOut!.writeChunk(records);
     chunksDone++;
     opts.onChunk?.({ chunk: i + 1, nChunk: plan.nChunk, seconds }, acc);
+    await yieldToEventLoop(); // a closed stdout or a signal is handled between chunks
   }
   return { acc, tokensEvaluated: chunksDone * plan.nCtx, evalSeconds };
 }
@@ -138,6 +140,7 @@ export async function runKlDivergence(
     }
     chunksDone++;
     opts.onChunk?.({ chunk: i + 1, nChunk, seconds }, acc);
+    await yieldToEventLoop(); // a closed stdout or a signal is handled between chunks
   }
   return { acc, tokensEvaluated: chunksDone * nCtx, evalSeconds };
 }

@@ -6,12 +6,17 @@
 export interface ChartPoint {
   x: number;
   y: number;
+  /** an error bar from lo to hi (y units) */
+  lo?: number;
+  hi?: number;
   label?: string;
 }
 
 export interface ChartSeries {
   name: string;
   points: ChartPoint[];
+  /** default: the next of the palette */
+  color?: string;
 }
 
 export interface ChartSpec {
@@ -49,6 +54,28 @@ function tickText(v: number): string {
   return Math.abs(v) >= 1000 || (Math.abs(v) < 0.001 && v !== 0) ? v.toExponential(1) : String(Number(v.toPrecision(4)));
 }
 
+/**
+ * Keeps point labels from piling up: a label goes just above its point unless it would overlap one placed
+ * before, then below, then further above and below in steps of a line.
+ */
+class LabelPlacer {
+  private readonly boxes: { x0: number; x1: number; y0: number; y1: number }[] = [];
+  /** the text baseline for a label of `width` px centred over the point (cx, cy) */
+  place(cx: number, cy: number, width: number): number {
+    const h = 11;
+    for (let step = 0; step < 12; step++) {
+      const k = step >> 1;
+      const y = step % 2 === 0 ? cy - 8 - k * h : cy + 16 + k * h;
+      const box = { x0: cx - width / 2, x1: cx + width / 2, y0: y - h + 2, y1: y + 2 };
+      if (!this.boxes.some((b) => b.x0 < box.x1 && box.x0 < b.x1 && b.y0 < box.y1 && box.y0 < b.y1)) {
+        this.boxes.push(box);
+        return y;
+      }
+    }
+    return cy - 8;
+  }
+}
+
 export function lineChartSvg(spec: ChartSpec): string {
   const W = spec.width ?? 720;
   const H = spec.height ?? 460;
@@ -57,7 +84,9 @@ export function lineChartSvg(spec: ChartSpec): string {
   const ph = H - m.top - m.bottom;
   const all = spec.series.flatMap((s) => s.points).filter((p) => Number.isFinite(p.x) && Number.isFinite(p.y));
   const xs = niceTicks(Math.min(0, ...all.map((p) => p.x)), Math.max(...all.map((p) => p.x), 0));
-  const ys = niceTicks(Math.min(...all.map((p) => p.y), 1), Math.max(...all.map((p) => p.y), 1));
+  const yLo = all.map((p) => (Number.isFinite(p.lo) ? Math.min(p.y, p.lo!) : p.y));
+  const yHi = all.map((p) => (Number.isFinite(p.hi) ? Math.max(p.y, p.hi!) : p.y));
+  const ys = niceTicks(Math.min(...yLo, 1), Math.max(...yHi, 1));
   const x0 = xs[0];
   const x1 = xs[xs.length - 1];
   const y0 = ys[0];
@@ -85,8 +114,9 @@ export function lineChartSvg(spec: ChartSpec): string {
   out.push(
     `<text transform="translate(18 ${m.top + ph / 2}) rotate(-90)" text-anchor="middle">${escapeXml(spec.yLabel)}</text>`,
   );
+  const labels = new LabelPlacer();
   spec.series.forEach((s, i) => {
-    const color = COLORS[i % COLORS.length];
+    const color = s.color ?? COLORS[i % COLORS.length];
     const pts = s.points.filter((p) => Number.isFinite(p.x) && Number.isFinite(p.y)).sort((a, b) => a.x - b.x);
     if (pts.length > 1)
       out.push(
@@ -95,8 +125,15 @@ export function lineChartSvg(spec: ChartSpec): string {
     for (const p of pts) {
       const cx = sx(p.x).toFixed(1);
       const cy = sy(p.y).toFixed(1);
+      if (Number.isFinite(p.lo) && Number.isFinite(p.hi) && p.hi! > p.lo!) {
+        const [y0, y1] = [sy(p.lo!).toFixed(1), sy(p.hi!).toFixed(1)];
+        out.push(`<path d="M${cx} ${y0}V${y1}M${Number(cx) - 3} ${y0}h6M${Number(cx) - 3} ${y1}h6" stroke="${color}" stroke-width="1" fill="none"/>`);
+      }
       out.push(`<circle cx="${cx}" cy="${cy}" r="4" fill="${color}"><title>${escapeXml(`${s.name} ${p.label ?? ""}`.trim())}</title></circle>`);
-      if (p.label) out.push(`<text x="${cx}" y="${(Number(cy) - 8).toFixed(1)}" text-anchor="middle" font-size="10" fill="${color}">${escapeXml(p.label)}</text>`);
+      if (p.label) {
+        const y = labels.place(Number(cx), Number(cy), p.label.length * 5.5);
+        out.push(`<text x="${cx}" y="${y.toFixed(1)}" text-anchor="middle" font-size="10" fill="${color}">${escapeXml(p.label)}</text>`);
+      }
     }
     const ly = m.top + 10 + i * 20;
     out.push(`<line x1="${m.left + pw + 15}" y1="${ly}" x2="${m.left + pw + 40}" y2="${ly}" stroke="${color}" stroke-width="2"/>`);

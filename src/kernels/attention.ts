@@ -11,6 +11,7 @@
  * key order. The WASM SIMD kernels (./wasm/attention-kernels.ts) run when the cache lives in the WASM
  * memory and give the same bits as the TypeScript loops here.
  */
+import { roundToF16 } from "../tensor/f16.ts";
 import { softmaxInPlace } from "./softmax.ts";
 import { attentionKernels, attentionScratch } from "./wasm/attention-kernels.ts";
 import { isWasmBuffer } from "./wasm/memory.ts";
@@ -43,6 +44,11 @@ export interface AttentionTask {
   window: number;
   /** one sink logit per query head, or empty */
   sinks: Float32Array;
+  /**
+   * 1: the query and the softmax weights are rounded to F16 before their products (ggml's matmuls with an
+   * F16 cache and flash attention off); 0: float32 throughout
+   */
+  roundF16: number;
 }
 
 /** first key position a query at position p sees */
@@ -76,6 +82,7 @@ function runHeads(task: AttentionTask, h0: number, h1: number, ops: HeadOps): vo
       const g = Math.floor(h / group);
       ops.score(t * qRow + h * dk, j0 * kRow + g * dk, n);
       softmaxInPlace(ops.scores, n, sinks.length ? sinks[h] : undefined);
+      if (task.roundF16) for (let j = 0; j < n; j++) ops.scores[j] = roundToF16(ops.scores[j]!);
       out.set(ops.mix(j0 * vRow + g * dv, n), t * oRow + h * dv);
     }
   }
@@ -86,10 +93,13 @@ function tsHeadOps(task: AttentionTask): HeadOps {
   const sc = f32(task.scale);
   const scores = new Float32Array(pos0 + nTokens);
   const acc = new Float32Array(dv);
+  const qh = new Float32Array(dk);
   return {
     scores,
     score(qo, ko, n) {
-      for (let j = 0; j < n; j++) scores[j] = f32(dotLanes(q, qo, k, ko + j * kRow, dk) * sc);
+      qh.set(q.subarray(qo, qo + dk));
+      if (task.roundF16) roundToF16InPlace(qh);
+      for (let j = 0; j < n; j++) scores[j] = f32(dotLanes(qh, 0, k, ko + j * kRow, dk) * sc);
     },
     mix(vo, n) {
       acc.fill(0);
@@ -101,6 +111,10 @@ function tsHeadOps(task: AttentionTask): HeadOps {
       return acc;
     },
   };
+}
+
+function roundToF16InPlace(a: Float32Array): void {
+  for (let i = 0; i < a.length; i++) a[i] = roundToF16(a[i]!);
 }
 
 /** a . b over n float32 values in four float32 lanes (the tail to lane 0), (l0 + l1) + (l2 + l3) */
@@ -136,6 +150,7 @@ function wasmHeadOps(task: AttentionTask, wasm: NonNullable<ReturnType<typeof at
     scores: new Float32Array(buf, sAddr, maxKeys),
     score(qo, ko, n) {
       qBuf.set(q.subarray(qo, qo + dk));
+      if (task.roundF16) roundToF16InPlace(qBuf);
       wasm.scores(qAddr, k.byteOffset + 4 * ko, 4 * kRow, n, dk, scale, sAddr);
     },
     mix(vo, n) {

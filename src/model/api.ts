@@ -130,6 +130,12 @@ export interface SessionOptions {
    */
   flashLanes?: "f32" | "avx512fp16";
   /**
+   * flash attention (llama.cpp's -fa): default on with kvType "f16", off with "f32". kvType "f16" without it
+   * attends like ggml's CPU matmuls over an F16 cache (llama.cpp -ctk f16 -ctv f16 -fa off); kvType "f32"
+   * with it is not supported (a TsmoeError).
+   */
+  flashAttention?: boolean;
+  /**
    * expert setting (undefined: the model's own routing), checked against the model's hyperparameters
    * (a TsmoeError naming the option at fault); ignored by dense models. Changeable with Session.setMoe.
    */

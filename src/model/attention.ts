@@ -5,9 +5,11 @@
  * h / (nHead / nHeadKv)). Scores are q.k * scale, softmaxed in float32 like ggml_soft_max_ext.
  *
  * Cache layout per layer: one row per position, K rows of nHeadKv * headDimK values, V rows of
- * nHeadKv * headDimV values, allocated as positions are used (up to the session's context size). `f16` rounds what is stored to half precision (llama.cpp's default F16 cache).
- *
- * llama.cpp's default attention (flash attention, F16 cache) is in ./flash-attention.ts.
+ * nHeadKv * headDimV values, allocated as positions are used (up to the session's context size). `f16` rounds
+ * what is stored to half precision (llama.cpp's F16 cache). With `flash` (the default for an F16 cache) the
+ * attention is llama.cpp's flash attention (./flash-attention.ts); an F16 cache without it is attended as
+ * ggml's CPU matmuls do with F16 K and V: the query and the softmax weights rounded to F16 before the
+ * products (ggml converts a matmul's float32 operand to F16 for an F16 one), products and sums in float32.
  */
 import { roundToF16 } from "../tensor/f16.ts";
 import { attendHeads, firstKey, type AttentionTask } from "../kernels/attention.ts";
@@ -55,6 +57,8 @@ export class KvCache {
     readonly nCtx: number,
     shape: AttentionShape,
     readonly f16 = false,
+    /** flash attention (llama.cpp -fa on); only with f16 */
+    readonly flash = f16,
   ) {
     this.kRow = shape.nHeadKv * shape.headDimK;
     this.vRow = shape.nHeadKv * shape.headDimV;
@@ -151,5 +155,6 @@ export function attentionTask(
     nTokens, pos0, nHead, nHeadKv, dk, dv, scale,
     window: opts.window ?? 0,
     sinks: opts.sinks ?? NO_SINKS,
+    roundF16: cache.f16 && !cache.flash ? 1 : 0,
   };
 }

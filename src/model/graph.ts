@@ -185,7 +185,7 @@ export class LayerGraph {
   attend(L: LayerWeights, il: number, window = 0): void {
     this.cache.store(il, this.pos0, this.n, this.b.k, this.b.v);
     const opts = { sinks: L.attnSinks, window };
-    if (this.cache.f16) attendFlashF16(this.cache, il, this.attnShape, this.b.q, this.n, this.pos0, this.b.attn, opts);
+    if (this.cache.f16 && this.cache.flash) attendFlashF16(this.cache, il, this.attnShape, this.b.q, this.n, this.pos0, this.b.attn, opts);
     else this.backend.attention(attentionTask(this.cache, il, this.attnShape, this.b.q, this.n, this.pos0, this.b.attn, opts));
   }
 

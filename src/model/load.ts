@@ -75,12 +75,13 @@ class ModelSession implements Session {
     moe: MoeOptions | undefined,
     readonly nCtx: number,
     kvF16: boolean,
+    flash: boolean,
   ) {
     const hp = m.hparams;
     const router = sessionRouter(m, moe);
     this.moeOpts = moe;
     const shape = { nHead: hp.nHead, nHeadKv: hp.nHeadKv, headDimK: hp.nEmbdHeadK, headDimV: hp.nEmbdHeadV, scale: 1 };
-    const cache = new KvCache(hp.nLayer, nCtx, shape, kvF16);
+    const cache = new KvCache(hp.nLayer, nCtx, shape, kvF16, flash);
     this.cache = cache;
     this.graph = new LayerGraph(hp, backend, cache, router, m.routerConfig, m.weights.ropeFreqs);
     this.logitsBuf = backend.allocF32(hp.nVocab);
@@ -174,7 +175,9 @@ class LoadedGgufModel implements Model {
       throw new TsmoeError(`invalid KV cache type '${String(opts.kvType)}' (expected f32 or f16)`);
     if (opts.flashLanes !== undefined && !FLASH_F16_LANES.includes(opts.flashLanes))
       throw new TsmoeError(`invalid flash-attention lanes '${String(opts.flashLanes)}' (expected ${FLASH_F16_LANES.join(" or ")})`);
-    const session = new ModelSession(this.m, this.backend, opts.moe, nCtx, opts.kvType === "f16");
+    const f16 = opts.kvType === "f16";
+    if (opts.flashAttention && !f16) throw new TsmoeError("flash attention needs an F16 KV cache (kvType f16): an F32 cache with flash attention is not supported");
+    const session = new ModelSession(this.m, this.backend, opts.moe, nCtx, f16, opts.flashAttention ?? f16);
     if (opts.flashLanes) setFlashF16Lanes(session.cache, opts.flashLanes);
     return session;
   }

@@ -27,7 +27,7 @@ export function emptyTimings(): GenerationTimings {
 export type StopReason = "eog" | "n_predict" | "context" | "interrupted";
 
 export interface GenerateOptions {
-  /** new tokens at most (-1: no limit) */
+  /** new tokens at most (-1: no limit; 0: the prompt is evaluated, nothing is sampled) */
   nPredict: number;
   /** end-of-generation tokens are never sampled (llama-cli --ignore-eos: their logits are set to -inf) */
   ignoreEos?: boolean;
@@ -39,8 +39,11 @@ export interface GenerateOptions {
   timings: GenerationTimings;
 }
 
-/** Lets signal handlers (Ctrl-C) run between tokens even when evaluation never leaves the main thread. */
-const yieldToEventLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
+/**
+ * Lets signal handlers (Ctrl-C) and stream errors (a closed stdout) run between tokens or chunks, even when
+ * evaluation never leaves the main thread.
+ */
+export const yieldToEventLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
 
 /**
  * Evaluates `prompt` (appended to what the session holds), then generates. Returns the generated tokens
@@ -64,6 +67,7 @@ export async function generate(
   const banned: number[] = [];
   if (opts.ignoreEos) for (let id = 0; id < tokenizer.nVocab; id++) if (tokenizer.isEog(id)) banned.push(id);
   let stop: StopReason = "n_predict";
+  if (opts.nPredict === 0) return { tokens: out, stop }; // -n 0: the prompt only, nothing generated (llama-cli)
   for (;;) {
     await yieldToEventLoop();
     if (opts.shouldStop?.()) {
