@@ -33,7 +33,7 @@ export interface GenerateOptions {
   ignoreEos?: boolean;
   /** receives text as soon as it forms complete characters */
   write: (text: string) => void;
-  /** checked between tokens (Ctrl-C) */
+  /** checked between tokens (Ctrl-C, a client gone) and after each piece of text (a server's stop strings) */
   shouldStop?: () => boolean;
   /** timings are added here */
   timings: GenerationTimings;
@@ -83,6 +83,10 @@ export async function generate(
     out.push(tok);
     opts.write(decoder.push(tok));
     if (opts.nPredict >= 0 && out.length >= opts.nPredict) break;
+    if (opts.shouldStop?.()) {
+      stop = "interrupted"; // (a stop string the text just completed: no need to evaluate the token)
+      break;
+    }
     if (session.nPast >= session.nCtx) {
       stop = "context";
       break;
