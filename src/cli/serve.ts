@@ -6,11 +6,8 @@
 import type { Command } from "commander";
 import { UsageError } from "../errors.ts";
 import { parseIntArg } from "../eval/grid.ts";
-import type { Session } from "../model/api.ts";
 import { DEFAULT_CTX } from "../model/load.ts";
-import { serverChatTemplate } from "../server/prompt.ts";
-import { TsmoeServer, type RequestLog } from "../server/http.ts";
-import { Tokenizer } from "../tokenizer/tokenizer.ts";
+import { serverFor, type RequestLog } from "../server/http.ts";
 import { addMoeOptions, moeOptionsFrom, type MoeCliValues } from "./moe-options.ts";
 import { modelOption, openModel } from "./progress.ts";
 
@@ -63,20 +60,16 @@ export function register(program: Command): void {
       await model.dispose();
       throw new UsageError(`--ctx-size ${total} leaves ${perSlot} tokens per slot for --parallel ${parallel} (raise -c)`);
     }
-    const tokenizer = Tokenizer.fromMetadata(model.metadata);
-    const sessions: Session[] = Array.from({ length: parallel }, () => model.createSession({ nCtx: perSlot, moe }));
-    const chat = serverChatTemplate(tokenizer);
-    if (chat.builtin) process.stderr.write("the model has no chat template: chat requests use chatml\n");
-    const server = new TsmoeServer({
-      model,
-      tokenizer,
-      sessions,
+    const { server, chatml } = serverFor(model, {
+      parallel,
+      nCtxSlot: perSlot,
+      moe,
       maxQueue,
-      chatTemplate: chat.template,
       apiKey: o.apiKey,
       moeDefaults: { moeNExpert: o.moeNExpert, moeMask: o.moeMask, moeNExpertLayers: o.moeNExpertLayers, moeCumP: o.moeCumP, moeSer: o.moeSer },
       log: o.logRequests ? (e) => process.stderr.write(formatRequestLog(e) + "\n") : undefined,
     });
+    if (chatml) process.stderr.write("the model has no chat template: chat requests use chatml\n");
     const addr = await server.listen(port, o.host).catch(async (e: NodeJS.ErrnoException) => {
       await model.dispose();
       throw new UsageError(`cannot listen on ${o.host}:${port}: ${e.code ?? e.message}`);

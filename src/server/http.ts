@@ -11,11 +11,11 @@ import { randomBytes, timingSafeEqual } from "node:crypto";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { basename } from "node:path";
-import type { Model, Session } from "../model/api.ts";
+import type { Model, MoeOptions, Session } from "../model/api.ts";
 import type { MoeCliValues } from "../cli/moe-options.ts";
-import type { Tokenizer } from "../tokenizer/tokenizer.ts";
+import { Tokenizer } from "../tokenizer/tokenizer.ts";
 import { runGeneration, serverTimings, type GenerationResult } from "./completion.ts";
-import { chatPrompt, completionPrompt } from "./prompt.ts";
+import { chatPrompt, completionPrompt, serverChatTemplate } from "./prompt.ts";
 import { badRequest, HttpError, optBool, optInt, parseBody, requestMoe, samplingParams, stopStrings, tokenBudget, type Body } from "./request.ts";
 import { SlotPool } from "./slots.ts";
 
@@ -50,7 +50,25 @@ export interface RequestLog {
   meanExperts?: number;
 }
 
+/** What `serverFor` needs besides the model. */
+export interface ServerSetup extends Pick<ServerOptions, "maxQueue" | "apiKey" | "moeDefaults" | "maxBodyBytes" | "log"> {
+  /** slots (--parallel) and the context of each */
+  parallel: number;
+  nCtxSlot: number;
+  /** the sessions' initial expert setting (each request sets its own) */
+  moe?: MoeOptions;
+}
+
+/** A server for a loaded model: its tokenizer, one session per slot, its chat template (else chatml). */
+export function serverFor(model: Model, setup: ServerSetup): { server: TsmoeServer; chatml: boolean } {
+  const tokenizer = Tokenizer.fromMetadata(model.metadata);
+  const sessions = Array.from({ length: setup.parallel }, () => model.createSession({ nCtx: setup.nCtxSlot, moe: setup.moe }));
+  const chat = serverChatTemplate(tokenizer);
+  return { server: new TsmoeServer({ ...setup, model, tokenizer, sessions, chatTemplate: chat.template }), chatml: chat.builtin };
+}
+
 const DEFAULT_MAX_BODY = 1 << 20;
+const KEEP_ALIVE_MS = 30_000;
 const PUBLIC_PATHS = new Set(["/health", "/v1/health", "/models", "/v1/models"]);
 
 export class TsmoeServer {
@@ -63,6 +81,9 @@ export class TsmoeServer {
     this.pool = new SlotPool(o.sessions, o.maxQueue);
     this.modelId = basename(o.model.path);
     this.http = createServer((req, res) => void this.handle(req, res));
+    // a forward pass holds the event loop (a long prompt: seconds), and an idle connection that times out
+    // just then races a client's next request on it (ECONNRESET): keep idle connections for longer
+    this.http.keepAliveTimeout = KEEP_ALIVE_MS;
   }
 
   /** Listens (port 0: a free port) and resolves with the address. */
