@@ -233,7 +233,7 @@ describe("StopFilter", () => {
 });
 
 describe("the tsmoe serve command", () => {
-  it("listens on the port it prints, answers, and ends on SIGTERM with status 0", async () => {
+  it("listens on the port it prints, answers, and ends on SIGTERM (also mid-generation) with status 0", async () => {
     const child = spawn(process.execPath, [join(ROOT, "bin", "tsmoe"), "serve", "--port", "0", "-t", "1", "-c", "512", "--parallel", "2", "--moe-n-expert", "4"], { stdio: ["ignore", "ignore", "pipe"] });
     let stderr = "";
     const base = await new Promise<string>((resolve, reject) => {
@@ -247,6 +247,12 @@ describe("the tsmoe serve command", () => {
     expect(stderr).toMatch(/2 slot\(s\) of 256 tokens/);
     const r = await http(base, "/v1/completions", { body: { prompt: "x", max_tokens: 2 } });
     expect(r.json().moe.mean_experts_per_token).toBe(4); // the server's --moe-n-expert is the default
+    // shutting down in the middle of a generation stops it
+    const long = request(`${base}/v1/completions`, { method: "POST" });
+    long.on("error", () => {});
+    const firstChunk = new Promise<void>((resolve) => long.on("response", (res) => res.once("data", () => resolve())));
+    long.end(JSON.stringify({ prompt: "x", max_tokens: 200, ignore_eos: true, stream: true }));
+    await firstChunk;
     const exit = new Promise<number | null>((resolve) => child.on("exit", resolve));
     child.kill("SIGTERM");
     expect(await exit).toBe(0);

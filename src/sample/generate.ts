@@ -33,7 +33,7 @@ export interface GenerateOptions {
   ignoreEos?: boolean;
   /** receives text as soon as it forms complete characters */
   write: (text: string) => void;
-  /** checked between tokens (Ctrl-C, a client gone) and after each piece of text (a server's stop strings) */
+  /** checked between tokens (Ctrl-C) */
   shouldStop?: () => boolean;
   /** timings are added here */
   timings: GenerationTimings;
@@ -84,7 +84,7 @@ export async function generate(
     opts.write(decoder.push(tok));
     if (opts.nPredict >= 0 && out.length >= opts.nPredict) break;
     if (opts.shouldStop?.()) {
-      stop = "interrupted"; // (a stop string the text just completed: no need to evaluate the token)
+      stop = "interrupted"; // also checked here: a stop string (tsmoe serve) needs no further evaluation
       break;
     }
     if (session.nPast >= session.nCtx) {

@@ -94,12 +94,15 @@ export class TsmoeServer {
     });
   }
 
-  /** Stops listening and drops open connections (running generations see their client gone). */
-  close(): Promise<void> {
-    return new Promise((resolve) => {
-      this.http.close(() => resolve());
-      this.http.closeAllConnections();
-    });
+  /**
+   * Stops listening and drops open connections; resolves once the running generations, which see their
+   * client gone, have stopped (so the model can be disposed of).
+   */
+  async close(): Promise<void> {
+    const closed = new Promise<void>((resolve) => this.http.close(() => resolve()));
+    this.http.closeAllConnections();
+    await closed;
+    while (this.pool.busy > 0) await new Promise((resolve) => setTimeout(resolve, 10));
   }
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
