@@ -13,7 +13,7 @@ import type { Model } from "../src/model/api.ts";
 import { loadModel } from "../src/model/load.ts";
 import { serverFor, type RequestLog, type ServerSetup, type TsmoeServer } from "../src/server/http.ts";
 import { StopFilter } from "../src/server/completion.ts";
-import { ROOT, runCli } from "./helpers.ts";
+import { ROOT } from "./helpers.ts";
 
 const N_CTX = 256;
 let model: Model;
@@ -47,6 +47,19 @@ async function http(base: string, path: string, opts: { method?: string; body?: 
   const r = await fetch(base + path, { method: opts.method ?? (body === undefined ? "GET" : "POST"), body, headers: opts.headers });
   const text = await r.text();
   return { status: r.status, text, json: () => JSON.parse(text) };
+}
+
+/**
+ * Runs bin/tsmoe without blocking the event loop (runCli's spawnSync would stall the in-process server and
+ * let its idle connections time out under a client about to reuse them).
+ */
+function runCliAsync(args: string[]): Promise<{ status: number | null; stdout: string; stderr: string }> {
+  const child = spawn(process.execPath, [join(ROOT, "bin", "tsmoe"), ...args], { cwd: ROOT });
+  let stdout = "";
+  let stderr = "";
+  child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
+  child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
+  return new Promise((resolve) => child.on("close", (status) => resolve({ status, stdout, stderr })));
 }
 
 /** Extra fields of the responses that the client's types do not name. */
@@ -112,7 +125,7 @@ describe("tsmoe serve through the openai client", () => {
     ];
     const answers = await Promise.all(cases.map((c) => client.completions.create({ model: "tiny", prompt, max_tokens: 8, ...c.fields } as never) as Promise<OpenAI.Completion>));
     for (const [i, c] of cases.entries()) {
-      const cli = runCli(["-p", prompt, "-n", "8", "--no-display-prompt", ...c.flags]);
+      const cli = await runCliAsync(["-p", prompt, "-n", "8", "--no-display-prompt", ...c.flags]);
       expect(cli.status, cli.stderr).toBe(0);
       expect(answers[i].choices[0].text + "\n").toBe(cli.stdout);
       expect((answers[i] as unknown as Extras).moe.mean_experts_per_token).toBe(c.experts);
@@ -259,14 +272,14 @@ describe("the tsmoe serve command", () => {
     expect(stderr).toMatch(/POST \/v1\/completions 200 \d+\+2 tokens length 4\.00 experts\/token/);
   });
 
-  it("bad flags: one-line errors", () => {
+  it("bad flags: one-line errors", async () => {
     for (const [flags, re] of [
       [["--port", "70000"], /--port: must be at most 65535/],
       [["--parallel", "0"], /--parallel: must be at least 1/],
       [["--moe-n-expert", "40"], /--moe-n-expert 40: the model has only 32 experts/],
       [["-c", "64", "--parallel", "16"], /leaves 4 tokens per slot/],
     ] as [string[], RegExp][]) {
-      const r = runCli(["serve", "--port", "0", ...flags]);
+      const r = await runCliAsync(["serve", "--port", "0", ...flags]);
       expect(r.status, r.stderr).toBe(1);
       expect(r.stderr.trim().split("\n")).toHaveLength(1);
       expect(r.stderr).toMatch(re);
