@@ -11,6 +11,7 @@ import { register as registerPerplexity } from "./perplexity.ts";
 import { register as registerTradeoff } from "./tradeoff.ts";
 import { register as registerTokenize } from "./tokenize.ts";
 import { register as registerEval } from "./eval.ts";
+import { register as registerServe } from "./serve.ts";
 
 export function buildProgram(): Command {
   const program = new Command();
@@ -26,6 +27,7 @@ export function buildProgram(): Command {
   registerTradeoff(program);
   registerTokenize(program);
   registerEval(program);
+  registerServe(program);
   return program;
 }
 

@@ -87,6 +87,10 @@ export async function generate(
     out.push(tok);
     opts.write(decoder.push(tok));
     if (opts.nPredict >= 0 && out.length >= opts.nPredict) break;
+    if (opts.shouldStop?.()) {
+      stop = "interrupted"; // also checked here: a stop string (tsmoe serve) needs no further evaluation
+      break;
+    }
     if (session.nPast >= session.nCtx) {
       stop = "context";
       break;
