@@ -5,21 +5,15 @@
  */
 import { TsmoeError } from "../errors.ts";
 import { applyChatTemplate, type ChatMessage } from "../tokenizer/chat.ts";
+import { BUILTIN_CHAT_TEMPLATES } from "../tokenizer/chat-builtin.ts";
 import type { Tokenizer } from "../tokenizer/tokenizer.ts";
 import { badRequest, type Body } from "./request.ts";
 
-/**
- * llama.cpp's chatml format, for models without a chat template. (Branch h-cli adds the named built-in
- * templates to src/tokenizer/; once merged this should be its `chatml`.)
- */
-export const CHATML_TEMPLATE =
-  "{% for m in messages %}{{ '<|im_start|>' + m.role + '\\n' + m.content + '<|im_end|>\\n' }}{% endfor %}" +
-  "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
 
 /** The chat template the server uses: the model's, else chatml. */
 export function serverChatTemplate(tokenizer: Tokenizer): { template: string; builtin: boolean } {
   const own = tokenizer.chatTemplate;
-  return own ? { template: own, builtin: false } : { template: CHATML_TEMPLATE, builtin: true };
+  return own ? { template: own, builtin: false } : { template: BUILTIN_CHAT_TEMPLATES.chatml!, builtin: true };
 }
 
 /** `prompt`: text (tokenized with BOS and special-token text, as `tsmoe run -p`) or token ids. */
