@@ -81,7 +81,10 @@ export function scheduleOf(cfg: Pick<TuneConfig, "mask" | "dynamic">, values: Ma
     : { label, moe: { mask: cfg.mask, layers: new Map(values) }, flags: `--moe-n-expert-layers ${spec}${mask}` };
 }
 
-export async function tune(ev: MoeEvaluator, cfg: TuneConfig): Promise<TuneResult> {
+/** What the search needs of an evaluator (MoeEvaluator; tests use synthetic ones). */
+export type TuneEvaluator = Pick<MoeEvaluator, "moeLayers" | "nChunk" | "base" | "evaluate">;
+
+export async function tune(ev: TuneEvaluator, cfg: TuneConfig): Promise<TuneResult> {
   const layers = ev.moeLayers;
   const full = cfg.dynamic ? 1 : cfg.k;
   const values = [...new Set(cfg.options)].filter((v) => v !== full).sort((a, b) => a - b);
@@ -204,7 +207,7 @@ function neighbours(choice: number[], table: LayerOption[][]): Neighbour[] {
  * `meanExperts`: bisection (the mean grows with P) on the first chunks, at most 8 runs.
  */
 async function matchCumP(
-  ev: MoeEvaluator,
+  ev: TuneEvaluator,
   cfg: TuneConfig,
   meanExperts: number,
   run: (moe: MoeOptions, chunks?: number) => Promise<MoeRun>,
