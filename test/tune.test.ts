@@ -12,7 +12,7 @@ import { parseCumPLayerSpec, parseLayerSpec } from "../src/cli/moe-options.ts";
 import { TsmoeError } from "../src/errors.ts";
 import type { MoeRun } from "../src/eval/moe-eval.ts";
 import { allocate, layerSpec, type LayerOption } from "../src/eval/tune-alloc.ts";
-import { scheduleOf, tune, type TuneEvaluator } from "../src/eval/tune.ts";
+import { measureSensitivity, scheduleOf, tuneBudget, type TuneConfig, type TuneEvaluator } from "../src/eval/tune.ts";
 import type { MoeOptions } from "../src/model/api.ts";
 import { Rng } from "../src/sample/rng.ts";
 import { ROOT, runCli } from "./helpers.ts";
@@ -121,6 +121,10 @@ function syntheticEvaluator(): TuneEvaluator & { calls: MoeOptions[] } {
 
 describe("tune (the search, on a synthetic evaluator)", () => {
   const log = () => {};
+  const tune = async (ev: TuneEvaluator, cfg: TuneConfig & { budget: number }) => {
+    const sensitivity = await measureSensitivity(ev, cfg);
+    return { sensitivity, ...(await tuneBudget(ev, cfg, sensitivity, cfg.budget)) };
+  };
 
   it("allocates counts within the budget, better than uniform N, with the sensitivities it measured", async () => {
     const ev = syntheticEvaluator();
@@ -135,7 +139,7 @@ describe("tune (the search, on a synthetic evaluator)", () => {
     const counts = r.tuned.schedule.moe.layers!;
     expect(counts.get(0)).toBe(Math.max(...counts.values()));
     expect(r.tuned.schedule.flags).toMatch(/^--moe-n-expert-layers /);
-    expect(r.runs).toBe(ev.calls.length);
+    expect(r.runs + 4 * 7).toBe(ev.calls.length);
   });
 
   it("with dynamic thresholds, matches --moe-cum-p to the tuned mean experts and is no worse than it", async () => {
@@ -182,6 +186,20 @@ describe("tsmoe tune (CLI, embedded model)", () => {
     // the search never keeps a schedule worse than uniform N on the calibration text
     expect(Number(tuned[4].split(" ")[0])).toBeLessThanOrEqual(Number(row("uniform N=4")[4].split(" ")[0]));
     expect(r.stdout).toMatch(/\| layer \| +N=2 \| +N=4 \| +N=8 \|/);
+  });
+
+  it("tsmoe tradeoff takes schedules as settings (--moe-n-expert-layers, --moe-cum-p-layers; repeatable)", () => {
+    const out = join(dir, "tradeoff");
+    const r = runCli(["tradeoff", "-f", calib, "-c", "64", "--chunks", "1", "-n", "2", "-r", "1", "-t", "1", "--moe-n-expert", "4", "--moe-mask", "soft",
+      "--moe-n-expert-layers", "0:6,1-5:4", "--moe-n-expert-layers", "0-5:4", "--moe-cum-p-layers", "0-5:1", "-o", out]);
+    expect(r.status, r.stderr).toBe(0);
+    const rows = (JSON.parse(readFileSync(`${out}.json`, "utf8")) as { rows: Record<string, number | string | null>[] }).rows;
+    expect(rows.map((x) => x.setting)).toEqual(["model", "N=4 soft", "layers 0:6,1-5:4 soft", "layers 0-5:4 soft", "cum-p layers 0-5:1"]);
+    const row = (name: string) => rows.find((x) => x.setting === name)!;
+    expect(row("layers 0-5:4 soft").kld).toBe(row("N=4 soft").kld); // the same routing, spelled per layer
+    expect(row("layers 0:6,1-5:4 soft").mean_experts).toBeCloseTo(26 / 6, 3);
+    expect(row("cum-p layers 0-5:1").kld as number).toBeLessThan(1e-4); // P = 1 is the model
+    expect(row("layers 0:6,1-5:4 soft").mode).toBe("layers");
   });
 
   it("rejects bad values with one line", async () => {

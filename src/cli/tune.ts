@@ -13,7 +13,7 @@ import { modelDescription } from "../eval/model-desc.ts";
 import { MoeEvaluator, type EvalText } from "../eval/moe-eval.ts";
 import { markdownTable } from "../eval/table.ts";
 import { readTextFile, tokenizeForEval } from "../eval/text.ts";
-import { tune, type TuneRow } from "../eval/tune.ts";
+import { measureSensitivity, tuneBudget, type TuneResult, type TuneRow } from "../eval/tune.ts";
 import { sensitivityTable, tuneColumns } from "../eval/tune-report.ts";
 import type { Model } from "../model/api.ts";
 import { collect, parseKvOverride } from "./moe-options.ts";
@@ -45,7 +45,7 @@ export function register(program: Command): void {
     .description("the per-layer expert schedule with the least KL divergence for a budget of expert work, found on calibration text")
     .addOption(modelOption())
     .option("-f, --file <text>", "calibration text")
-    .option("--budget <B>", "routed-expert work kept: mean experts per token over k, in (0, 1] (e.g. 0.5 = half)")
+    .option("--budget <list>", "routed-expert work kept: mean experts per token over k, in (0, 1] (e.g. 0.5 = half; a comma list tunes each, measuring once)")
     .option("--moe-mask <mode>", "soft or hard, for every setting tried", "soft")
     .option("--dynamic", "per-layer --moe-cum-p thresholds instead of per-layer counts")
     .option("--moe-n-expert <list>", "expert counts tried in each layer (default: 1 .. k-1)")
@@ -66,8 +66,11 @@ export function register(program: Command): void {
       const threads = parseIntArg("--threads", o.threads, 1);
       const refine = parseIntArg("--refine", o.refine, 0);
       if (o.budget === undefined) throw new UsageError("no budget: pass --budget B (mean experts per token over k, e.g. 0.5)");
-      const budget = parseNumberArg("--budget", o.budget);
-      if (!(budget > 0 && budget <= 1)) throw new UsageError(`--budget: must be in (0, 1], got ${o.budget}`);
+      const budgets = o.budget.split(",").map((b) => {
+        const v = parseNumberArg("--budget", b);
+        if (!(v > 0 && v <= 1)) throw new UsageError(`--budget: must be in (0, 1], got ${b.trim()}`);
+        return v;
+      });
       const mask = o.moeMask;
       if (mask !== "soft" && mask !== "hard") throw new UsageError(`--moe-mask: expected soft or hard, got '${mask}'`);
       const dynamic = o.dynamic === true;
@@ -97,36 +100,46 @@ export function register(program: Command): void {
         };
         const calib = await open(calibText, chunks, "calibration");
         const t0 = performance.now();
-        const r = await tune(calib, { k, mask, budget, dynamic, options, refine, log });
-        const searchSeconds = (performance.now() - t0) / 1000;
-        const base = (run: TuneRow["calib"]): TuneRow => ({ schedule: { label: "model", moe: { mask }, flags: "" }, calib: run });
-        const rows: TuneRow[] = [base(calib.base), r.tuned, r.uniform, r.cumP];
-        if (heldOutText !== undefined) {
-          const held = await open(heldOutText, evalChunks, "held-out");
-          rows[0].heldOut = held.base;
-          for (const row of rows.slice(1)) {
-            row.heldOut = await held.evaluate(row.schedule.moe);
-            log(`tune: held-out: ${row.schedule.label}: KLD ${row.heldOut.kld.toFixed(4)}`);
-          }
+        const cfg = { k, mask, dynamic, options, refine, log } as const;
+        const sensitivity = await measureSensitivity(calib, cfg);
+        const sensitivitySeconds = (performance.now() - t0) / 1000;
+        const results: { r: TuneResult; seconds: number }[] = [];
+        for (const budget of budgets) {
+          const t1 = performance.now();
+          results.push({ r: await tuneBudget(calib, cfg, sensitivity, budget), seconds: (performance.now() - t1) / 1000 });
+        }
+        const model0 = (run: TuneRow["calib"], heldOut?: TuneRow["calib"]): TuneRow => ({ schedule: { label: "model", moe: { mask }, flags: "" }, calib: run, heldOut });
+        const held = heldOutText === undefined ? undefined : await open(heldOutText, evalChunks, "held-out");
+        if (held) {
+          for (const { r } of results)
+            for (const row of [r.tuned, r.uniform, r.cumP]) {
+              row.heldOut = await held.evaluate(row.schedule.moe);
+              log(`tune: budget ${r.budget}: held-out: ${row.schedule.label}: KLD ${row.heldOut.kld.toFixed(4)}`);
+            }
         }
         const out: string[] = [];
         out.push(`# tsmoe tune: ${modelDescription(model)}`);
         out.push("");
         out.push(
-          `Budget ${budget}: ${(budget * k).toFixed(2)} of k = ${k} routed experts per token, ${mask} mask, ` +
-            `${dynamic ? "per-layer top-p thresholds" : "per-layer counts"}; calibration ${basename(o.file)} ` +
-            `(${calib.nChunk} chunks of ${nCtx})${heldOutText !== undefined ? `, held-out ${basename(o.evalFile!)} (${evaluators[1].nChunk} chunks)` : ""}.`,
+          `${mask} mask, ${dynamic ? "per-layer top-p thresholds" : "per-layer counts"}; calibration ${basename(o.file)} ` +
+            `(${calib.nChunk} chunks of ${nCtx})${held ? `, held-out ${basename(o.evalFile!)} (${held.nChunk} chunks)` : ""}. ` +
+            `Sensitivity: ${sensitivity.length * (sensitivity[0]?.options.length - 1)} runs in ${sensitivitySeconds.toFixed(0)} s.`,
         );
-        out.push(`Search: ${r.runs} runs in ${searchSeconds.toFixed(0)} s; the per-layer losses predicted KLD ${r.predicted.toFixed(4)} for the first allocation.`);
+        for (const { r, seconds } of results) {
+          out.push("");
+          out.push(`## Budget ${r.budget}: ${(r.budget * k).toFixed(2)} of k = ${k} routed experts per token`);
+          out.push("");
+          out.push(`Search: ${r.runs} runs in ${seconds.toFixed(0)} s; the per-layer losses predicted KLD ${r.predicted.toFixed(4)} for the first allocation. Tuned schedule:`);
+          out.push("");
+          out.push(`    ${r.tuned.schedule.flags}`);
+          out.push("");
+          out.push(markdownTable(tuneColumns(held !== undefined), [model0(calib.base, held?.base), r.tuned, r.uniform, r.cumP]));
+        }
+        out.push(`## Per-layer sensitivity`);
         out.push("");
-        out.push("Tuned schedule:");
+        out.push(`Mean KLD on the calibration text when only that layer changes${dynamic ? " (experts per token in that layer)" : ""}:`);
         out.push("");
-        out.push(`    ${r.tuned.schedule.flags}`);
-        out.push("");
-        out.push(markdownTable(tuneColumns(heldOutText !== undefined), rows));
-        out.push(`Per-layer sensitivity: mean KLD on the calibration text when only that layer changes${dynamic ? " (experts per token in that layer)" : ""}:`);
-        out.push("");
-        out.push(sensitivityTable(r.sensitivity, dynamic));
+        out.push(sensitivityTable(sensitivity, dynamic));
         process.stdout.write(out.join("\n"));
       } finally {
         for (const ev of evaluators) ev.close();

@@ -17,6 +17,8 @@
  *     whose mean experts match the tuned schedule's); a uniform setting within the budget that beats the
  *     schedule found becomes the result (it is a schedule too), so the result is never worse than those on
  *     the calibration text.
+ * Step 1 (measureSensitivity) does not depend on the budget: `tsmoe tune --budget 0.75,0.5,0.25` measures
+ * once and runs steps 2-4 (tuneBudget) for each budget.
  */
 import type { MoeOptions } from "../model/api.ts";
 import { TsmoeError } from "../errors.ts";
@@ -27,8 +29,6 @@ export interface TuneConfig {
   /** the model's experts per token */
   k: number;
   mask: "soft" | "hard";
-  /** routed-expert work kept: mean experts per token over k, in (0, 1] */
-  budget: number;
   /** per-layer top-p thresholds instead of per-layer counts */
   dynamic: boolean;
   /** the options tried per layer: counts in 1..k-1, or thresholds in (0, 1) (the model's own added) */
@@ -60,13 +60,14 @@ export interface LayerSensitivity {
 }
 
 export interface TuneResult {
-  sensitivity: LayerSensitivity[];
+  /** routed-expert work kept: mean experts per token over k */
+  budget: number;
   /** the summed per-layer losses of the first allocation */
   predicted: number;
   tuned: TuneRow;
   uniform: TuneRow;
   cumP: TuneRow;
-  /** real runs of the search (sensitivity, allocation, refinement, uniform settings) */
+  /** real runs of the search for this budget (allocation, refinement, uniform settings) */
   runs: number;
 }
 
@@ -84,26 +85,18 @@ export function scheduleOf(cfg: Pick<TuneConfig, "mask" | "dynamic">, values: Ma
 /** What the search needs of an evaluator (MoeEvaluator; tests use synthetic ones). */
 export type TuneEvaluator = Pick<MoeEvaluator, "moeLayers" | "nChunk" | "base" | "evaluate">;
 
-export async function tune(ev: TuneEvaluator, cfg: TuneConfig): Promise<TuneResult> {
+/** Step 1: every layer's loss and cost for every option, each measured with only that layer changed. */
+export async function measureSensitivity(ev: TuneEvaluator, cfg: TuneConfig): Promise<LayerSensitivity[]> {
   const layers = ev.moeLayers;
   const full = cfg.dynamic ? 1 : cfg.k;
   const values = [...new Set(cfg.options)].filter((v) => v !== full).sort((a, b) => a - b);
-  const target = cfg.budget * cfg.k;
-  const capacity = target * layers.length;
-  let runs = 0;
-  const run = async (moe: MoeOptions, chunks?: number) => {
-    runs++;
-    return ev.evaluate(moe, chunks);
-  };
-
-  // 1. sensitivity
   const total = layers.length * values.length;
   const sensitivity: LayerSensitivity[] = [];
   for (const [li, layer] of layers.entries()) {
     const options: LayerSensitivity["options"] = [];
     for (const [vi, value] of values.entries()) {
       const t0 = performance.now();
-      const r = await run(scheduleOf(cfg, new Map([[layer, value]])).moe);
+      const r = await ev.evaluate(scheduleOf(cfg, new Map([[layer, value]])).moe);
       options.push({ value, cost: r.layerExperts.get(layer) ?? 0, loss: r.kld });
       const name = cfg.dynamic ? `P=${value}` : `N=${value}`;
       cfg.log(`tune: sensitivity ${li * values.length + vi + 1}/${total}: layer ${layer} ${name}: KLD ${r.kld.toFixed(4)}, ${options.at(-1)!.cost.toFixed(2)} experts (${((performance.now() - t0) / 1000).toFixed(1)} s)`);
@@ -111,6 +104,19 @@ export async function tune(ev: TuneEvaluator, cfg: TuneConfig): Promise<TuneResu
     options.push({ value: full, cost: ev.base.layerExperts.get(layer) ?? cfg.k, loss: 0 });
     sensitivity.push({ layer, options });
   }
+  return sensitivity;
+}
+
+/** Steps 2-4 for one budget (mean experts per token over k), from the measured sensitivities. */
+export async function tuneBudget(ev: TuneEvaluator, cfg: TuneConfig, sensitivity: LayerSensitivity[], budget: number): Promise<TuneResult> {
+  const layers = sensitivity.map((s) => s.layer);
+  const target = budget * cfg.k;
+  const capacity = target * layers.length;
+  let runs = 0;
+  const run = async (moe: MoeOptions, chunks?: number) => {
+    runs++;
+    return ev.evaluate(moe, chunks);
+  };
   const table: LayerOption[][] = sensitivity.map((s) => s.options);
   const unit = cfg.dynamic ? 0.01 : 1;
   const valuesOf = (choice: number[]) => new Map(choice.map((c, i) => [layers[i], sensitivity[i].options[c].value]));
@@ -126,7 +132,7 @@ export async function tune(ev: TuneEvaluator, cfg: TuneConfig): Promise<TuneResu
     if (attempt === 0) predicted = a.loss;
     const schedule = scheduleOf(cfg, valuesOf(a.choice));
     const calib = await run(schedule.moe);
-    cfg.log(`tune: allocation: ${schedule.flags}: predicted KLD ${a.loss.toFixed(4)}, measured ${calib.kld.toFixed(4)} at ${calib.meanExperts.toFixed(2)} experts per token`);
+    cfg.log(`tune: budget ${budget}: allocation: ${schedule.flags}: predicted KLD ${a.loss.toFixed(4)}, measured ${calib.kld.toFixed(4)} at ${calib.meanExperts.toFixed(2)} experts per token`);
     if (within(calib)) {
       best = { choice: a.choice, row: { schedule, calib } };
       break;
@@ -145,7 +151,7 @@ export async function tune(ev: TuneEvaluator, cfg: TuneConfig): Promise<TuneResu
       const schedule = scheduleOf(cfg, valuesOf(m.choice));
       const calib = await run(schedule.moe);
       const ok = within(calib) && calib.kld < best.row.calib.kld;
-      cfg.log(`tune: refine: ${schedule.flags}: KLD ${calib.kld.toFixed(4)} at ${calib.meanExperts.toFixed(2)} experts${ok ? " (better)" : ""}`);
+      cfg.log(`tune: budget ${budget}: refine: ${schedule.flags}: KLD ${calib.kld.toFixed(4)} at ${calib.meanExperts.toFixed(2)} experts${ok ? " (better)" : ""}`);
       if (ok) {
         best = { choice: m.choice, row: { schedule, calib } };
         improved = true;
@@ -158,18 +164,18 @@ export async function tune(ev: TuneEvaluator, cfg: TuneConfig): Promise<TuneResu
   const n = Math.max(1, Math.floor(target + 1e-9));
   const uniform: Schedule = { label: `uniform N=${n}`, moe: { mask: cfg.mask, nExpert: n }, flags: `--moe-n-expert ${n}${cfg.mask === "hard" ? " --moe-mask hard" : ""}` };
   const uniformRow: TuneRow = { schedule: uniform, calib: await run(uniform.moe) };
-  cfg.log(`tune: ${uniform.label}: KLD ${uniformRow.calib.kld.toFixed(4)}`);
+  cfg.log(`tune: budget ${budget}: ${uniform.label}: KLD ${uniformRow.calib.kld.toFixed(4)}`);
   const p = await matchCumP(ev, cfg, best.row.calib.meanExperts, (moe, chunks) => run(moe, chunks));
   const cumP: Schedule = { label: `cum-p ${p}`, moe: { mask: cfg.mask, cumP: p }, flags: `--moe-cum-p ${p}${cfg.mask === "hard" ? " --moe-mask hard" : ""}` };
   const cumPRow: TuneRow = { schedule: cumP, calib: await run(cumP.moe) };
-  cfg.log(`tune: ${cumP.label}: KLD ${cumPRow.calib.kld.toFixed(4)} at ${cumPRow.calib.meanExperts.toFixed(2)} experts per token`);
+  cfg.log(`tune: budget ${budget}: ${cumP.label}: KLD ${cumPRow.calib.kld.toFixed(4)} at ${cumPRow.calib.meanExperts.toFixed(2)} experts per token`);
   const expressible = cfg.dynamic ? cumPRow : uniformRow;
   if (within(expressible.calib) && expressible.calib.kld < best.row.calib.kld) {
     const all = new Map(layers.map((l) => [l, cfg.dynamic ? p : n]));
-    cfg.log(`tune: the uniform ${expressible.schedule.label} beats the allocation on the calibration text: it is the result`);
+    cfg.log(`tune: budget ${budget}: the uniform ${expressible.schedule.label} beats the allocation on the calibration text: it is the result`);
     best = { choice: best.choice, row: { schedule: scheduleOf(cfg, all), calib: expressible.calib } };
   }
-  return { sensitivity, predicted, tuned: best.row, uniform: uniformRow, cumP: cumPRow, runs };
+  return { budget, predicted, tuned: best.row, uniform: uniformRow, cumP: cumPRow, runs };
 }
 
 interface Neighbour {
