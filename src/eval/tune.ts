@@ -142,13 +142,15 @@ export async function tuneBudget(ev: TuneEvaluator, cfg: TuneConfig, sensitivity
   if (!best) throw new TsmoeError(`tune: no schedule within the budget of ${target.toFixed(2)} experts per token (the cheapest options exceed it)`);
   predicted = Number.isNaN(predicted) ? 0 : predicted;
 
-  // refinement: one step of experts from one layer to another, best-rated moves first
+  // refinement: one step of experts from one layer to another, best-rated moves first (each schedule once)
+  const tried = new Set<string>([best.row.schedule.flags]);
   for (let round = 0; cfg.refine > 0 && round < 8; round++) {
     const from: number[] = best.choice;
-    const moves: Neighbour[] = neighbours(from, table).filter((m) => m.cost <= capacity + 1e-9);
+    const moves: Neighbour[] = neighbours(from, table).filter((m) => m.cost <= capacity + 1e-9 && !tried.has(scheduleOf(cfg, valuesOf(m.choice)).flags));
     let improved = false;
     for (const m of moves.slice(0, cfg.refine)) {
       const schedule = scheduleOf(cfg, valuesOf(m.choice));
+      tried.add(schedule.flags);
       const calib = await run(schedule.moe);
       const ok = within(calib) && calib.kld < best.row.calib.kld;
       cfg.log(`tune: budget ${budget}: refine: ${schedule.flags}: KLD ${calib.kld.toFixed(4)} at ${calib.meanExperts.toFixed(2)} experts${ok ? " (better)" : ""}`);
