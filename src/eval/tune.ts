@@ -126,11 +126,18 @@ export async function tuneBudget(ev: TuneEvaluator, cfg: TuneConfig, sensitivity
   let best: { choice: number[]; row: TuneRow } | undefined;
   let predicted = NaN;
   let cap = capacity;
-  for (let attempt = 0; attempt < 4; attempt++) {
+  const tried = new Set<string>();
+  for (let attempt = 0; attempt < 4; ) {
     const a = allocate(table, cap, unit);
     if (!a) break;
-    if (attempt === 0) predicted = a.loss;
+    if (Number.isNaN(predicted)) predicted = a.loss;
     const schedule = scheduleOf(cfg, valuesOf(a.choice));
+    if (tried.has(schedule.flags)) {
+      cap -= unit; // the shrunk budget gave the same allocation: shrink until it changes
+      continue;
+    }
+    tried.add(schedule.flags);
+    attempt++;
     const calib = await run(schedule.moe);
     cfg.log(`tune: budget ${budget}: allocation: ${schedule.flags}: predicted KLD ${a.loss.toFixed(4)}, measured ${calib.kld.toFixed(4)} at ${calib.meanExperts.toFixed(2)} experts per token`);
     if (within(calib)) {
@@ -143,7 +150,6 @@ export async function tuneBudget(ev: TuneEvaluator, cfg: TuneConfig, sensitivity
   predicted = Number.isNaN(predicted) ? 0 : predicted;
 
   // refinement: one step of experts from one layer to another, best-rated moves first (each schedule once)
-  const tried = new Set<string>([best.row.schedule.flags]);
   for (let round = 0; cfg.refine > 0 && round < 8; round++) {
     const from: number[] = best.choice;
     const moves: Neighbour[] = neighbours(from, table).filter((m) => m.cost <= capacity + 1e-9 && !tried.has(scheduleOf(cfg, valuesOf(m.choice)).flags));
