@@ -81,6 +81,7 @@ describe("parsing", () => {
     expect(parse(["--moe-n-expert-layers", "7:1"]).moe?.layers).toEqual(new Map([[7, 1]]));
     expect(parse(["--moe-mask", "hard"]).moe).toEqual({ mask: "hard" });
     expect(parse(["--moe-cum-p", "1"]).moe?.cumP).toBe(1);
+    expect(parse(["--moe-cum-p-layers", "0-1:0.9, 3:1"]).moe?.layerCumP).toEqual(new Map([[0, 0.9], [1, 0.9], [3, 1]]));
     expect(parse(["--moe-ser", "1,0"]).moe?.ser).toEqual({ kmin: 1, t: 0 });
     expect(parse(["--moe-ser", "3,1"]).moe?.ser).toEqual({ kmin: 3, t: 1 });
   });
@@ -112,6 +113,10 @@ describe("parse errors (one-line UsageError)", () => {
     [["--moe-cum-p", "1.01"], /P must be in/],
     [["--moe-cum-p", "-0.5"], /P must be in/],
     [["--moe-cum-p", "abc"], /expected a number/],
+    [["--moe-cum-p-layers", "0-1:0"], /--moe-cum-p-layers: P must be in \(0, 1\]/],
+    [["--moe-cum-p-layers", "0:0.5,0:0.6"], /layer 0 is named twice/],
+    [["--moe-cum-p-layers", "0:x"], /--moe-cum-p-layers \(layers 0\): expected a number/],
+    [["--moe-cum-p-layers", "0.5"], /--moe-cum-p-layers: malformed item/],
     [["--moe-ser", "2"], /expected KMIN,T/],
     [["--moe-ser", "0,0.5"], /KMIN must be at least 1/],
     [["--moe-ser", "1.5,0.5"], /expected an integer/],
@@ -215,6 +220,7 @@ describe("through the CLI (tsmoe run)", () => {
       [["--moe-n-expert", "0"], "error: --moe-n-expert: must be at least 1, got 0"],
       [["--moe-mask", "hard", "--moe-n-expert", "5"], "error: --moe-n-expert 5: the hard mask keeps at most the model's 4 experts per token (use --moe-mask soft for more)"],
       [["--moe-n-expert-layers", "1-2:2"], "error: --moe-n-expert-layers: layer 2 out of range (the model has layers 0-1)"],
+      [["--moe-cum-p-layers", "5:0.5"], "error: --moe-cum-p-layers: layer 5 out of range (the model has layers 0-1)"],
     ] as [string[], string][]) {
       const r = run(moe, args);
       expect(r.status, args.join(" ")).toBe(1);

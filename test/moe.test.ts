@@ -369,6 +369,18 @@ describe("dynamic routing", () => {
     }
   });
 
+  it("per-layer cumP (layerCumP) overrides cumP in the layers it names", () => {
+    const logits = randomLogits(NT, qwen3.nExpert, 60, 2.5);
+    const moe: MoeOptions = { mask: "soft", cumP: 0.5, layerCumP: new Map([[1, 0.9], [2, 1]]) };
+    expectIdentical(route(moe, qwen3, logits, 0), route({ mask: "soft", cumP: 0.5 }, qwen3, logits, 0));
+    expectIdentical(route(moe, qwen3, logits, 1), route({ mask: "soft", cumP: 0.9 }, qwen3, logits, 1));
+    expectIdentical(route(moe, qwen3, logits, 2), route(undefined, qwen3, logits, 2));
+    // without a global cumP, the layers not named keep the model's routing
+    const only = { mask: "soft" as const, layerCumP: new Map([[3, 0.5]]) };
+    expectIdentical(route(only, qwen3, logits, 0), route(undefined, qwen3, logits, 0));
+    expectIdentical(route(only, qwen3, logits, 3), route({ mask: "soft", cumP: 0.5 }, qwen3, logits, 3));
+  });
+
   it("with cumP and ser together an expert is kept only if both keep it", () => {
     const cfg = glm(59);
     const logits = randomLogits(NT, cfg.nExpert, 58, 2.5);

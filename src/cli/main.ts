@@ -9,6 +9,7 @@ import { register as registerBench } from "./bench.ts";
 import { register as registerRun, expandLlamaFlags } from "./run.ts";
 import { register as registerPerplexity } from "./perplexity.ts";
 import { register as registerTradeoff } from "./tradeoff.ts";
+import { register as registerTune } from "./tune.ts";
 import { register as registerTokenize } from "./tokenize.ts";
 import { register as registerEval } from "./eval.ts";
 import { register as registerServe } from "./serve.ts";
@@ -25,6 +26,7 @@ export function buildProgram(): Command {
   registerRun(program);
   registerPerplexity(program);
   registerTradeoff(program);
+  registerTune(program);
   registerTokenize(program);
   registerEval(program);
   registerServe(program);

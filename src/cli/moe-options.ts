@@ -5,6 +5,7 @@
  *   --moe-mask soft|hard        soft re-routes with top-N, hard keeps the first N of the model's top-k
  *   --moe-n-expert-layers SPEC  per-layer counts, e.g. `0-3:8,4-47:4` (layers not named keep the default)
  *   --moe-cum-p P               top-p routing among the top-k, P in (0, 1]
+ *   --moe-cum-p-layers SPEC     per-layer P, e.g. `0-1:0.9,2-5:0.6` (layers not named keep --moe-cum-p)
  *   --moe-ser KMIN,T            smart expert reduction: keep KMIN, then experts above T x the top one
  *   --moe-stats                 print per-layer routing statistics after the run
  *   --override-kv KEY=TYPE:VALUE  GGUF metadata override like llama.cpp (int, float, bool, str; repeatable)
@@ -28,6 +29,7 @@ export interface MoeCliValues {
   moeMask?: string;
   moeNExpertLayers?: string;
   moeCumP?: string;
+  moeCumPLayers?: string;
   moeSer?: string;
   moeStats?: boolean;
   moeCache?: string;
@@ -55,6 +57,7 @@ export function addMoeOptions(cmd: Command): Command {
     .option("--moe-mask <mode>", "soft: route with top-N; hard: keep the first N of the model's top-k", "soft")
     .option("--moe-n-expert-layers <spec>", "per-layer expert counts, e.g. 0-3:8,4-47:4")
     .option("--moe-cum-p <P>", "dynamic routing: fewest top experts reaching P of the top-k mass, P in (0,1]")
+    .option("--moe-cum-p-layers <spec>", "per-layer --moe-cum-p thresholds, e.g. 0-1:0.9,2-5:0.6")
     .option("--moe-ser <KMIN,T>", "dynamic routing: keep KMIN experts, then those above T x the top one")
     .option("--moe-stats", "print per-layer routing statistics after the run")
     .option("--moe-cache <SIZE>", "stream the routed experts from the file through a cache of SIZE (e.g. 12G; default: only when the model does not fit in memory)")
@@ -76,7 +79,7 @@ function parseNumberStrict(text: string, what: string): number {
 }
 
 /**
- * The largest layer index `--moe-n-expert-layers` accepts before the model is known (real models have a few
+ * The largest layer index the per-layer specs accept before the model is known (real models have a few
  * hundred layers at most); ranges are checked against it before they are expanded, so `0-20000000:4` fails
  * at once instead of building a map of twenty million layers. The model's own layer count is checked by
  * validateMoeOptions once its header is read.
@@ -84,28 +87,48 @@ function parseNumberStrict(text: string, what: string): number {
 export const MAX_LAYER_INDEX = 4095;
 
 /**
- * `A-B:N` / `A:N` items separated by commas → layer -> N. Checks syntax, N >= 1 and indices up to
- * MAX_LAYER_INDEX, not the model's layer count.
+ * `A-B:V` / `A:V` items separated by commas → layer -> V, for the option `flag`; `value` parses and checks
+ * one V (the item's layer text for messages). Checks syntax, that no layer is named twice and indices up
+ * to MAX_LAYER_INDEX, not the model's layer count.
  */
-export function parseLayerSpec(spec: string): Map<number, number> {
+function parseLayerMap(spec: string, flag: string, example: string, value: (text: string, layers: string) => number): Map<number, number> {
   const layers = new Map<number, number>();
   const items = spec.split(",").map((s) => s.trim());
   for (const item of items) {
-    const m = /^(\d+)(?:\s*-\s*(\d+))?\s*:\s*(\d+)$/.exec(item);
-    if (!m) throw new UsageError(`--moe-n-expert-layers: malformed item '${item}' in '${spec}' (expected FIRST-LAST:N or LAYER:N, e.g. 0-3:8,4-47:4)`);
+    const m = /^(\d+)(?:\s*-\s*(\d+))?\s*:\s*([^:]+)$/.exec(item);
+    if (!m) throw new UsageError(`${flag}: malformed item '${item}' in '${spec}' (expected FIRST-LAST:V or LAYER:V, e.g. ${example})`);
     const first = Number(m[1]);
     const last = m[2] === undefined ? first : Number(m[2]);
-    const n = Number(m[3]);
-    if (last < first) throw new UsageError(`--moe-n-expert-layers: range ${first}-${last} is backwards`);
-    if (n < 1) throw new UsageError(`--moe-n-expert-layers: expert count must be at least 1 (got ${n} for layers ${item.split(":")[0]})`);
-    if (last > MAX_LAYER_INDEX)
-      throw new UsageError(`--moe-n-expert-layers: layer ${last} out of range (layer indices go up to ${MAX_LAYER_INDEX} at most)`);
+    if (last < first) throw new UsageError(`${flag}: range ${first}-${last} is backwards`);
+    if (last > MAX_LAYER_INDEX) throw new UsageError(`${flag}: layer ${last} out of range (layer indices go up to ${MAX_LAYER_INDEX} at most)`);
+    const v = value(m[3].trim(), item.split(":")[0].trim());
     for (let l = first; l <= last; l++) {
-      if (layers.has(l)) throw new UsageError(`--moe-n-expert-layers: layer ${l} is named twice in '${spec}'`);
-      layers.set(l, n);
+      if (layers.has(l)) throw new UsageError(`${flag}: layer ${l} is named twice in '${spec}'`);
+      layers.set(l, v);
     }
   }
   return layers;
+}
+
+/** `A-B:N` / `A:N` items separated by commas → layer -> N. Checks syntax and N >= 1, not the layer range. */
+export function parseLayerSpec(spec: string): Map<number, number> {
+  const flag = "--moe-n-expert-layers";
+  return parseLayerMap(spec, flag, "0-3:8,4-47:4", (text, layers) => {
+    if (!/^\d+$/.test(text)) throw new UsageError(`${flag}: malformed count '${text}' for layers ${layers} in '${spec}' (expected FIRST-LAST:N or LAYER:N, e.g. 0-3:8,4-47:4)`);
+    const n = Number(text);
+    if (n < 1) throw new UsageError(`${flag}: expert count must be at least 1 (got ${n} for layers ${layers})`);
+    return n;
+  });
+}
+
+/** `A-B:P` / `A:P` items separated by commas → layer -> P in (0, 1]. */
+export function parseCumPLayerSpec(spec: string): Map<number, number> {
+  const flag = "--moe-cum-p-layers";
+  return parseLayerMap(spec, flag, "0-1:0.9,2-5:0.6", (text, layers) => {
+    const p = parseNumberStrict(text, `${flag} (layers ${layers})`);
+    if (!(p > 0 && p <= 1)) throw new UsageError(`${flag}: P must be in (0, 1], got ${text} for layers ${layers}`);
+    return p;
+  });
 }
 
 /** `KMIN,T` */
@@ -169,6 +192,10 @@ export function moeOptionsFrom(values: MoeCliValues): ParsedMoeOptions {
     const p = parseNumberStrict(values.moeCumP, "--moe-cum-p");
     if (!(p > 0 && p <= 1)) throw new UsageError(`--moe-cum-p: P must be in (0, 1], got ${p}`);
     moe.cumP = p;
+    any = true;
+  }
+  if (values.moeCumPLayers !== undefined) {
+    moe.layerCumP = parseCumPLayerSpec(values.moeCumPLayers);
     any = true;
   }
   if (values.moeSer !== undefined) {

@@ -4,7 +4,7 @@
  */
 import { availableParallelism } from "node:os";
 import type { Command } from "commander";
-import { collect, parseKvOverride, parseSer } from "../cli/moe-options.ts";
+import { collect, parseCumPLayerSpec, parseKvOverride, parseLayerSpec, parseSer } from "../cli/moe-options.ts";
 import { UsageError } from "../errors.ts";
 import type { KvOverride, MoeOptions } from "../model/api.ts";
 
@@ -71,10 +71,13 @@ export function parseSerList(flag: string, s: string): { kmin: number; t: number
 
 /** One expert setting of a grid: a label for tables and the options for loading. */
 export interface ExpertSetting {
-  /** "model", "N=4 soft", "cum-p 0.7", "ser 2,0.2" */
+  /** "model", "N=4 soft", "cum-p 0.7", "ser 2,0.2", "layers 0:6,1-5:4 soft", "cum-p layers 0:0.9,1-5:0.6" */
   label: string;
-  /** soft / hard for fixed counts, "dynamic" for cum-p / ser, "model" for the model's own routing */
-  mode: "model" | "soft" | "hard" | "cum-p" | "ser";
+  /**
+   * soft / hard for fixed counts, "cum-p" / "ser" for dynamic routing, "layers" / "cum-p layers" for
+   * per-layer schedules (--moe-n-expert-layers / --moe-cum-p-layers), "model" for the model's own routing
+   */
+  mode: "model" | "soft" | "hard" | "cum-p" | "ser" | "layers" | "cum-p layers";
   nExpert?: number;
   moe?: MoeOptions;
 }
@@ -99,12 +102,23 @@ export function dynamicSettings(cumPs: number[], sers: { kmin: number; t: number
   ];
 }
 
+/** Per-layer schedules: each --moe-n-expert-layers SPEC with each mask, then each --moe-cum-p-layers SPEC. */
+export function scheduleSettings(countSpecs: string[], cumPSpecs: string[], masks: ("soft" | "hard")[]): ExpertSetting[] {
+  const out: ExpertSetting[] = [];
+  for (const mask of masks)
+    for (const spec of countSpecs) out.push({ label: `layers ${spec} ${mask}`, mode: "layers", moe: { mask, layers: parseLayerSpec(spec) } });
+  for (const spec of cumPSpecs) out.push({ label: `cum-p layers ${spec}`, mode: "cum-p layers", moe: { mask: "soft", layerCumP: parseCumPLayerSpec(spec) } });
+  return out;
+}
+
 /** The grid options `bench` and `tradeoff` share, as commander collects them. */
 export interface ExpertGridValues {
   moeNExpert?: string;
   moeMask: string;
   moeCumP?: string;
   moeSer?: string;
+  moeNExpertLayers?: string[];
+  moeCumPLayers?: string[];
   overrideKv?: string[];
 }
 
@@ -112,7 +126,9 @@ export interface ExpertGridValues {
 export function addExpertGridOptions(cmd: Command, defaults: { counts: string; mask: string }): Command {
   return cmd
     .option("--moe-n-expert <list>", `routed experts per token, comma list (e.g. 8,4,2,1; default: ${defaults.counts})`)
-    .option("--moe-mask <list>", "masks for the expert counts: soft, hard or soft,hard", defaults.mask)
+    .option("--moe-mask <list>", "masks for the expert counts and schedules: soft, hard or soft,hard", defaults.mask)
+    .option("--moe-n-expert-layers <spec>", "a per-layer schedule as a setting, e.g. 0:6,1-5:4 (repeatable)", collect)
+    .option("--moe-cum-p-layers <spec>", "per-layer top-p thresholds as a setting, e.g. 0:0.9,1-5:0.6 (repeatable)", collect)
     .option("--moe-cum-p <list>", "extra settings with dynamic top-p routing (comma list of P in (0,1])")
     .option("--moe-ser <list>", "extra settings with smart expert reduction (KMIN,T items separated by /, e.g. 2,0.2/4,0.4)")
     .option("--override-kv <KEY=TYPE:VALUE>", "override GGUF metadata (int, float, bool, str); repeatable", collect);
@@ -120,7 +136,8 @@ export function addExpertGridOptions(cmd: Command, defaults: { counts: string; m
 
 /**
  * The settings the lists ask for: counts × masks (counts from `defaultCounts` when --moe-n-expert is not
- * given; no count settings when that is undefined either), then the dynamic ones; and the overrides.
+ * given; no count settings when that is undefined either), then the dynamic ones, then the per-layer
+ * schedules; and the overrides.
  */
 export function expertGridFrom(o: ExpertGridValues, defaultCounts?: number[]): { settings: ExpertSetting[]; overrideKv: KvOverride[] } {
   const masks = parseMaskList("--moe-mask", o.moeMask);
@@ -129,6 +146,7 @@ export function expertGridFrom(o: ExpertGridValues, defaultCounts?: number[]): {
     settings: [
       ...(counts ? countSettings(counts, masks) : []),
       ...dynamicSettings(o.moeCumP ? parseCumPList("--moe-cum-p", o.moeCumP) : [], o.moeSer ? parseSerList("--moe-ser", o.moeSer) : []),
+      ...scheduleSettings(o.moeNExpertLayers ?? [], o.moeCumPLayers ?? [], masks),
     ],
     overrideKv: (o.overrideKv ?? []).map(parseKvOverride),
   };

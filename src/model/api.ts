@@ -20,6 +20,8 @@ export interface MoeOptions {
   layers?: Map<number, number>;
   /** --moe-cum-p P: fewest top-ranked experts whose probabilities reach P of the top-k mass */
   cumP?: number;
+  /** --moe-cum-p-layers: per-layer P, layer index -> P (overrides cumP for those layers) */
+  layerCumP?: Map<number, number>;
   /** --moe-ser KMIN,T: keep top KMIN, then each further expert whose probability > T * top expert's */
   ser?: { kmin: number; t: number };
 }

@@ -1,6 +1,6 @@
 /**
  * Checks an expert setting (MoeOptions) against a model's hyperparameters (after --override-kv): counts in
- * 1..n_expert (at most the model's k under the hard mask), per-layer counts on existing layers, P in (0, 1],
+ * 1..n_expert (at most the model's k under the hard mask), per-layer counts and thresholds on existing layers, P in (0, 1],
  * KMIN >= 1 and T in [0, 1]. The messages name the command-line options that set each value.
  */
 import { TsmoeError } from "../errors.ts";
@@ -37,6 +37,10 @@ export function moeOptionsProblem(moe: MoeOptions, hp: MoeCheckHParams): string 
     if (p) return p;
   }
   if (moe.cumP !== undefined && !(moe.cumP > 0 && moe.cumP <= 1)) return `--moe-cum-p: P must be in (0, 1], got ${moe.cumP}`;
+  for (const [layer, p] of moe.layerCumP ?? []) {
+    if (!Number.isInteger(layer) || layer < 0 || layer >= hp.nLayer) return `--moe-cum-p-layers: layer ${layer} out of range (the model has layers 0-${hp.nLayer - 1})`;
+    if (!(p > 0 && p <= 1)) return `--moe-cum-p-layers: P must be in (0, 1], got ${p} for layer ${layer}`;
+  }
   if (moe.ser !== undefined) {
     if (!(moe.ser.kmin >= 1)) return `--moe-ser: KMIN must be at least 1, got ${moe.ser.kmin}`;
     if (!(moe.ser.t >= 0 && moe.ser.t <= 1)) return `--moe-ser: T must be in [0, 1], got ${moe.ser.t}`;

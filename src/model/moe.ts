@@ -33,7 +33,7 @@
  * Dynamic routing (per token and layer), applied to the candidates the mask chose above (the model's top-k
  * when no count is given), in rank order. A candidate's selection probability is its weight before
  * normalisation and scale (p, or the top-K softmax for softmax_topk):
- *  - cumP = P: keep the fewest top-ranked candidates whose probabilities sum to >= P times the candidates'
+ *  - cumP = P (MoeOptions.layerCumP for the layers it names): keep the fewest top-ranked candidates whose probabilities sum to >= P times the candidates'
  *    total (at least one); P = 1 keeps all of them.
  *  - ser = {kmin, t}: keep the first kmin candidates, and each further candidate whose probability is
  *    > t times the largest candidate probability. t = 0 is the model, t = 1 a fixed kmin.
@@ -101,17 +101,29 @@ export function layerExpertCount(moe: MoeOptions | undefined, layer: number, k: 
   return moe?.layers?.get(layer) ?? moe?.nExpert ?? k;
 }
 
+/** The top-p threshold for a layer (MoeOptions.layerCumP when it names the layer, else cumP), if any. */
+export function layerCumP(moe: MoeOptions | undefined, layer: number): number | undefined {
+  return moe?.layerCumP?.get(layer) ?? moe?.cumP;
+}
+
 /**
  * Dynamic routing over the ranked candidate probabilities p[0..n): writes the positions (ascending) of the
- * candidates kept into `keep` and returns how many (1..n). cumP keeps a prefix; ser keeps the first kmin
- * and any later candidate above t times the largest probability; with both, a candidate must pass both.
+ * candidates kept into `keep` and returns how many (1..n). cumP (the layer's threshold) keeps a prefix; ser
+ * keeps the first kmin and any later candidate above t times the largest probability; with both, a
+ * candidate must pass both.
  */
-export function dynamicKeep(moe: MoeOptions | undefined, p: ArrayLike<number>, n: number, keep: Int32Array): number {
+export function dynamicKeep(
+  moe: MoeOptions | undefined,
+  p: ArrayLike<number>,
+  n: number,
+  keep: Int32Array,
+  cumP: number | undefined = moe?.cumP,
+): number {
   let prefix = n;
-  if (moe?.cumP !== undefined) {
+  if (cumP !== undefined) {
     let total = 0;
     for (let j = 0; j < n; j++) total += p[j];
-    const target = moe.cumP * total;
+    const target = cumP * total;
     let acc = 0;
     prefix = 0;
     while (prefix < n) {
@@ -284,14 +296,15 @@ export function createRouter(moe: MoeOptions | undefined, nLayer: number): Route
     if (!tok || tok.nExpert !== nExpert) tok = new TokenRouter(nExpert);
     const r = tok;
     const st = layerSums(layer, nExpert);
-    const dynamic = moe?.cumP !== undefined || moe?.ser !== undefined;
+    const cumP = layerCumP(moe, layer);
+    const dynamic = cumP !== undefined || moe?.ser !== undefined;
 
     for (let t = 0; t < nTokens; t++) {
       const off = t * nExpert;
       r.score(cfg, logits, off);
       r.select(cfg, K);
       // positions (into the ranked candidates) of the experts computed
-      const kept = dynamic ? dynamicKeep(moe, r.p, count, r.keep) : count;
+      const kept = dynamic ? dynamicKeep(moe, r.p, count, r.keep, cumP) : count;
       if (!dynamic) for (let i = 0; i < count; i++) r.keep[i] = i;
       else if (!hard && kept < count && cfg.gating === "softmax_topk") r.resoftmaxKept(kept);
       let denom = 1;
