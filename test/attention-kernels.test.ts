@@ -36,6 +36,12 @@ const CASES: Case[] = [
   { nHead: 2, nHeadKv: 2, dk: 7, dv: 5, nTokens: 3, pos0: 0 },
   { nHead: 4, nHeadKv: 1, dk: 160, dv: 128, nTokens: 2, pos0: 20 },
   { nHead: 4, nHeadKv: 2, dk: 64, dv: 64, nTokens: 6, pos0: 10, window: 4, sinks: true },
+  // several queries at once: 8 heads per KV head (two passes of 4), 6 per KV head (4 + 2), and one head of
+  // consecutive tokens (4 + 3), with head sizes off the vector width
+  { nHead: 16, nHeadKv: 2, dk: 36, dv: 20, nTokens: 3, pos0: 9 },
+  { nHead: 12, nHeadKv: 2, dk: 17, dv: 14, nTokens: 2, pos0: 4 },
+  { nHead: 3, nHeadKv: 3, dk: 64, dv: 30, nTokens: 7, pos0: 2, sinks: true },
+  { nHead: 2, nHeadKv: 2, dk: 9, dv: 11, nTokens: 5, pos0: 0 },
 ];
 
 function makeTask(c: Case, where: "wasm" | "sab", seed: number): AttentionTask {
@@ -108,6 +114,13 @@ describe("attention kernels", () => {
     attendHeads(split, cut, c.nHead);
     attendHeads(split, 0, cut);
     expect(Array.from(split.out)).toEqual(Array.from(wasm.out));
+    // one query at a time (the kernels' M = 1 path) gives the same bits, on both paths
+    for (const t of [wasm, ts]) {
+      const one = { ...t, out: new Float32Array(t.out.length) };
+      attendHeads(one, 0, c.nHead, 1);
+      const diff = one.out.findIndex((v, j) => !Object.is(v, wasm.out[j]));
+      expect(diff, `one query at a time differs at ${diff}`).toBe(-1);
+    }
     const ref = reference(wasm);
     let err = 0;
     for (let j = 0; j < ref.length; j++) err = Math.max(err, Math.abs(ref[j]! - wasm.out[j]!));

@@ -3,11 +3,14 @@
  * emitted with ./emitter.ts), with the float operations of the TypeScript reference in ../attention.ts in
  * the same order, so the two give the same bits:
  *
- * - attn_scores(q, k, kStride, n, dk, scale, out): for keys j < n (rows k + j * kStride bytes),
- *   out[j] = f32((l0 + l1) + (l2 + l3)) * scale, where lane l accumulates q[d] * k[d] for d = l mod 4 in
- *   float32 (f32x4), and the values past the last multiple of 4 go to lane 0. Two keys per pass.
- * - attn_mix(p, v, vStride, n, dv, out): out[d] = sum over j < n of p[j] * v[j][d], accumulated in float32
- *   in key order (f32x4 over d, four vectors per pass; the values past the last multiple of 4 one by one).
+ * - attn_scores_M (M queries at once): for keys j < n (rows k + j * kStride bytes), score[j] =
+ *   f32((l0 + l1) + (l2 + l3)) * scale, where lane l accumulates q[d] * k[d] for d = l mod 4 in float32
+ *   (f32x4), and the values past the last multiple of 4 go to lane 0. Two keys per pass.
+ * - attn_mix_M: out[d] = sum over j < n of p[j] * v[j][d], accumulated in float32 in key order (f32x4 over
+ *   d; the values past the last multiple of 4 one by one), from zero or from out's values (a sum over
+ *   the keys cut in two parts gives the bits of one pass).
+ * Taking the M queries of a grouped-query KV head, or of consecutive tokens, together loads each key and
+ * value vector once for all M; each query's result does not depend on M.
  *
  * All addresses are byte offsets in the shared memory.
  */
@@ -38,109 +41,163 @@ function finishDot(c: Code, acc: number, s0: number, q: number, kp: number, d: n
   c.op(F32_ADD);
 }
 
-function emitScores(): FuncDef {
-  const P = { q: 0, k: 1, kStride: 2, n: 3, dk: 4, scale: 5, out: 6 };
-  const c = new Code(7);
-  const j = c.local(I32), d = c.local(I32), dk4 = c.local(I32), ka = c.local(I32), kb = c.local(I32), nPairs = c.local(I32);
-  const accA = c.local(V128), accB = c.local(V128), vq = c.local(V128);
+/**
+ * `attn_scores_<M>(q, qStride, k, kStride, n, dk, scale, out, outStride)`: the scores of M queries (query i
+ * at q + i qStride) against keys j < n, query i's at out + i outStride + 4 j. Keys go two at a time, each
+ * key vector loaded once for the M queries.
+ */
+function emitScores(M: number): FuncDef {
+  const P = { q: 0, qStride: 1, k: 2, kStride: 3, n: 4, dk: 5, scale: 6, out: 7, outStride: 8 };
+  const c = new Code(9);
+  const j = c.local(I32), d = c.local(I32), dk16 = c.local(I32), ka = c.local(I32), kb = c.local(I32), nPairs = c.local(I32), o = c.local(I32);
+  const qs = Array.from({ length: M }, () => c.local(I32));
+  const acc = Array.from({ length: M }, () => [c.local(V128), c.local(V128)] as const);
+  const kva = c.local(V128), kvb = c.local(V128), vq = c.local(V128);
   const s0 = c.local(F32);
-  c.get(P.dk).i32(-4).op(Op.i32And).set(dk4);
+  // bytes of the values up to the last multiple of 4
+  c.get(P.dk).i32(-4).op(Op.i32And).i32(2).op(Op.i32Shl).set(dk16);
   c.get(P.n).i32(-2).op(Op.i32And).set(nPairs);
-  const store = (key: () => void, acc: number, kp: number) => {
+  qs.forEach((qi, i) => {
+    c.get(P.q);
+    if (i > 0) c.get(P.qStride).i32(i).op(Op.i32Mul, Op.i32Add);
+    c.set(qi);
+  });
+  /** query i's score of key `key` (at kp, lane sums in accL) to out + i outStride + 4 key */
+  const store = (key: () => void, i: number, accL: number, kp: number) => {
     c.get(P.out);
+    if (i > 0) c.get(P.outStride).i32(i).op(Op.i32Mul, Op.i32Add);
     key();
     c.i32(2).op(Op.i32Shl, Op.i32Add);
-    c.get(dk4).set(d);
-    finishDot(c, acc, s0, P.q, kp, d, P.dk);
+    c.get(dk16).i32(2).op(Op.i32ShrU).set(d);
+    finishDot(c, accL, s0, qs[i]!, kp, d, P.dk);
     c.get(P.scale).op(F32_MUL).mem(F32_STORE);
   };
-  // two keys per pass
+  /** key `key` at ka (and key + 1 at kb when `two`) for every query: lane sums over the first dk16 bytes, then the scores */
+  const keys = (two: boolean, key: () => void) => {
+    for (const a of acc) {
+      c.v128Const(ZERO).set(a[0]);
+      if (two) c.v128Const(ZERO).set(a[1]);
+    }
+    c.forLoop(o, () => c.i32(0), () => c.get(dk16), 16, () => {
+      c.get(ka).get(o).op(Op.i32Add).simdMem(Simd.v128Load).set(kva);
+      if (two) c.get(kb).get(o).op(Op.i32Add).simdMem(Simd.v128Load).set(kvb);
+      qs.forEach((qi, i) => {
+        c.get(qi).get(o).op(Op.i32Add).simdMem(Simd.v128Load).set(vq);
+        c.get(acc[i]![0]).get(vq).get(kva).simd(Simd.f32x4Mul).simd(F32X4_ADD).set(acc[i]![0]);
+        if (two) c.get(acc[i]![1]).get(vq).get(kvb).simd(Simd.f32x4Mul).simd(F32X4_ADD).set(acc[i]![1]);
+      });
+    });
+    acc.forEach((a, i) => {
+      store(key, i, a[0], ka);
+      if (two) store(() => c.get(j).i32(1).op(Op.i32Add), i, a[1], kb);
+    });
+  };
   c.forLoop(j, () => c.i32(0), () => c.get(nPairs), 2, () => {
     c.get(P.k).get(j).get(P.kStride).op(Op.i32Mul, Op.i32Add).tee(ka).get(P.kStride).op(Op.i32Add).set(kb);
-    c.v128Const(ZERO).tee(accA).set(accB);
-    c.forLoop(d, () => c.i32(0), () => c.get(dk4), 4, () => {
-      c.get(P.q).get(d).i32(2).op(Op.i32Shl, Op.i32Add).simdMem(Simd.v128Load).set(vq);
-      c.get(accA).get(vq).get(ka).get(d).i32(2).op(Op.i32Shl, Op.i32Add).simdMem(Simd.v128Load).simd(Simd.f32x4Mul).simd(F32X4_ADD).set(accA);
-      c.get(accB).get(vq).get(kb).get(d).i32(2).op(Op.i32Shl, Op.i32Add).simdMem(Simd.v128Load).simd(Simd.f32x4Mul).simd(F32X4_ADD).set(accB);
-    });
-    store(() => c.get(j), accA, ka);
-    store(() => c.get(j).i32(1).op(Op.i32Add), accB, kb);
+    keys(true, () => c.get(j));
   });
   // the last key of an odd count
   c.get(nPairs).get(P.n).op(Op.i32LtS);
   c.ifElse(() => {
     c.get(P.k).get(nPairs).get(P.kStride).op(Op.i32Mul, Op.i32Add).set(ka);
-    c.v128Const(ZERO).set(accA);
-    c.forLoop(d, () => c.i32(0), () => c.get(dk4), 4, () => {
-      c.get(accA);
-      c.get(P.q).get(d).i32(2).op(Op.i32Shl, Op.i32Add).simdMem(Simd.v128Load);
-      c.get(ka).get(d).i32(2).op(Op.i32Shl, Op.i32Add).simdMem(Simd.v128Load);
-      c.simd(Simd.f32x4Mul).simd(F32X4_ADD).set(accA);
-    });
-    store(() => c.get(nPairs), accA, ka);
+    keys(false, () => c.get(nPairs));
   });
-  return { name: "attn_scores", params: [I32, I32, I32, I32, I32, F32, I32], results: [], code: c };
+  return { name: `attn_scores_${M}`, params: [I32, I32, I32, I32, I32, I32, F32, I32, I32], results: [], code: c };
 }
 
-function emitMix(): FuncDef {
-  const P = { p: 0, v: 1, vStride: 2, n: 3, dv: 4, out: 5 };
-  const c = new Code(6);
-  const j = c.local(I32), d = c.local(I32), dv4 = c.local(I32), dv16 = c.local(I32), vp = c.local(I32);
-  const a = [c.local(V128), c.local(V128), c.local(V128), c.local(V128)];
-  const vpj = c.local(V128);
+/**
+ * `attn_mix_<M>(p, pStride, v, vStride, n, dv, out, outStride, init)`: for M queries, out_i[d] = (init ?
+ * out_i[d] : 0) + sum over j < n of p_i[j] * v[j][d] in key order (p_i at p + i pStride, out_i at out + i
+ * outStride): W vectors of d per pass (one where fewer are left, then the last dv % 4 values one by one),
+ * each value vector loaded once for the M queries.
+ */
+function emitMix(M: number): FuncDef {
+  const P = { p: 0, pStride: 1, v: 2, vStride: 3, n: 4, dv: 5, out: 6, outStride: 7, init: 8 };
+  const W = M <= 2 ? 4 : 2;
+  const c = new Code(9);
+  const j = c.local(I32), d = c.local(I32), dv4 = c.local(I32), dvW = c.local(I32), vp = c.local(I32);
+  const ps = Array.from({ length: M }, () => c.local(I32));
+  const os = Array.from({ length: M }, () => c.local(I32));
+  const a = Array.from({ length: M }, () => Array.from({ length: W }, () => c.local(V128)));
+  const vv = Array.from({ length: W }, () => c.local(V128));
+  const pj = c.local(V128);
   const s = c.local(F32);
   c.get(P.dv).i32(-4).op(Op.i32And).set(dv4);
-  c.get(P.dv).i32(-16).op(Op.i32And).set(dv16);
-  /** blocks of `width` vectors from d (local) while d < limit */
+  c.get(P.dv).i32(-4 * W).op(Op.i32And).set(dvW);
+  for (let i = 0; i < M; i++) {
+    for (const [arr, base, stride] of [[ps, P.p, P.pStride], [os, P.out, P.outStride]] as const) {
+      c.get(base);
+      if (i > 0) c.get(stride).i32(i).op(Op.i32Mul, Op.i32Add);
+      c.set(arr[i]!);
+    }
+  }
+  /** passes of `width` vectors from d (local) while d < limit */
   const blocks = (width: number, limit: number) => {
     c.whileLoop(
       () => c.get(d).get(limit).op(Op.i32LtS),
       () => {
-        for (let i = 0; i < width; i++) c.v128Const(ZERO).set(a[i]!);
+        for (let i = 0; i < M; i++)
+          for (let w = 0; w < width; w++) {
+            c.get(P.init).ifElse(() => c.get(os[i]!).get(d).i32(2).op(Op.i32Shl, Op.i32Add).simdMem(Simd.v128Load, 16 * w), () => c.v128Const(ZERO), V128);
+            c.set(a[i]![w]!);
+          }
         c.get(P.v).get(d).i32(2).op(Op.i32Shl, Op.i32Add).set(vp);
-        c.forLoop(j, () => c.i32(0), () => c.get(P.n), 1, () => {
-          c.get(P.p).get(j).i32(2).op(Op.i32Shl, Op.i32Add).mem(Mem.f32Load).simd(F32X4_SPLAT).set(vpj);
-          for (let i = 0; i < width; i++)
-            c.get(a[i]!).get(vpj).get(vp).simdMem(Simd.v128Load, 16 * i).simd(Simd.f32x4Mul).simd(F32X4_ADD).set(a[i]!);
+        c.forLoop(j, () => c.i32(0), () => c.get(P.n).i32(2).op(Op.i32Shl), 4, () => {
+          for (let w = 0; w < width; w++) c.get(vp).simdMem(Simd.v128Load, 16 * w).set(vv[w]!);
+          for (let i = 0; i < M; i++) {
+            c.get(ps[i]!).get(j).op(Op.i32Add).mem(Mem.f32Load).simd(F32X4_SPLAT).set(pj);
+            for (let w = 0; w < width; w++) c.get(a[i]![w]!).get(pj).get(vv[w]!).simd(Simd.f32x4Mul).simd(F32X4_ADD).set(a[i]![w]!);
+          }
           c.inc(vp, { local: P.vStride });
         });
-        for (let i = 0; i < width; i++) c.get(P.out).get(d).i32(2).op(Op.i32Shl, Op.i32Add).get(a[i]!).simdMem(Simd.v128Store, 16 * i);
+        for (let i = 0; i < M; i++)
+          for (let w = 0; w < width; w++) c.get(os[i]!).get(d).i32(2).op(Op.i32Shl, Op.i32Add).get(a[i]![w]!).simdMem(Simd.v128Store, 16 * w);
         c.inc(d, 4 * width);
       },
     );
   };
   c.i32(0).set(d);
-  blocks(4, dv16);
+  blocks(W, dvW);
   blocks(1, dv4);
-  // the last dv % 4 values one by one
+  // the last dv % 4 values one by one, query by query
   c.whileLoop(
     () => c.get(d).get(P.dv).op(Op.i32LtS),
     () => {
-      c.f64(0).op(Op.f32DemoteF64).set(s);
-      c.get(P.v).get(d).i32(2).op(Op.i32Shl, Op.i32Add).set(vp);
-      c.forLoop(j, () => c.i32(0), () => c.get(P.n), 1, () => {
-        c.get(s);
-        c.get(P.p).get(j).i32(2).op(Op.i32Shl, Op.i32Add).mem(Mem.f32Load);
-        c.get(vp).mem(Mem.f32Load).op(F32_MUL, F32_ADD).set(s);
-        c.inc(vp, { local: P.vStride });
-      });
-      c.get(P.out).get(d).i32(2).op(Op.i32Shl, Op.i32Add).get(s).mem(F32_STORE);
+      for (let i = 0; i < M; i++) {
+        c.get(P.init).ifElse(() => c.get(os[i]!).get(d).i32(2).op(Op.i32Shl, Op.i32Add).mem(Mem.f32Load), () => c.f64(0).op(Op.f32DemoteF64), F32);
+        c.set(s);
+        c.get(P.v).get(d).i32(2).op(Op.i32Shl, Op.i32Add).set(vp);
+        c.forLoop(j, () => c.i32(0), () => c.get(P.n).i32(2).op(Op.i32Shl), 4, () => {
+          c.get(s);
+          c.get(ps[i]!).get(j).op(Op.i32Add).mem(Mem.f32Load);
+          c.get(vp).mem(Mem.f32Load).op(F32_MUL, F32_ADD).set(s);
+          c.inc(vp, { local: P.vStride });
+        });
+        c.get(os[i]!).get(d).i32(2).op(Op.i32Shl, Op.i32Add).get(s).mem(F32_STORE);
+      }
       c.inc(d, 1);
     },
   );
-  return { name: "attn_mix", params: [I32, I32, I32, I32, I32, I32], results: [], code: c };
+  return { name: `attn_mix_${M}`, params: new Array(9).fill(I32), results: [], code: c };
 }
 
-export type ScoresFn = (q: number, k: number, kStride: number, n: number, dk: number, scale: number, out: number) => void;
-export type MixFn = (p: number, v: number, vStride: number, n: number, dv: number, out: number) => void;
+/** Queries the kernels take at once: attn_scores_M and attn_mix_M exist for M = 1 .. MAX_QUERIES. */
+export const MAX_QUERIES = 4;
+const QUERY_COUNTS = Array.from({ length: MAX_QUERIES }, (_, i) => i + 1);
+
+export type ScoresFn = (q: number, qStride: number, k: number, kStride: number, n: number, dk: number, scale: number, out: number, outStride: number) => void;
+export type MixFn = (p: number, pStride: number, v: number, vStride: number, n: number, dv: number, out: number, outStride: number, init: number) => void;
 
 /** The module's bytes, generated here and now. */
 export function attentionModuleBytes(): Uint8Array<ArrayBuffer> {
-  return encodeModule([emitScores(), emitMix()], 1, MAX_PAGES);
+  return encodeModule([...QUERY_COUNTS.map(emitScores), ...QUERY_COUNTS.map(emitMix)], 1, MAX_PAGES);
 }
 
 /** the module with its per-thread instance (exported for ./shared-modules.ts) */
-export const attentionModule = new SideModule(attentionModuleBytes, (e) => ({ scores: e.attn_scores as ScoresFn, mix: e.attn_mix as MixFn }));
+export const attentionModule = new SideModule(attentionModuleBytes, (e) => ({
+  scores: QUERY_COUNTS.map((m) => e[`attn_scores_${m}`] as ScoresFn),
+  mix: QUERY_COUNTS.map((m) => e[`attn_mix_${m}`] as MixFn),
+}));
 
 /** This thread's attention kernels over the shared memory, or undefined when WASM is off or unavailable. */
 export function attentionKernels(): ReturnType<typeof attentionModule.kernels> {
