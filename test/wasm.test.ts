@@ -367,6 +367,22 @@ describe("wasm kernels vs TypeScript kernels (bit-identical)", () => {
     }
   });
 
+  it("leaves out the packed token pairs where a WASM kernel runs; the TypeScript kernels give the same bits with and without them", () => {
+    for (const type of TYPES) {
+      const K = 512, N = 5, T = 5;
+      const w = wasmWeight(type, K, N, randomBlocks(type, K, N, 21));
+      const act = quantizeActivations(type, randn(K * T, 22), T, K);
+      expect(act.pk.length, typeName(type)).toBe(0);
+      // the pairs as quantizeActivations makes them for the TypeScript kernels
+      const pk = new Float64Array((T >> 1) * K);
+      for (let p = 0; p < T >> 1; p++) for (let i = 0; i < K; i++) pk[p * K + i] = act.qs[2 * p * K + i]! * 2097152 + act.qs[(2 * p + 1) * K + i]!;
+      const a = new Float32Array(T * N), b = new Float32Array(T * N);
+      matmulTsRange(w, act, a, N, 0, N);
+      matmulTsRange(w, { ...act, pk }, b, N, 0, N);
+      expectSameBits(a, b, `${typeName(type)} with and without pairs`);
+    }
+  });
+
   it("falls back to TypeScript for weights outside the WASM memory; every weight type has a kernel", () => {
     const K = 64, N = 4;
     const plain: Weight = { type: GGMLType.Q8_0, ne0: K, ne1: N, data: quantize(GGMLType.Q8_0, randn(K * N, 9), N, K) };

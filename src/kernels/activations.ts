@@ -14,6 +14,7 @@ import { blockCodec } from "../tensor/decode.ts";
 import { roundToBf16, roundToF16 } from "../tensor/f16.ts";
 import { quantizeQ8Blocks, quantizeQ8KBlocks } from "../tensor/quantize-act.ts";
 import { quantizeQ8KWasm, quantizeQ8Wasm } from "./wasm/quantize-kernels.ts";
+import { kernelName } from "./wasm/runtime.ts";
 import { TsmoeError } from "../errors.ts";
 
 export interface Activations {
@@ -117,18 +118,21 @@ export function quantizeActivations(
   const nb = ne0 / blockSize;
   act.qs = sharedView(Int8Array, prev?.qs, n);
   act.d = sharedView(Float32Array, prev?.d, nTokens * nb);
+  let wasm = false;
   if (dotType === GGMLType.Q8_K) {
     act.bsums = sharedView(Int32Array, prev?.bsums, n / 16);
     // token rows are contiguous and whole blocks, so all of them are quantized as one run of blocks
-    if (!quantizeQ8KWasm(x, 0, n, act.qs, 0, act.d, 0, act.bsums))
-      for (let t = 0; t < nTokens; t++) quantizeQ8KBlocks(x, t * ne0, ne0, act.qs, t * ne0, act.d, t * nb, act.bsums);
+    wasm = quantizeQ8KWasm(x, 0, n, act.qs, 0, act.d, 0, act.bsums);
+    if (!wasm) for (let t = 0; t < nTokens; t++) quantizeQ8KBlocks(x, t * ne0, ne0, act.qs, t * ne0, act.d, t * nb, act.bsums);
   } else {
     if (dotType === GGMLType.Q8_1) act.s = sharedView(Float32Array, prev?.s, nTokens * nb);
     const s = dotType === GGMLType.Q8_1 ? act.s : undefined;
-    if (s || !quantizeQ8Wasm(x, 0, n, act.qs, 0, act.d, 0))
-      for (let t = 0; t < nTokens; t++) quantizeQ8Blocks(x, t * ne0, ne0, act.qs, t * ne0, act.d, t * nb, s);
+    wasm = !s && quantizeQ8Wasm(x, 0, n, act.qs, 0, act.d, 0);
+    if (!wasm) for (let t = 0; t < nTokens; t++) quantizeQ8Blocks(x, t * ne0, ne0, act.qs, t * ne0, act.d, t * nb, s);
   }
-  if (nTokens >= 2) {
+  // the packed pairs only speed up the TypeScript batch kernels (which give the same bits without them):
+  // not made when WASM runs here and has a kernel for the weight type
+  if (nTokens >= 2 && !(wasm && kernelName(wtype, nTokens) !== undefined)) {
     act.pk = sharedView(Float64Array, prev?.pk, (nTokens >> 1) * ne0);
     packPairs(act.qs, nTokens, ne0, act.pk);
   }
