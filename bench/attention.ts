@@ -8,6 +8,8 @@
 import { attendHeads, type AttentionTask } from "../src/kernels/attention.ts";
 import { allocTensorBytes } from "../src/kernels/wasm/memory.ts";
 import { randn } from "../src/tensor/random.ts";
+import { softmaxInPlace } from "../src/kernels/softmax.ts";
+import { attentionKernels, attentionScratch } from "../src/kernels/wasm/attention-kernels.ts";
 import { arg, cpuSeconds } from "./kernel-bench-args.ts";
 
 const nTokens = Number(arg("tokens", "512"));
@@ -45,4 +47,25 @@ for (const [label, t] of [["Qwen3-30B-A3B 32/4 x 128", task(32, 4, 128)], ["OLMo
     }
   const same = outs[1]!.every((v, i) => Object.is(v, outs[queries]![i]));
   console.log(`${label}: 1 query ${median(times[1]!).toFixed(1)} ms, ${queries} queries ${median(times[queries]!).toFixed(1)} ms: ${(median(times[1]!) / median(times[queries]!)).toFixed(2)}x, identical ${same}`);
+}
+
+// the softmax alone: the TypeScript loop (Math.exp) against the WASM kernel, on causal rows of 1..nTokens scores
+{
+  const wasm = attentionKernels()!;
+  const base = attentionScratch(4 * nTokens)!;
+  const row = new Float32Array(wasm.memory.buffer, base, nTokens);
+  const scores = randn(nTokens, 5, 3);
+  const times: Record<string, number[]> = { ts: [], wasm: [] };
+  for (let r = 0; r <= rounds; r++)
+    for (const kind of ["ts", "wasm"]) {
+      const c0 = cpuSeconds();
+      for (let rep = 0; rep < 16; rep++)
+        for (let n = 1; n <= nTokens; n++) {
+          row.set(scores.subarray(0, n));
+          if (kind === "ts") softmaxInPlace(row, n);
+          else wasm.softmax(base, n, 0, 0);
+        }
+      if (r > 0) times[kind]!.push((cpuSeconds() - c0) * 1000);
+    }
+  console.log(`softmax of 16 x ${nTokens} causal rows: TypeScript ${median(times.ts!).toFixed(1)} ms, WASM ${median(times.wasm!).toFixed(1)} ms: ${(median(times.ts!) / median(times.wasm!)).toFixed(2)}x`);
 }

@@ -8,8 +8,9 @@
  * window and optional per-head sink logits (gpt-oss). Float32 arithmetic as llama.cpp's CPU matmuls do it:
  * q . k in four float32 lanes (d mod 4; the values past the last multiple of 4 to lane 0) summed as
  * (l0 + l1) + (l2 + l3), times scale; softmax as ggml_soft_max (./softmax.ts); the value sum in float32 in
- * key order. The WASM SIMD kernels (./wasm/attention-kernels.ts) run when the cache lives in the WASM
- * memory and give the same bits as the TypeScript loops here.
+ * key order. The WASM SIMD kernels (./wasm/attention-kernels.ts, softmax included: its exp has the bits
+ * of Math.exp) run when the cache lives in the WASM memory and give the same bits as the TypeScript loops
+ * here.
  */
 import { roundToF16 } from "../tensor/f16.ts";
 import { softmaxInPlace } from "./softmax.ts";
@@ -73,8 +74,8 @@ export function attendHeads(task: AttentionTask, h0: number, h1: number, maxQuer
  * by key, from the first key of the call's cache offset) and its output. Offsets are in values, not bytes.
  */
 interface HeadOps {
-  /** slot i's scores, where `score` writes and the softmax runs */
-  scores: Float32Array[];
+  /** softmaxInPlace (./softmax.ts) of slot i's first n scores (then rounded to F16 with task.roundF16) */
+  softmax(i: number, n: number, sink: number | undefined): void;
   /** puts the query at q[qo..] into slot i */
   setQuery(i: number, qo: number): void;
   /** scores[i][j] = f32(q_i . k_j * scale) for slots s <= i < s + m, keys j0 <= j < j1 at k[ko + j * kRow ..] */
@@ -89,11 +90,6 @@ function runHeads(task: AttentionTask, h0: number, h1: number, maxQ: number, ops
   const { out, qRow, kRow, vRow, oRow, nTokens, pos0, nHead, nHeadKv, dk, dv, window, sinks } = task;
   const group = nHead / nHeadKv;
   const sink = (h: number) => (sinks.length ? sinks[h] : undefined);
-  const softmax = (i: number, n: number, s: number | undefined) => {
-    const p = ops.scores[i]!;
-    softmaxInPlace(p, n, s);
-    if (task.roundF16) roundToF16InPlace(p, n);
-  };
   if (group === 1 && !window && maxQ > 1) {
     // one head of consecutive tokens: the common keys together, each token's further keys alone
     for (let t = 0; t < nTokens; t += maxQ) {
@@ -103,7 +99,7 @@ function runHeads(task: AttentionTask, h0: number, h1: number, maxQ: number, ops
         for (let i = 0; i < m; i++) ops.setQuery(i, (t + i) * qRow + h * dk);
         ops.score(0, m, h * dk, 0, n0);
         for (let i = 1; i < m; i++) ops.score(i, 1, h * dk, n0, n0 + i);
-        for (let i = 0; i < m; i++) softmax(i, n0 + i, sink(h));
+        for (let i = 0; i < m; i++) ops.softmax(i, n0 + i, sink(h));
         ops.mix(0, m, h * dv, 0, n0, false);
         for (let i = 1; i < m; i++) ops.mix(i, 1, h * dv, n0, n0 + i, true);
         for (let i = 0; i < m; i++) out.set(ops.out(i), (t + i) * oRow + h * dv);
@@ -120,7 +116,7 @@ function runHeads(task: AttentionTask, h0: number, h1: number, maxQ: number, ops
       const m = Math.min(maxQ, h1 - h, (g + 1) * group - h);
       for (let i = 0; i < m; i++) ops.setQuery(i, t * qRow + (h + i) * dk);
       ops.score(0, m, j0 * kRow + g * dk, 0, n);
-      for (let i = 0; i < m; i++) softmax(i, n, sink(h + i));
+      for (let i = 0; i < m; i++) ops.softmax(i, n, sink(h + i));
       ops.mix(0, m, j0 * vRow + g * dv, 0, n, false);
       for (let i = 0; i < m; i++) out.set(ops.out(i), t * oRow + (h + i) * dv);
       h += m;
@@ -135,7 +131,10 @@ function tsHeadOps(task: AttentionTask, maxQ: number): HeadOps {
   const acc = Array.from({ length: maxQ }, () => new Float32Array(dv));
   const qh = Array.from({ length: maxQ }, () => new Float32Array(dk));
   return {
-    scores,
+    softmax(i, n, sink) {
+      softmaxInPlace(scores[i]!, n, sink);
+      if (task.roundF16) roundToF16InPlace(scores[i]!, n);
+    },
     setQuery(i, o) {
       qh[i]!.set(q.subarray(o, o + dk));
       if (task.roundF16) roundToF16InPlace(qh[i]!, dk);
@@ -194,8 +193,12 @@ function wasmHeadOps(task: AttentionTask, wasm: NonNullable<ReturnType<typeof at
   const qBuf = new Float32Array(buf, qAddr, maxQ * dk);
   const outs = Array.from({ length: maxQ }, (_, i) => new Float32Array(buf, oAddr + 4 * i * dv, dv));
   const sRow = 4 * maxKeys;
+  const scoreRows = Array.from({ length: maxQ }, (_, i) => new Float32Array(buf, sAddr + i * sRow, maxKeys));
   return {
-    scores: Array.from({ length: maxQ }, (_, i) => new Float32Array(buf, sAddr + i * sRow, maxKeys)),
+    softmax(i, n, sink) {
+      wasm.softmax(sAddr + i * sRow, n, sink === undefined ? 0 : 1, sink ?? 0);
+      if (task.roundF16) roundToF16InPlace(scoreRows[i]!, n);
+    },
     setQuery(i, o) {
       qBuf.set(q.subarray(o, o + dk), i * dk);
       if (task.roundF16) roundToF16InPlace(qBuf.subarray(i * dk), dk);

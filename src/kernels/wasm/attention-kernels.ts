@@ -14,7 +14,8 @@
  *
  * All addresses are byte offsets in the shared memory.
  */
-import { Code, encodeModule, F32, I32, Mem, Op, Simd, V128, type FuncDef } from "./emitter.ts";
+import { Code, encodeModule, F32, F64, I32, Mem, Op, Simd, V128, type FuncDef } from "./emitter.ts";
+import { emitExp } from "./exp.ts";
 import { MAX_PAGES } from "./memory.ts";
 import { SideModule } from "./side-module.ts";
 
@@ -24,6 +25,8 @@ const F32_MUL = 0x94;
 const F32X4_SPLAT = 0x13;
 const F32X4_ADD = 0xe4;
 const F32_STORE: readonly [number, number] = [0x38, 2];
+const F32_GT = 0x5e;
+const F64_DIV = 0xa3;
 
 const ZERO = new Uint8Array(16);
 
@@ -181,22 +184,75 @@ function emitMix(M: number): FuncDef {
   return { name: `attn_mix_${M}`, params: new Array(9).fill(I32), results: [], code: c };
 }
 
+/**
+ * `attn_softmax(p, n, hasSink, sink)`: the softmax of the n float32 at p in place, as softmaxInPlace
+ * (../softmax.ts) computes it, bit for bit: float32 maximum (with the sink logit when hasSink), float32
+ * exps of the double differences (exp_f64, the bits of Math.exp), their double sum (plus the sink's exp),
+ * times the float32 inverse.
+ */
+function emitSoftmax(): FuncDef {
+  const P = { p: 0, n: 1, hasSink: 2, sink: 3 };
+  const c = new Code(4);
+  const i = c.local(I32), end = c.local(I32), e = c.local(F32), max = c.local(F32), inv = c.local(F32);
+  const sum = c.local(F64);
+  const at = () => c.get(P.p).get(i).op(Op.i32Add);
+  /** f32(exp_f64(f64(value on the stack) - f64(max))) */
+  const expMinusMax = () => c.op(Op.f64PromoteF32).get(max).op(Op.f64PromoteF32, Op.f64Sub).call("exp_f64").op(Op.f32DemoteF64);
+  c.get(P.n).i32(2).op(Op.i32Shl).set(end);
+  c.f64(-Infinity).op(Op.f32DemoteF64).set(max);
+  c.forLoop(i, () => c.i32(0), () => c.get(end), 4, () => {
+    at();
+    c.mem(Mem.f32Load).tee(e).get(max).op(F32_GT).ifElse(() => c.get(e).set(max));
+  });
+  c.get(P.hasSink).get(P.sink).get(max).op(F32_GT, Op.i32And).ifElse(() => c.get(P.sink).set(max));
+  c.f64(0).set(sum);
+  c.forLoop(i, () => c.i32(0), () => c.get(end), 4, () => {
+    at();
+    at();
+    c.mem(Mem.f32Load);
+    expMinusMax();
+    c.tee(e).mem(F32_STORE);
+    c.get(sum).get(e).op(Op.f64PromoteF32, Op.f64Add).set(sum);
+  });
+  c.get(P.hasSink).ifElse(() => {
+    c.get(sum).get(P.sink);
+    expMinusMax();
+    c.op(Op.f64PromoteF32, Op.f64Add).set(sum);
+  });
+  c.f64(1).get(sum).op(F64_DIV, Op.f32DemoteF64).set(inv);
+  // times inv: four at a time, then one by one
+  c.get(P.n).i32(-4).op(Op.i32And).i32(2).op(Op.i32Shl).set(end);
+  c.forLoop(i, () => c.i32(0), () => c.get(end), 16, () => {
+    at();
+    at();
+    c.simdMem(Simd.v128Load).get(inv).simd(F32X4_SPLAT).simd(Simd.f32x4Mul).simdMem(Simd.v128Store);
+  });
+  c.forLoop(i, () => c.get(i), () => c.get(P.n).i32(2).op(Op.i32Shl), 4, () => {
+    at();
+    at();
+    c.mem(Mem.f32Load).get(inv).op(F32_MUL).mem(F32_STORE);
+  });
+  return { name: "attn_softmax", params: [I32, I32, I32, F32], results: [], code: c };
+}
+
 /** Queries the kernels take at once: attn_scores_M and attn_mix_M exist for M = 1 .. MAX_QUERIES. */
 export const MAX_QUERIES = 4;
 const QUERY_COUNTS = Array.from({ length: MAX_QUERIES }, (_, i) => i + 1);
 
 export type ScoresFn = (q: number, qStride: number, k: number, kStride: number, n: number, dk: number, scale: number, out: number, outStride: number) => void;
+export type SoftmaxFn = (p: number, n: number, hasSink: number, sink: number) => void;
 export type MixFn = (p: number, pStride: number, v: number, vStride: number, n: number, dv: number, out: number, outStride: number, init: number) => void;
 
 /** The module's bytes, generated here and now. */
 export function attentionModuleBytes(): Uint8Array<ArrayBuffer> {
-  return encodeModule([...QUERY_COUNTS.map(emitScores), ...QUERY_COUNTS.map(emitMix)], 1, MAX_PAGES);
+  return encodeModule([...QUERY_COUNTS.map(emitScores), ...QUERY_COUNTS.map(emitMix), emitSoftmax(), emitExp()], 1, MAX_PAGES);
 }
 
 /** the module with its per-thread instance (exported for ./shared-modules.ts) */
 export const attentionModule = new SideModule(attentionModuleBytes, (e) => ({
   scores: QUERY_COUNTS.map((m) => e[`attn_scores_${m}`] as ScoresFn),
   mix: QUERY_COUNTS.map((m) => e[`attn_mix_${m}`] as MixFn),
+  softmax: e.attn_softmax as SoftmaxFn,
 }));
 
 /** This thread's attention kernels over the shared memory, or undefined when WASM is off or unavailable. */
