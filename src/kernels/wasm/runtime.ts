@@ -19,7 +19,7 @@ import { Wasm, type WasmMemory, type WasmModule } from "./webassembly.ts";
 import { emitKernels, type KernelInfo } from "./kernels.ts";
 import { emitKGroupKernels } from "./kgroup-kernels.ts";
 import { emitTileKernels, stagedBytes, tileBytes, type TileKernelInfo } from "./tile-kernels.ts";
-import { emitFloatKernel } from "./float-kernels.ts";
+import { FLOAT_ROWS, emitFloatKernel } from "./float-kernels.ts";
 import { DECODE_SCRATCH, type DecodeKernelInfo, MAX_DECODE_TOKENS, decodeKernelFor, decodeStagedBytes, emitDecodeKernels, stageDecodeActivations } from "./decode-kernels.ts";
 import { MAX_PAGES, arenaCount, arenaMemory, arenaOf, disableWasm, wasmAlloc, wasmDisabled, wasmMemory } from "./memory.ts";
 
@@ -81,8 +81,8 @@ function allKernels(): ReturnType<typeof emitKernels> & { tileInfo: Map<string, 
   for (const [name, i] of kGroup.info) info.set(name, i);
   for (const [name, typeSize] of [["f32", 4], ["f16", 2], ["bf16", 2]] as const) {
     funcs.push(emitFloatKernel(name, name));
-    // one "block" per value; the per-row scratch holds the row as float32
-    info.set(name, { name, typeSize, blockSize: 1, tmpPerBlock: 4 });
+    // one "block" per value; the per-row scratch holds FLOAT_ROWS rows as float32
+    info.set(name, { name, typeSize, blockSize: 1, tmpPerBlock: 4 * FLOAT_ROWS });
   }
   const tiles = emitTileKernels();
   funcs.push(...tiles.funcs);
