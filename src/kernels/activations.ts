@@ -36,8 +36,8 @@ export interface Activations {
   /** Q8_K: sums of the quants over groups of 16, nTokens * ne0 / 16 */
   bsums: Int32Array;
   /**
-   * Q8_*: token pairs packed for the kernels, pk[p * ne0 + i] = qs[2p][i] * 2^21 + qs[2p+1][i] for
-   * p < floor(nTokens / 2); empty for fewer than 2 tokens
+   * Q8_*: token pairs packed for the TypeScript kernels, pk[p * ne0 + i] = qs[2p][i] * 2^21 + qs[2p+1][i]
+   * for p < floor(nTokens / 2); empty for fewer than 2 tokens, and where a WASM kernel is expected to run
    */
   pk: Float64Array;
 }
@@ -79,6 +79,13 @@ function packPairs(qs: Int8Array, nTokens: number, ne0: number, pk: Float64Array
     const o = p * ne0;
     for (let i = 0; i < ne0; i++) pk[o + i] = qs[a + i]! * 2097152 + qs[b + i]!;
   }
+}
+
+/** The packed token pairs of nTokens rows of quants, in a new (unshared) array. */
+export function packedPairs(qs: Int8Array, nTokens: number, ne0: number): Float64Array {
+  const pk = new Float64Array((nTokens >> 1) * ne0);
+  packPairs(qs, nTokens, ne0, pk);
+  return pk;
 }
 
 /**
@@ -131,7 +138,8 @@ export function quantizeActivations(
     if (!wasm) for (let t = 0; t < nTokens; t++) quantizeQ8Blocks(x, t * ne0, ne0, act.qs, t * ne0, act.d, t * nb, s);
   }
   // the packed pairs only speed up the TypeScript batch kernels (which give the same bits without them):
-  // not made when WASM runs here and has a kernel for the weight type
+  // not made here when WASM runs and has a kernel for the weight type (the TypeScript kernels make them
+  // if they run after all, e.g. for weights outside the WASM memory)
   if (nTokens >= 2 && !(wasm && kernelName(wtype, nTokens) !== undefined)) {
     act.pk = sharedView(Float64Array, prev?.pk, (nTokens >> 1) * ne0);
     packPairs(act.qs, nTokens, ne0, act.pk);

@@ -17,7 +17,7 @@
 import { GGMLType, rowBytes } from "../tensor/types.ts";
 import { F16_TO_F32 } from "../tensor/f16.ts";
 import { blockCodec, decodedRow, type DecodedRow } from "../tensor/decode.ts";
-import type { Activations } from "./activations.ts";
+import { packedPairs, type Activations } from "./activations.ts";
 import { fusedKernel } from "./dot-fused.ts";
 import type { Weight } from "./matmul.ts";
 
@@ -174,15 +174,25 @@ function dotKPairs(dr: DecodedRow, hasMins: boolean, span: number, act: Activati
 const HAS_MINS = new Set<GGMLType>([GGMLType.Q2_K, GGMLType.Q4_K, GGMLType.Q5_K]);
 const SCALE_PER_32 = new Set<GGMLType>([GGMLType.Q4_K, GGMLType.Q5_K, GGMLType.IQ4_XS]);
 
+/** Activations with their packed token pairs: those made without (see quantizeActivations) get them here, once per object and thread. */
+const withPairsCache = new WeakMap<Activations, Activations>();
+function withPairs(act: Activations): Activations {
+  if (act.nTokens < 2 || act.pk.length > 0) return act;
+  let a = withPairsCache.get(act);
+  if (!a) withPairsCache.set(act, (a = { ...act, pk: packedPairs(act.qs, act.nTokens, act.ne0) }));
+  return a;
+}
+
 /** out[t * outStride + r] = dot(weight row r, activation row t) for r in [rowStart, rowEnd). */
 export function matmulQuantRange(
   w: Weight,
-  act: Activations,
+  actIn: Activations,
   out: Float32Array,
   outStride: number,
   rowStart: number,
   rowEnd: number,
 ): void {
+  const act = withPairs(actIn);
   const K = w.ne0;
   const T = act.nTokens;
   const codec = blockCodec(w.type)!;
