@@ -9,7 +9,7 @@ import { GGMLType, rowBytes, typeName } from "../src/tensor/types.ts";
 import { QUANTIZE_TYPES, quantize } from "../src/tensor/quantize.ts";
 import { randn, randomBlocks, uniformRng } from "../src/tensor/random.ts";
 import { blockCodec } from "../src/tensor/decode.ts";
-import { matmulRange, matmulTsRange, quantizeActivations, type Weight } from "../src/kernels/matmul.ts";
+import { matmulRange, matmulTsRange, quantizeActivations, vecDotType, type Weight } from "../src/kernels/matmul.ts";
 import { packedPairs } from "../src/kernels/activations.ts";
 import { Code, I32, Op, Simd, V128, encodeModule, sleb, uleb } from "../src/kernels/wasm/emitter.ts";
 import { allocTensorBytes, isWasmBuffer, wasmAlloc, wasmMemory } from "../src/kernels/wasm/memory.ts";
@@ -369,7 +369,8 @@ describe("wasm kernels vs TypeScript kernels (bit-identical)", () => {
   });
 
   it("leaves out the packed token pairs where a WASM kernel runs; the TypeScript kernels make them when they run", () => {
-    for (const type of TYPES) {
+    // Q8_0 and Q8_K activations (Q8_1 ones are quantized in TypeScript and keep their pairs)
+    for (const type of TYPES.filter((t) => vecDotType(t) !== GGMLType.Q8_1)) {
       const K = 512, N = 5, T = 5;
       const w = wasmWeight(type, K, N, randomBlocks(type, K, N, 21));
       const act = quantizeActivations(type, randn(K * T, 22), T, K);
