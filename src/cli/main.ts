@@ -4,6 +4,7 @@
  */
 import { Command, CommanderError } from "commander";
 import { TsmoeError, UsageError } from "../errors.ts";
+import { VERSION } from "../version.ts";
 import { register as registerInfo } from "./info.ts";
 import { register as registerBench } from "./bench.ts";
 import { register as registerRun, expandLlamaFlags } from "./run.ts";
@@ -19,6 +20,7 @@ export function buildProgram(): Command {
   program
     .name("tsmoe")
     .description("Pure-TypeScript CPU inference for GGUF Mixture-of-Experts models, with --moe-n-expert")
+    .version(`version: ${VERSION} (Node.js ${process.version}, ${process.platform}-${process.arch})`, "--version", "print the version and exit")
     .showHelpAfterError(false)
     .exitOverride();
   registerInfo(program);

@@ -5,10 +5,9 @@
  */
 import { existsSync } from "node:fs";
 import { Option } from "commander";
-import { dirname, resolve as resolvePath } from "node:path";
-import { fileURLToPath } from "node:url";
 import { TsmoeError } from "../errors.ts";
 import type { KvOverride, Model, MoeOptions } from "../model/api.ts";
+import { EMBEDDED_MODEL } from "../model/embedded.ts";
 import { loadModel } from "../model/load.ts";
 import { validateMoeOptions } from "./moe-options.ts";
 
@@ -63,7 +62,7 @@ export function renderBar(label: string, done: number, total: number, columns = 
 }
 
 /** The embedded model that commands use without -m (resolved against the package root). */
-export const DEFAULT_MODEL = resolvePath(dirname(fileURLToPath(import.meta.url)), "..", "..", "models", "tiny-moe-32x8-q8_0.gguf");
+export const DEFAULT_MODEL = EMBEDDED_MODEL;
 
 /** `-m, --model <file>`, defaulting to the embedded model. */
 export function modelOption(): Option {

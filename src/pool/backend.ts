@@ -67,6 +67,11 @@ const ROW_ALIGN = 16;
 const CHUNKS_PER_THREAD = 4;
 const WAIT_SLICE_MS = 50;
 const START_TIMEOUT_MS = 60_000;
+/**
+ * The file a worker thread runs: compiled (dist/pool/backend.js) the compiled worker itself; from the
+ * TypeScript sources an entry that registers tsx first (worker threads start without the main thread's loader).
+ */
+const WORKER_FILE = import.meta.url.endsWith(".ts") ? "./worker-entry.mjs" : "./worker.js";
 
 /** The number of threads to use when none is given: one per core. */
 export function defaultThreadCount(): number {
@@ -117,7 +122,7 @@ export class PoolBackend implements MatmulBackend {
   async start(): Promise<void> {
     if (this.nWorkers === 0) return;
     const piscina = new Piscina({
-      filename: new URL("./worker-entry.mjs", import.meta.url).href,
+      filename: new URL(WORKER_FILE, import.meta.url).href,
       minThreads: this.nWorkers,
       maxThreads: this.nWorkers,
       idleTimeout: Number.POSITIVE_INFINITY,
