@@ -31,8 +31,8 @@ export interface GenerateOptions {
   nPredict: number;
   /** end-of-generation tokens are never sampled (llama-cli --ignore-eos: their logits are set to -inf) */
   ignoreEos?: boolean;
-  /** receives text as soon as it forms complete characters */
-  write: (text: string) => void;
+  /** receives text as soon as it forms complete characters (generation waits for a returned promise) */
+  write: (text: string) => unknown;
   /** checked between tokens (Ctrl-C) */
   shouldStop?: () => boolean;
   /** timings are added here */
@@ -85,7 +85,7 @@ export async function generate(
       break;
     }
     out.push(tok);
-    opts.write(decoder.push(tok));
+    await opts.write(decoder.push(tok));
     if (opts.nPredict >= 0 && out.length >= opts.nPredict) break;
     if (opts.shouldStop?.()) {
       stop = "interrupted"; // also checked here: a stop string (tsmoe serve) needs no further evaluation
@@ -101,7 +101,7 @@ export async function generate(
     t.nEval++;
   }
   const rest = decoder.flush();
-  if (rest) opts.write(rest);
+  if (rest) await opts.write(rest);
   return { tokens: out, stop };
 }
 
