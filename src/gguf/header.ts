@@ -7,6 +7,7 @@
  * hostile input matters more here, so this parser reads the file itself through a small window and checks
  * every count and length against the bytes actually left in the file (and against fixed caps) BEFORE
  * allocating anything: a corrupt header can never cause an allocation larger than the file or a long loop.
+ * @huggingface/gguf serves as an independent oracle in test/gguf-oracle.test.ts (a devDependency only).
  */
 import { closeSync, fstatSync, openSync, readSync } from "node:fs";
 import { GgufError } from "../errors.ts";
