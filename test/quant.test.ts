@@ -56,6 +56,20 @@ describe("F16 conversion", () => {
       if (f32ToF16Bits(F16_TO_F32[h]!) !== h) expect(h).toBe(-1);
     }
   });
+  it("decodes every pattern to sign x mantissa x 2^exponent; NaNs keep sign and payload, made quiet", () => {
+    const bits = new Uint32Array(F16_TO_F32.buffer, F16_TO_F32.byteOffset, 65536);
+    for (let h = 0; h < 65536; h++) {
+      const sign = h & 0x8000 ? -1 : 1;
+      const exp = (h >>> 10) & 0x1f;
+      const mant = h & 0x3ff;
+      if (exp === 31 && mant !== 0) {
+        if (bits[h] !== (((h & 0x8000) << 16) | 0x7fc00000 | (mant << 13)) >>> 0) expect(h).toBe(-1);
+        continue;
+      }
+      const value = exp === 0 ? sign * mant * 2 ** -24 : exp === 31 ? sign * Infinity : sign * (1024 + mant) * 2 ** (exp - 25);
+      if (!Object.is(F16_TO_F32[h], value)) expect(h).toBe(-1);
+    }
+  });
   it("decodes subnormals, infinities", () => {
     expect(F16_TO_F32[0x0001]).toBe(2 ** -24);
     expect(F16_TO_F32[0x83ff]).toBe(-1023 * 2 ** -24);

@@ -13,7 +13,7 @@
  */
 import { MessageChannel, type MessagePort, type Worker } from "node:worker_threads";
 import { availableParallelism } from "node:os";
-import { Piscina } from "piscina";
+import type { Piscina } from "piscina";
 import { TsmoeError } from "../errors.ts";
 import type { GluItem, MatmulBackend, MatmulItem } from "../kernels/backend.ts";
 import { swigluRange } from "../kernels/glu.ts";
@@ -121,7 +121,9 @@ export class PoolBackend implements MatmulBackend {
   /** Spawns the workers and waits until each runs its loop (a blocked main thread could not start them). */
   async start(): Promise<void> {
     if (this.nWorkers === 0) return;
-    const piscina = new Piscina({
+    // loaded here, not at start-up: commands that start no worker (--help, -t 1) never load it
+    const { Piscina: PiscinaPool } = await import("piscina");
+    const piscina = new PiscinaPool({
       filename: new URL(WORKER_FILE, import.meta.url).href,
       minThreads: this.nWorkers,
       maxThreads: this.nWorkers,

@@ -24,26 +24,21 @@ export function f32FromBits(bits: number): number {
 /** f16 bits -> float value; every one of the 65536 patterns, computed once. */
 export const F16_TO_F32: Float32Array = buildF16Table();
 
-function f16BitsToF32Slow(h: number): number {
-  const sign = h & 0x8000 ? -1 : 1;
-  const exp = (h >>> 10) & 0x1f;
-  const mant = h & 0x3ff;
-  if (exp === 0) return sign * mant * 2 ** -24;
-  if (exp === 31) return mant === 0 ? sign * Infinity : NaN;
-  return sign * (1024 + mant) * 2 ** (exp - 25);
-}
-
+/**
+ * The table, from bits: a normal f16 widens its exponent (rebias 15 -> 127) and mantissa (10 -> 23 bits);
+ * a subnormal is exact as mant * 2^-24 (then float32 normal); inf/NaN keep sign and payload with the quiet
+ * bit set, as the hardware conversion does. Built at start-up, so it avoids the slow float arithmetic.
+ */
 function buildF16Table(): Float32Array {
   const t = new Float32Array(65536);
   const tu = new Uint32Array(t.buffer);
   for (let h = 0; h < 65536; h++) {
+    const sign = (h & 0x8000) << 16;
     const exp = (h >>> 10) & 0x1f;
-    if (exp === 31 && (h & 0x3ff) !== 0) {
-      // NaN: keep sign and payload as the hardware conversion does (quiet bit set)
-      tu[h] = ((h & 0x8000) << 16) | 0x7fc00000 | ((h & 0x3ff) << 13);
-    } else {
-      t[h] = f16BitsToF32Slow(h);
-    }
+    const mant = h & 0x3ff;
+    if (exp === 31) tu[h] = sign | (mant === 0 ? 0x7f800000 : 0x7fc00000 | (mant << 13));
+    else if (exp !== 0) tu[h] = sign | ((exp + 112) << 23) | (mant << 13);
+    else t[h] = (sign ? -mant : mant) * 2 ** -24;
   }
   return t;
 }

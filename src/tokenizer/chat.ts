@@ -5,7 +5,8 @@
  * trailing EOS text removed when tokenization adds those tokens anyway. @huggingface/jinja provides
  * `raise_exception` and `strftime_now`.
  */
-import { Template } from "@huggingface/jinja";
+import { createRequire } from "node:module";
+import type { Template } from "@huggingface/jinja";
 import { TsmoeError } from "../errors.ts";
 import type { Tokenizer } from "./tokenizer.ts";
 
@@ -25,6 +26,10 @@ export interface ChatOptions {
   extra?: Record<string, unknown>;
 }
 
+/** @huggingface/jinja, loaded at the first template rendered (not at every start); its CommonJS build, since rendering is synchronous */
+let jinja: typeof import("@huggingface/jinja") | undefined;
+const loadJinja = () => (jinja ??= createRequire(import.meta.url)("@huggingface/jinja") as typeof import("@huggingface/jinja"));
+
 /** Renders a chat template (no BOS/EOS stripping). Template errors become TsmoeError. */
 export function renderChatTemplate(
   template: string,
@@ -33,7 +38,7 @@ export function renderChatTemplate(
 ): string {
   let compiled: Template;
   try {
-    compiled = new Template(template);
+    compiled = new (loadJinja().Template)(template);
   } catch (e) {
     throw new TsmoeError(`cannot parse the chat template: ${(e as Error).message}`);
   }
