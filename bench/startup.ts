@@ -1,7 +1,7 @@
 /**
  * Start-up times of the command line, as a user meets them (wall time of whole processes, so they include
  * Node's own start): `tsmoe --help`, `tsmoe --version`, and `npm start` (the embedded model) until the
- * first generated token reaches stdout (`-n 1`). Each is run `--runs` times (default 7), interleaved; prints
+ * first generated token reaches stdout (`-n 1`); and a bare `node -e` as the floor. Each is run `--runs` times (default 7), interleaved; prints
  * every run, then the median and the fastest. Also the CPU time (user + system) of all the Node processes
  * of a run (npm's included), from ./cpu-at-exit.mjs: on a busy machine wall times grow with the number of
  * runnable processes, CPU times much less (the load average is printed).
@@ -63,6 +63,8 @@ const runs = Number(arg("--runs", "7"));
 if (!existsSync(join(ROOT, "dist", "cli", "main.js"))) process.stderr.write("warning: no dist/ (run `npm run build`): timing the tsx path\n");
 const npm = process.platform === "win32" ? "npm.cmd" : "npm";
 const cases: [string, () => Promise<Timing>][] = [
+  // the floor: Node itself, for reading the others on a machine of unknown load
+  ["node -e (baseline)", () => timeToOutput(process.execPath, ["-e", "console.log(1)"], 0)],
   ["tsmoe --help", () => timeToOutput(process.execPath, ["bin/tsmoe", "--help"], 0)],
   ["tsmoe --version", () => timeToOutput(process.execPath, ["bin/tsmoe", "--version"], 0)],
   ["npm start: first token", () => timeToOutput(npm, ["start", "--silent", "--", "-n", "1", "-p", PROMPT], PROMPT.length)],
