@@ -83,17 +83,21 @@ export class Session {
       const sampler = new Sampler({ ...(opts.temperature !== undefined && { temp: opts.temperature }), ...(opts.seed !== undefined && { seed: opts.seed }) }, this.nCtx);
       const start = this.engine.nPast;
       let generated: number[] = [];
-      yield* pull<string>(async (push, stopped) => {
-        const r = await generate(this.engine, sampler, tokenizer, input, {
-          nPredict: opts.maxTokens ?? -1,
-          write: (piece) => (piece ? push(piece) : undefined),
-          shouldStop: () => stopped() || opts.signal?.aborted === true,
-          timings: emptyTimings(),
+      try {
+        yield* pull<string>(async (push, stopped) => {
+          const r = await generate(this.engine, sampler, tokenizer, input, {
+            nPredict: opts.maxTokens ?? -1,
+            write: (piece) => (piece ? push(piece) : undefined),
+            shouldStop: () => stopped() || opts.signal?.aborted === true,
+            timings: emptyTimings(),
+          });
+          generated = r.tokens;
         });
-        generated = r.tokens;
-      });
-      // the last sampled token is evaluated only when generation goes on: keep it for the next call
-      this.pending = [...input, ...generated].slice(this.engine.nPast - start);
+      } finally {
+        // also when the loop was left: what the engine has not evaluated (the token sampled last, when
+        // generation ended at maxTokens) goes first at the next call
+        this.pending = [...input, ...generated].slice(this.engine.nPast - start);
+      }
       opts.signal?.throwIfAborted();
     } finally {
       this.busy = false;
