@@ -15,7 +15,7 @@ import { formatParams, formatSize, modelDescription } from "../eval/model-desc.t
 import { measure, testName, type SpeedSample, type SpeedTest } from "../eval/speed.ts";
 import { csvTable, jsonRows, markdownTable, type Column, type OutputFormat } from "../eval/table.ts";
 import { bosToken } from "../eval/text.ts";
-import { meanExperts } from "./moe-options.ts";
+import { meanExperts, moeCacheOption } from "./moe-options.ts";
 import { modelOption, openModel } from "./progress.ts";
 
 export interface BenchRow {
@@ -168,7 +168,7 @@ export function register(program: Command): void {
     .option("-t, --threads <list>", "thread counts (comma list)", String(availableParallelism()))
     .option("-b, --batch-size <n>", "tokens per evaluation call for prompts", "2048")
     .addOption(new Option("-o, --output <format>", "output format").choices(["md", "csv", "json"]).default("md"))
-    .option("--moe-cache <SIZE>", "stream the routed experts from the file through a cache of SIZE (e.g. 12G; default: only when the model does not fit in memory)");
+    .addOption(moeCacheOption());
   addAttentionOptions(cmd);
   addExpertGridOptions(cmd, { counts: "the model's", mask: "soft" }).action(async (o: BenchCliOptions) => {
     const attention = attentionFrom(o);

@@ -18,7 +18,7 @@
 import { parseCacheSize } from "../model/expert-cache.ts";
 import { formatBytes } from "../gguf/summary.ts";
 import type { ExpertCacheStats } from "../model/api.ts";
-import type { Command } from "commander";
+import { Option, type Command } from "commander";
 import { UsageError } from "../errors.ts";
 import type { HParams, KvOverride, MoeLayerStats, MoeOptions } from "../model/api.ts";
 import { moeOptionsProblem } from "../model/moe-check.ts";
@@ -60,8 +60,13 @@ export function addMoeOptions(cmd: Command): Command {
     .option("--moe-cum-p-layers <spec>", "per-layer --moe-cum-p thresholds, e.g. 0-1:0.9,2-5:0.6")
     .option("--moe-ser <KMIN,T>", "dynamic routing: keep KMIN experts, then those above T x the top one")
     .option("--moe-stats", "print per-layer routing statistics after the run")
-    .option("--moe-cache <SIZE>", "stream the routed experts from the file through a cache of SIZE (e.g. 12G; default: only when the model does not fit in memory)")
+    .addOption(moeCacheOption())
     .option("--override-kv <KEY=TYPE:VALUE>", "override GGUF metadata (int, float, bool, str); repeatable", collect);
+}
+
+/** `--moe-cache SIZE` (declared by addMoeOptions, and by bench, whose MoE options are grid lists). */
+export function moeCacheOption(): Option {
+  return new Option("--moe-cache <SIZE>", "stream the routed experts from the file through a cache of SIZE (e.g. 12G; default: only when the model does not fit in memory)");
 }
 
 /** A whole decimal integer, else a UsageError naming the option. */

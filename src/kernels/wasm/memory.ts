@@ -282,6 +282,12 @@ function scratchReserve(bytes: number): number {
   return Math.min(MAX_SCRATCH_RESERVE, Math.floor(bytes / 4));
 }
 
+/** How far tensors may fill a weight arena, in units: its size less the kernels' scratch reserve. */
+function tensorCapUnits(a: Arena): number {
+  const limit = limitUnits(a);
+  return limit - Math.ceil(scratchReserve(limit * ALIGN) / ALIGN);
+}
+
 /** The largest tensor that fits in a weight arena (arenas made from now on), or 0 when WASM is off. */
 export function maxArenaTensorBytes(): number {
   if (disabled || !Wasm) return 0;
@@ -311,12 +317,11 @@ export function weightAllocator(totalBytes: number): WeightAllocator {
       const units = Math.max(1, Math.ceil(n / ALIGN));
       for (const a of arenas) {
         if (a.index === 0) continue;
-        const cap = limitUnits(a) - Math.ceil(scratchReserve(limitUnits(a) * ALIGN) / ALIGN);
-        const addr = takeFreeRange(a, units) ?? bump(a, units, cap);
+        const addr = takeFreeRange(a, units) ?? bump(a, units, tensorCapUnits(a));
         if (addr !== undefined) return view(a, addr, n);
       }
       const a = newArena();
-      const addr = a && bump(a, units, limitUnits(a) - Math.ceil(scratchReserve(arenaBytes) / ALIGN));
+      const addr = a && bump(a, units, tensorCapUnits(a));
       return a && addr !== undefined ? view(a, addr, n) : new Uint8Array(new SharedArrayBuffer(n));
     },
   };
