@@ -56,13 +56,17 @@ async function timeRun(prompt: number[], nTg: number, pp: (t: number[]) => Promi
 
 export type TsmoeModel = Awaited<ReturnType<typeof loadModel>>;
 
-/** the prompt in a fresh session of `nCtx`, then `nTg` decoded tokens */
-export async function runTsmoe(model: TsmoeModel, prompt: number[], nTg: number, nCtx: number): Promise<Speed> {
+/**
+ * The prompt in a fresh session of `nCtx`, then `nTg` decoded tokens. `allLogits`: the prompt is evaluated
+ * as llama-perplexity evaluates a chunk, with the logits of every position (the last row picks the next token).
+ */
+export async function runTsmoe(model: TsmoeModel, prompt: number[], nTg: number, nCtx: number, allLogits = false): Promise<Speed> {
   const s = model.createSession({ nCtx });
+  const nVocab = model.hparams.nVocab;
   return timeRun(
     prompt,
     nTg,
-    async (p) => argmax(await s.eval(p)),
+    async (p) => argmax((await s.eval(p, { allLogits })).subarray(allLogits ? (p.length - 1) * nVocab : 0)),
     async (first, n) => {
       let tok = first;
       for (let i = 0; i < n; i++) tok = argmax(await s.eval([tok]));
@@ -72,8 +76,11 @@ export async function runTsmoe(model: TsmoeModel, prompt: number[], nTg: number,
 
 export type LlamaModel = Awaited<ReturnType<Awaited<ReturnType<typeof import("node-llama-cpp").getLlama>>["loadModel"]>>;
 
-/** the prompt in one batch of a fresh context of `nCtx`, the last token asking for the next one; then greedy decode */
-export async function runLlama(lm: LlamaModel, threads: number, prompt: number[], nTg: number, nCtx: number): Promise<Speed> {
+/**
+ * The prompt in one batch of a fresh context of `nCtx`, the last token asking for the next one (`allLogits`:
+ * every token asks for its next one, so llama.cpp computes the logits of every position); then greedy decode.
+ */
+export async function runLlama(lm: LlamaModel, threads: number, prompt: number[], nTg: number, nCtx: number, allLogits = false): Promise<Speed> {
   const ctx = await lm.createContext({ contextSize: nCtx, threads, batchSize: prompt.length, sequences: 1 });
   try {
     const seq = ctx.getSequence();
@@ -81,8 +88,10 @@ export async function runLlama(lm: LlamaModel, threads: number, prompt: number[]
       prompt,
       nTg,
       async (p) => {
-        const res = await seq.controlledEvaluate([...asTokens(p.slice(0, -1)), [asTokens(p.slice(-1))[0]!, { generateNext: { token: true, options: { temperature: 0 } } }]]);
-        return res.at(-1)!.next.token!;
+        const next = { generateNext: { token: true, options: { temperature: 0 } } } as const;
+        const items = asTokens(p).map((t, i) => (allLogits || i === p.length - 1 ? ([t, next] as [Token, typeof next]) : t));
+        const res = await seq.controlledEvaluate(items);
+        return res.at(-1)!.next!.token!;
       },
       async (first, n) => {
         let count = 0;

@@ -1,8 +1,9 @@
 /**
  * tsmoe against llama.cpp (node-llama-cpp) on the same GGUF files, same thread count:
- *   npx tsx bench/vs-llamacpp.ts [--threads 2] [--layers 2] [--reps 3] [--models olmoe,qwen3moe]
+ *   npx tsx bench/vs-llamacpp.ts [--threads 2] [--layers 2] [--reps 3] [--models olmoe,qwen3moe,embedded]
  *                                [--types Q8_0,Q4_K_M] [--write]
  *
+ * `--models embedded` adds the embedded model (models/tiny-moe-32x8-q8_0.gguf) as it is.
  * Models: random weights with the real models' shapes (bench/real-shapes.ts, written by bench/make-model.ts),
  * cut to a few layers (cached in the OS temp dir): OLMoE-1B-7B (n_embd 2048, 16 heads of 128, 64 experts of 1024, top-8) and Qwen3-30B-A3B (n_embd
  * 2048, 32 query / 4 KV heads of 128, 128 experts of 768, top-8). The vocabulary is cut to 2048: with 2
@@ -12,7 +13,9 @@
  * `--full [options of bench/full-size.ts]` measures the full-size files instead (bench/full-size.ts).
  *
  * Per model: prompt processing of 64 tokens (pp64, fresh session) and decode of 32 tokens after it (tg32,
- * one token per eval, greedy) with tsmoe and llama.cpp at `threads` and at 1 thread, alternating `reps`
+ * one token per eval, greedy), then in fresh contexts pp512 (one batch of 512 tokens) and a perplexity-shaped
+ * run (one chunk of 512 tokens with the logits of every position, as llama-perplexity evaluates a chunk),
+ * with tsmoe and llama.cpp at `threads` and at 1 thread, alternating `reps`
  * times after one untimed run each (best run kept; thread scaling also as the median of paired rounds); tokens per CPU-second of the 1-thread runs compare the kernels independently of
  * other load. Each model is measured in a child process so the peak RSS taken after tsmoe's first run is
  * tsmoe's own. Prints a table; --write also writes bench/RESULTS.md.
@@ -42,6 +45,8 @@ function arg(name: string, fallback: string): string {
 }
 
 const PP_TOKENS = 64;
+/** pp512 and the perplexity-shaped run: one chunk of this many tokens */
+const LONG_TOKENS = 512;
 const TG_TOKENS = 32;
 const N_VOCAB = 2048;
 
@@ -50,7 +55,11 @@ function generate(path: string, arch: string, typeName: string, nLayer: number):
   writeBlockModel(path, { ...makeModelOptions(arch, { layers: nLayer, vocab: N_VOCAB, type: typeName }), seed: 7 });
 }
 
+/** `--models embedded`: the embedded model as it is (all its layers, its vocabulary) */
+const EMBEDDED = join(HERE, "..", "models", "tiny-moe-32x8-q8_0.gguf");
+
 function modelPath(arch: string, typeName: string, nLayer: number): string {
+  if (arch === "embedded") return EMBEDDED;
   return join(tmpdir(), `tsmoe-vs-llamacpp-${arch}-${nLayer}L-v${N_VOCAB}-${typeName}.gguf`);
 }
 
@@ -65,6 +74,8 @@ interface ChildResult {
   llama: Speed;
   tsmoe1: Speed;
   llama1: Speed;
+  /** pp512 (`pp`) and the perplexity-shaped run (`ppl`) per engine and thread count: tokens/s and per CPU-second */
+  long: Record<"tsmoe" | "llama" | "tsmoe1" | "llama1", { pp: Speed; ppl: Speed }>;
   /** peak RSS after loading and running the model with `threads` threads (before anything else loads) */
   tsmoeRssMB: number;
   /** median over the alternation rounds of (tg at `threads`) / (tg at 1 thread) in the same round */
@@ -101,6 +112,18 @@ async function measure(path: string, threads: number, reps: number): Promise<voi
     runs.tsmoe1.push(await runTsmoe(model1, prompt, TG_TOKENS, 256));
     runs.llama1.push(await runLlama(lm, 1, prompt, TG_TOKENS, 256));
   }
+  // the long prompts, each in a fresh context, alternating the same way
+  const long = promptTokens(model.hparams.nVocab, LONG_TOKENS);
+  const longRuns = Object.fromEntries(["tsmoe", "llama", "tsmoe1", "llama1"].map((k) => [k, { pp: [] as Speed[], ppl: [] as Speed[] }]));
+  const oneLong = async (all: boolean): Promise<Record<string, Speed>> => ({
+    tsmoe: await runTsmoe(model, long, 0, LONG_TOKENS, all),
+    llama: await runLlama(lm, threads, long, 0, LONG_TOKENS, all),
+    tsmoe1: await runTsmoe(model1, long, 0, LONG_TOKENS, all),
+    llama1: await runLlama(lm, 1, long, 0, LONG_TOKENS, all),
+  });
+  await oneLong(false);
+  for (let r = 0; r < reps; r++)
+    for (const all of [false, true]) for (const [k, v] of Object.entries(await oneLong(all))) longRuns[k]![all ? "ppl" : "pp"].push(v);
   await model.dispose();
   await model1.dispose();
   await lm.dispose();
@@ -110,6 +133,7 @@ async function measure(path: string, threads: number, reps: number): Promise<voi
     llama: best(runs.llama),
     tsmoe1: best(runs.tsmoe1),
     llama1: best(runs.llama1),
+    long: Object.fromEntries(Object.entries(longRuns).map(([k, v]) => [k, { pp: best(v.pp), ppl: best(v.ppl) }])) as ChildResult["long"],
     tsmoeRssMB,
     tsmoeScaling: pairedScaling(runs.tsmoe, runs.tsmoe1),
     llamaScaling: pairedScaling(runs.llama, runs.llama1),
@@ -234,7 +258,7 @@ async function main(): Promise<void> {
   say("");
   const results: { label: string; r: ChildResult }[] = [];
   for (const arch of archs)
-    for (const type of types) {
+    for (const type of arch === "embedded" ? ["Q8_0"] : types) {
       const path = modelPath(arch, type, nLayer);
       if (!existsSync(path)) {
         console.error(`generating ${path}`);
@@ -243,18 +267,28 @@ async function main(): Promise<void> {
       const out = child(["--measure", path, String(threads), String(reps)]);
       const line = out.split("\n").find((l) => l.startsWith("RESULT "));
       if (!line) throw new Error(`no result for ${path}:\n${out}`);
-      results.push({ label: `${REAL_SHAPES[arch]!.label} ${type}`, r: JSON.parse(line.slice(7)) as ChildResult });
+      results.push({ label: arch === "embedded" ? "embedded tiny-moe-32x8 (all its layers) Q8_0" : `${REAL_SHAPES[arch]!.label} ${type}`, r: JSON.parse(line.slice(7)) as ChildResult });
       console.error(`${path}: ${line}`);
     }
   const f = (v: number): string => v.toFixed(2);
   say(`${threads} threads, wall clock (tokens/s; ratio = tsmoe / llama.cpp):`);
   say("");
-  say(`| model (${nLayer} layers) | file MB | tsmoe peak RSS MB (before load) | pp64 tsmoe | pp64 llama.cpp | pp ratio | tg32 tsmoe | tg32 llama.cpp | tg ratio | load avg |`);
+  say(`| model (generated ones: ${nLayer} layers) | file MB | tsmoe peak RSS MB (before load) | pp64 tsmoe | pp64 llama.cpp | pp ratio | tg32 tsmoe | tg32 llama.cpp | tg ratio | load avg |`);
   say("|---|---|---|---|---|---|---|---|---|---|");
   for (const { label, r } of results)
     say(
       `| ${label} | ${r.fileMB.toFixed(0)} | ${r.tsmoeRssMB.toFixed(0)} (${r.baseRssMB.toFixed(0)}) | ${f(r.tsmoe.pp)} | ${f(r.llama.pp)} | ${f(r.tsmoe.pp / r.llama.pp)} | ${f(r.tsmoe.tg)} | ${f(r.llama.tg)} | ${f(r.tsmoe.tg / r.llama.tg)} | ${r.load.toFixed(1)} |`,
     );
+  say("");
+  say(`Long prompts: pp512 (one batch of ${LONG_TOKENS}) and a perplexity-shaped run (one chunk of ${LONG_TOKENS} with the logits of every position), tokens/s at ${threads} threads and tokens per CPU-second at 1 thread:`);
+  say("");
+  say(`| model | pp512 tsmoe | llama.cpp | ratio | ppl512 tsmoe | llama.cpp | ratio | pp512 tok/CPU-s tsmoe | llama.cpp | ratio | ppl512 tok/CPU-s tsmoe | llama.cpp | ratio |`);
+  say("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+  for (const { label, r } of results) {
+    const { tsmoe: t, llama: l, tsmoe1: t1, llama1: l1 } = r.long;
+    const cols = [t.pp.pp, l.pp.pp, t.pp.pp / l.pp.pp, t.ppl.pp, l.ppl.pp, t.ppl.pp / l.ppl.pp, t1.pp.ppCpu, l1.pp.ppCpu, t1.pp.ppCpu / l1.pp.ppCpu, t1.ppl.ppCpu, l1.ppl.ppCpu, t1.ppl.ppCpu / l1.ppl.ppCpu];
+    say(`| ${label} | ${cols.map(f).join(" | ")} |`);
+  }
   say("");
   say(`Thread scaling (tg32 tokens/s) and single-thread efficiency (tokens per CPU-second, 1 thread; insensitive to other load):`);
   say("");
