@@ -1,6 +1,7 @@
 /** Report outputs: markdown / CSV / JSON tables, the SVG chart, grid lists, perplexity chunking. */
 import { describe, expect, it } from "vitest";
-import { countSettings, dynamicSettings, parseSerList } from "../src/eval/grid.ts";
+import { countSettings, dynamicSettings } from "../src/eval/grid.ts";
+import { expertGridFrom, parseSerList } from "../src/cli/grid-options.ts";
 import { PerplexityAccumulator, chunkTokens, finalEstimateLine, planChunks } from "../src/eval/perplexity.ts";
 import { lineChartSvg, niceTicks } from "../src/eval/svg-chart.ts";
 import { spreadOf } from "../src/eval/tradeoff.ts";
@@ -85,7 +86,9 @@ describe("grids and chunking", () => {
       { mask: "soft", cumP: 0.5 },
       { mask: "soft", ser: { kmin: 2, t: 0.2 } },
     ]);
-    expect(() => parseSerList("--moe-ser", "2,1.5")).toThrow(/T must be in/);
+    // the ranges are src/model/moe-check.ts's, checked as the lists are read
+    expect(() => expertGridFrom({ moeMask: "soft", moeSer: "2,1.5" })).toThrow(/T must be in/);
+    expect(() => expertGridFrom({ moeMask: "soft", moeCumP: "0.5,0" })).toThrow(/--moe-cum-p: P must be in \(0, 1\], got 0/);
   });
   it("chunks as llama.cpp: n_ctx tokens, BOS first, second half scored", () => {
     const plan = planChunks(1000, 128);

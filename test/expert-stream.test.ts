@@ -9,7 +9,7 @@ import { loadModel } from "../src/model/load.ts";
 import { parseCacheSize, slotBytesFor } from "../src/model/expert-cache.ts";
 import { ParallelReader } from "../src/io/parallel-reader.ts";
 import { closeSync, openSync, readFileSync } from "node:fs";
-import { formatCacheStats } from "../src/cli/moe-options.ts";
+import { formatCacheStats } from "../src/eval/moe-report.ts";
 import type { MoeOptions } from "../src/model/api.ts";
 import { ROOT, runCli } from "./helpers.ts";
 

@@ -94,7 +94,7 @@ describe("library API", () => {
 
   it("rejects bad MoE settings with the CLI's messages, as UsageErrors", () => {
     const cases: [unknown, string][] = [
-      [{ nExpert: 0 }, "--moe-n-expert: must be at least 1, got 0"],
+      [{ nExpert: 0 }, "--moe-n-expert 0: must be at least 1"],
       [{ nExpert: 33 }, "--moe-n-expert 33: the model has only 32 experts"],
       [{ nExpert: 9, mask: "hard" }, "--moe-n-expert 9: the hard mask keeps at most the model's 8 experts per token (use --moe-mask soft for more)"],
       [{ nExpert: 2.5 }, "--moe-n-expert: expected an integer, got '2.5'"],

@@ -110,17 +110,21 @@ describe("KV cache", () => {
     const path = await writeRandomModel(join(dir, "stats.gguf"), { arch: "olmoe", seed: 5 });
     const model = await loadModel(path, { threads: 1 });
     try {
-      const s = model.createSession({ nCtx: 32, moe: { mask: "soft", nExpert: 2 } });
+      const s = model.createSession({ nCtx: 32, moe: { mask: "soft", nExpert: 2 }, moeStats: true });
       await s.eval(TOKENS.slice(0, 10));
       const stats = s.moeStats();
       expect(stats.map((l) => l.layer)).toEqual([0, 1]);
       for (const l of stats) {
         expect(l.tokens).toBe(10);
         expect(l.meanExperts).toBe(2);
-        expect(l.load.reduce((a, b) => a + b, 0)).toBe(20);
+        expect(l.load!.reduce((a, b) => a + b, 0)).toBe(20);
       }
       s.resetStats();
       expect(s.moeStats()).toEqual([]);
+      // without moeStats the session counts tokens and experts only (no observer: no entropy, no load)
+      const plain = model.createSession({ nCtx: 32, moe: { mask: "soft", nExpert: 2 } });
+      await plain.eval(TOKENS.slice(0, 10));
+      expect(plain.moeStats()).toEqual([0, 1].map((layer) => ({ layer, tokens: 10, meanExperts: 2 })));
     } finally {
       await model.dispose();
     }

@@ -24,6 +24,7 @@ import { ARCHS as ENGINE_ARCHS } from "../src/model/archs/index.ts";
 import { buildMoeFfn, type FfnBuffers } from "../src/model/ffn.ts";
 import { buildModel, loadModel } from "../src/model/load.ts";
 import { createRouter } from "../src/model/moe.ts";
+import { moePolicy } from "../src/model/moe-check.ts";
 import type { RouterConfig } from "../src/model/moe-types.ts";
 import { FIXTURES, HAVE_SHARED, SHARED_SKIP_MESSAGE } from "./helpers.ts";
 import { compareLogits, readGolden } from "./model-compare.ts";
@@ -199,7 +200,7 @@ describe("one MoE FFN against a float64 reference", () => {
     const cases: [MoeOptions["mask"], number][] = [["hard", 1], ["hard", 2], ["hard", 4], ["soft", 1], ["soft", 3], ["soft", 6]];
     for (const [mask, N] of cases) {
       const out = new Float32Array(nTokens * nEmbd);
-      const router = createRouter({ mask, nExpert: N }, hp.nLayer);
+      const router = createRouter(moePolicy({ mask, nExpert: N }), hp.nLayer);
       // counts the token rows that go through expert projections: the cost must scale with the experts kept
       const serial = new SerialBackend();
       let expertRows = 0;

@@ -1,23 +1,17 @@
 /**
  * The MoE command-line options (src/cli/moe-options.ts): parsing through commander, every error (one-line
- * UsageError), validation against the model's hyperparameters, the dense-model warning, the stats table.
+ * UsageError), validation against the model's hyperparameters (src/model/moe-check.ts), the dense-model
+ * warning, the stats table (src/eval/moe-report.ts).
  */
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Command } from "commander";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import {
-  addMoeOptions,
-  formatMeanExperts,
-  formatMoeStats,
-  meanExperts,
-  moeOptionsFrom,
-  parseKvOverride,
-  validateMoeOptions,
-  type MoeCliValues,
-} from "../src/cli/moe-options.ts";
-import { UsageError } from "../src/errors.ts";
+import { addMoeOptions, moeOptionsFrom, parseKvOverride, type MoeCliValues } from "../src/cli/moe-options.ts";
+import { formatMeanExperts, formatMoeStats, meanExperts } from "../src/eval/moe-report.ts";
+import { TsmoeError, UsageError } from "../src/errors.ts";
+import { checkMoeOptions } from "../src/model/moe-check.ts";
 import { writeRandomModel } from "../src/gguf/random-model.ts";
 import { loadModel } from "../src/model/load.ts";
 import type { MoeLayerStats, MoeOptions } from "../src/model/api.ts";
@@ -29,12 +23,12 @@ function parse(args: string[]) {
   return moeOptionsFrom(cmd.opts<MoeCliValues>());
 }
 
-/** The UsageError message `fn` throws (fails when it throws nothing or another kind of error). */
-function usageError(fn: () => unknown): string {
+/** The UsageError (or TsmoeError) message `fn` throws (fails when it throws nothing or another kind of error). */
+function usageError(fn: () => unknown, kind: typeof TsmoeError = UsageError): string {
   try {
     fn();
   } catch (err) {
-    expect(err).toBeInstanceOf(UsageError);
+    expect(err).toBeInstanceOf(kind);
     const msg = (err as Error).message;
     expect(msg).not.toContain("\n");
     return msg;
@@ -43,7 +37,6 @@ function usageError(fn: () => unknown): string {
 }
 
 const qwen3moe = { arch: "qwen3moe", nExpert: 128, nExpertUsed: 8, nLayer: 48 };
-const dense = { arch: "llama", nExpert: 0, nExpertUsed: 0, nLayer: 16 };
 
 describe("parsing", () => {
   it("gives no routing options when none are given", () => {
@@ -97,7 +90,7 @@ describe("parsing", () => {
 
 describe("parse errors (one-line UsageError)", () => {
   it.each([
-    [["--moe-n-expert", "0"], /--moe-n-expert: must be at least 1/],
+    [["--moe-n-expert", "0"], /--moe-n-expert 0: must be at least 1/],
     [["--moe-n-expert", "-2"], /at least 1/],
     [["--moe-n-expert", "2.5"], /expected an integer/],
     [["--moe-n-expert", "four"], /expected an integer/],
@@ -137,13 +130,18 @@ describe("parse errors (one-line UsageError)", () => {
 });
 
 describe("validation against the model", () => {
-  const v = (moe: MoeOptions, hp = qwen3moe) => validateMoeOptions(moe, hp, { warn: () => expect.fail("no warning expected") });
+  const v = (moe: MoeOptions | undefined, hp = qwen3moe) => checkMoeOptions(moe, hp);
+  const K = (p: ReturnType<typeof v>, il: number) => p.layer(il, qwen3moe.nExpertUsed, qwen3moe.nExpert);
 
-  it("accepts valid options and returns them", () => {
-    const moe: MoeOptions = { mask: "soft", nExpert: 128, layers: new Map([[47, 1]]), cumP: 1, ser: { kmin: 9, t: 0 } };
-    expect(v(moe)).toBe(moe);
-    expect(v({ mask: "hard", nExpert: 8 })).toEqual({ mask: "hard", nExpert: 8 });
-    expect(validateMoeOptions(undefined, qwen3moe)).toBeUndefined();
+  it("accepts valid options and returns the policy: {K, computed, cumP} per layer", () => {
+    const moe: MoeOptions = { mask: "soft", nExpert: 128, layers: new Map([[47, 1]]), cumP: 1, layerCumP: new Map([[3, 0.5]]), ser: { kmin: 9, t: 0 } };
+    const soft = v(moe);
+    expect([K(soft, 0), K(soft, 3), K(soft, 47)]).toEqual([{ K: 128, computed: 128, cumP: 1 }, { K: 128, computed: 128, cumP: 0.5 }, { K: 1, computed: 1, cumP: 1 }]);
+    expect([soft.hard, soft.ser]).toEqual([false, { kmin: 9, t: 0 }]);
+    expect(K(v({ mask: "soft", layerCumP: new Map([[3, 0.5]]) }), 2).cumP).toBeUndefined();
+    const hard = v({ mask: "hard", nExpert: 3 });
+    expect([hard.hard, K(hard, 5)]).toEqual([true, { K: 8, computed: 3 }]);
+    expect(K(v(undefined), 0)).toEqual({ K: 8, computed: 8 });
   });
 
   it.each([
@@ -157,6 +155,8 @@ describe("validation against the model", () => {
     [{ mask: "soft", layers: new Map([[3, 0]]) }, /layer 3 count 0: must be at least 1/],
     [{ mask: "soft", cumP: 0 }, /--moe-cum-p/],
     [{ mask: "soft", cumP: 2 }, /--moe-cum-p/],
+    [{ mask: "soft", layerCumP: new Map([[48, 0.5]]) }, /--moe-cum-p-layers: layer 48 out of range \(the model has layers 0-47\)/],
+    [{ mask: "soft", layerCumP: new Map([[3, 0]]) }, /--moe-cum-p-layers: P must be in \(0, 1\], got 0 for layer 3/],
     [{ mask: "soft", ser: { kmin: 0, t: 0.5 } }, /KMIN must be at least 1/],
     [{ mask: "soft", ser: { kmin: 1, t: 1.5 } }, /T must be in \[0, 1\]/],
   ] as [MoeOptions, RegExp][])("%o", (moe, message) => {
@@ -164,20 +164,9 @@ describe("validation against the model", () => {
   });
 
   it("uses the expert count after --override-kv (the hparams it is given)", () => {
-    expect(v({ mask: "hard", nExpert: 10 }, { ...qwen3moe, nExpertUsed: 10 })).toEqual({ mask: "hard", nExpert: 10 });
+    expect(v({ mask: "hard", nExpert: 10 }, { ...qwen3moe, nExpertUsed: 10 }).layer(0, 10, 128)).toEqual({ K: 10, computed: 10 });
   });
 
-  it("warns once and ignores the options on a dense model", () => {
-    const warnings: string[] = [];
-    const warn = (m: string) => warnings.push(m);
-    expect(validateMoeOptions({ mask: "soft", nExpert: 500 }, dense, { warn })).toBeUndefined();
-    expect(validateMoeOptions(undefined, dense, { warn, stats: true })).toBeUndefined();
-    expect(validateMoeOptions(undefined, dense, { warn })).toBeUndefined();
-    expect(warnings).toEqual([
-      "the model (llama) is dense (no experts): the MoE options are ignored",
-      "the model (llama) is dense (no experts): the MoE options are ignored",
-    ]);
-  });
 });
 
 describe("statistics output", () => {
@@ -198,6 +187,9 @@ describe("statistics output", () => {
     expect(lines[1].trim().split(/\s{2,}/)).toEqual(["0", "10", "4.00", "100.0%", "#0 25.0%", "#4 0.0%", "1.500"]);
     expect(lines[2].trim().split(/\s{2,}/)).toEqual(["1", "30", "2.00", "62.5%", "#3 50.0%", "#0 0.0%", "2.000"]);
     expect(lines).toHaveLength(3);
+    // a session without SessionOptions.moeStats has only tokens and mean experts
+    const plain = formatMoeStats([{ layer: 0, tokens: 10, meanExperts: 4 }]).split("\n");
+    expect(plain[1].trim().split(/\s{2,}/)).toEqual(["0", "10", "4.00", "-", "-", "-", "-"]);
   });
 });
 
@@ -217,7 +209,7 @@ describe("through the CLI (tsmoe run)", () => {
 
   it("reports a bad value as one error line and exit status 1", () => {
     for (const [args, message] of [
-      [["--moe-n-expert", "0"], "error: --moe-n-expert: must be at least 1, got 0"],
+      [["--moe-n-expert", "0"], "error: --moe-n-expert 0: must be at least 1"],
       [["--moe-mask", "hard", "--moe-n-expert", "5"], "error: --moe-n-expert 5: the hard mask keeps at most the model's 4 experts per token (use --moe-mask soft for more)"],
       [["--moe-n-expert-layers", "1-2:2"], "error: --moe-n-expert-layers: layer 2 out of range (the model has layers 0-1)"],
       [["--moe-cum-p-layers", "5:0.5"], "error: --moe-cum-p-layers: layer 5 out of range (the model has layers 0-1)"],
@@ -254,8 +246,10 @@ describe("through the CLI (tsmoe run)", () => {
     expect(r.status, r.stderr).toBe(0);
     expect(r.stderr).toContain("mean experts per token: 2.00 (model: 4 of 8)");
     expect(r.stderr).toMatch(/layer\s+tokens\s+experts\s+mass kept\s+busiest\s+idlest\s+entropy\n0\s+\d+\s+2\.00\s/);
-    const d = run(dense, ["--moe-n-expert", "2"]);
+    const d = run(dense, ["--moe-n-expert", "2", "--moe-stats"]);
     expect(d.status, d.stderr).toBe(0);
-    expect(d.stderr).toContain("warning: the model (llama) is dense (no experts): the MoE options are ignored");
+    const warning = "warning: the model (llama) is dense (no experts): the MoE options are ignored";
+    expect(d.stderr.split("\n").filter((l) => l === warning)).toHaveLength(1);
+    expect(run(dense, []).stderr).not.toContain("warning:");
   });
 });

@@ -5,6 +5,8 @@
  */
 import { describe, expect, it } from "vitest";
 import { createRouter, topK } from "../src/model/moe.ts";
+import { moePolicy } from "../src/model/moe-check.ts";
+import { RoutingStats } from "../src/model/moe-stats.ts";
 import type { MoeOptions } from "../src/model/api.ts";
 import type { RouterConfig, Routing } from "../src/model/moe-types.ts";
 
@@ -151,7 +153,7 @@ const families: [string, RouterConfig][] = [
 ];
 
 function route(moe: MoeOptions | undefined, cfg: RouterConfig, logits: Float32Array, layer = 0, nLayer = 4): Routing {
-  return createRouter(moe, nLayer).route(logits, logits.length / cfg.nExpert, cfg, layer);
+  return createRouter(moePolicy(moe), nLayer).route(logits, logits.length / cfg.nExpert, cfg, layer);
 }
 
 function expectIdentical(a: Routing, b: Routing): void {
@@ -290,16 +292,16 @@ describe("per-layer counts", () => {
   it("a layer named in `layers` uses its count, others the global N or k", () => {
     const logits = randomLogits(NT, qwen3.nExpert, 31);
     const moe: MoeOptions = { nExpert: 4, mask: "soft", layers: new Map([[1, 2], [3, 8]]) };
-    const router = createRouter(moe, 4);
+    const router = createRouter(moePolicy(moe), 4);
     const counts = [0, 1, 2, 3].map((l) => router.route(logits, NT, qwen3, l).counts[0]);
     expect(counts).toEqual([4, 2, 4, 8]);
-    const onlyLayers = createRouter({ mask: "hard", layers: new Map([[2, 3]]) }, 4);
+    const onlyLayers = createRouter(moePolicy({ mask: "hard", layers: new Map([[2, 3]]) }), 4);
     expect([0, 1, 2, 3].map((l) => onlyLayers.route(logits, NT, qwen3, l).counts[0])).toEqual([8, 8, 3, 8]);
     expectMatches(router.route(logits, NT, qwen3, 1), logits, qwen3, (z) => refRoute(qwen3, z, 2, "soft"));
   });
 
   it("rejects a layer outside the model", () => {
-    expect(() => createRouter(undefined, 2).route(new Float32Array(32), 1, qwen3, 2)).toThrow(/layer 2/);
+    expect(() => createRouter(moePolicy(undefined), 2).route(new Float32Array(32), 1, qwen3, 2)).toThrow(/layer 2/);
   });
 });
 
@@ -416,7 +418,7 @@ describe("statistics", () => {
   it("count tokens, experts, load, mass kept and entropy per layer", () => {
     const cfg = qwen3;
     const logits = randomLogits(NT, cfg.nExpert, 61);
-    const router = createRouter({ nExpert: 2, mask: "soft", layers: new Map([[1, 8]]) }, 2);
+    const router = createRouter(moePolicy({ nExpert: 2, mask: "soft", layers: new Map([[1, 8]]) }), 2, new RoutingStats());
     router.route(logits, NT, cfg, 0);
     router.route(logits.subarray(0, 10 * cfg.nExpert), 10, cfg, 0);
     router.route(logits, NT, cfg, 1);
@@ -424,7 +426,7 @@ describe("statistics", () => {
     expect(s0.layer).toBe(0);
     expect(s0.tokens).toBe(NT + 10);
     expect(s0.meanExperts).toBe(2);
-    expect(s0.load.reduce((a, b) => a + b, 0)).toBe(2 * (NT + 10));
+    expect(s0.load!.reduce((a, b) => a + b, 0)).toBe(2 * (NT + 10));
     expect(s1.meanExperts).toBe(8);
     expect(s1.massKept).toBeCloseTo(1, 12);
 
@@ -457,7 +459,7 @@ describe("statistics", () => {
   it("entropy of sigmoid routers uses the normalised sigmoid scores; mean experts under cumP is fractional", () => {
     const cfg = glm(71);
     const logits = randomLogits(NT, cfg.nExpert, 72, 2.5);
-    const router = createRouter({ mask: "soft", cumP: 0.6 }, 1);
+    const router = createRouter(moePolicy({ mask: "soft", cumP: 0.6 }), 1, new RoutingStats());
     const r = router.route(logits, NT, cfg, 0);
     const [s] = router.stats();
     const mean = Array.from(r.counts).reduce((a, b) => a + b, 0) / NT;

@@ -10,12 +10,14 @@ import { UsageError } from "../errors.ts";
 import type { KvOverride, Model, SessionOptions } from "../model/api.ts";
 import { parseCacheSize } from "../model/expert-cache.ts";
 import { addAttentionOptions, attentionFrom, type AttentionCliValues } from "./attention-options.ts";
-import { addExpertGridOptions, expertGridFrom, modelSetting, parseIntArg, parseIntList, parseThreadsList, type ExpertGridValues, type ExpertSetting } from "../eval/grid.ts";
+import { modelSetting, type ExpertSetting } from "../eval/grid.ts";
+import { addExpertGridOptions, expertGridFrom, parseIntArg, parseIntList, parseThreadsList, type ExpertGridValues } from "./grid-options.ts";
 import { formatParams, formatSize, modelDescription } from "../eval/model-desc.ts";
 import { measure, testName, type SpeedSample, type SpeedTest } from "../eval/speed.ts";
 import { csvTable, jsonRows, markdownTable, type Column, type OutputFormat } from "../eval/table.ts";
 import { bosToken } from "../eval/text.ts";
-import { meanExperts, moeCacheOption } from "./moe-options.ts";
+import { meanExperts } from "../eval/moe-report.ts";
+import { moeCacheOption } from "./moe-options.ts";
 import { modelOption, openModel } from "./progress.ts";
 
 export interface BenchRow {

@@ -7,10 +7,11 @@
 import { closeSync, openSync, writeSync } from "node:fs";
 import type { Command } from "commander";
 import { UsageError } from "../errors.ts";
-import { parseThreadsArg } from "../eval/grid.ts";
+import { parseThreadsArg } from "./grid-options.ts";
 import type { Model, MoeOptions } from "../model/api.ts";
 import { addAttentionOptions, attentionFrom, type AttentionCliValues } from "./attention-options.ts";
-import { addMoeOptions, formatMoeStats, moeOptionsFrom, type MoeCliValues } from "./moe-options.ts";
+import { formatMoeStats } from "../eval/moe-report.ts";
+import { addMoeOptions, moeOptionsFrom, type MoeCliValues } from "./moe-options.ts";
 import { checkWritable } from "./output-path.ts";
 import { DEFAULT_MODEL, openModel } from "./progress.ts";
 
@@ -92,7 +93,7 @@ export function register(program: Command): void {
     try {
       ({ model, moe } = await openModel(o.model, { moe: parsed.moe, overrideKv: parsed.overrideKv, threads, stats: parsed.stats, moeCache: parsed.moeCache }));
       const nVocab = model.hparams.nVocab;
-      const session = model.createSession({ nCtx: Math.max(tokens.length, 1), moe, ...attention });
+      const session = model.createSession({ nCtx: Math.max(tokens.length, 1), moe, moeStats: parsed.stats, ...attention });
       const logits = await session.eval(tokens, { allLogits: true });
       writeLogitsJson(o.logitsOut ?? "-", tokens, nVocab, logits);
       if (parsed.stats && model.hparams.nExpert > 0) process.stderr.write(formatMoeStats(session.moeStats(), model.streaming?.stats()) + "\n");

@@ -4,24 +4,23 @@
  *   --moe-n-expert N            routed experts per token (soft: 1..n_expert, hard: 1..k)
  *   --moe-mask soft|hard        soft re-routes with top-N, hard keeps the first N of the model's top-k
  *   --moe-n-expert-layers SPEC  per-layer counts, e.g. `0-3:8,4-47:4` (layers not named keep the default)
- *   --moe-cum-p P               top-p routing among the top-k, P in (0, 1]
+ *   --moe-cum-p P               top-p routing among the candidates, P in (0, 1]
  *   --moe-cum-p-layers SPEC     per-layer P, e.g. `0-1:0.9,2-5:0.6` (layers not named keep --moe-cum-p)
  *   --moe-ser KMIN,T            smart expert reduction: keep KMIN, then experts above T x the top one
  *   --moe-stats                 print per-layer routing statistics after the run
  *   --override-kv KEY=TYPE:VALUE  GGUF metadata override like llama.cpp (int, float, bool, str; repeatable)
  *
  * `addMoeOptions(cmd)` declares them; `moeOptionsFrom(cmd.opts())` turns the parsed values into
- * MoeOptions + KvOverride[] (syntax errors are UsageErrors); `validateMoeOptions(moe, hparams)` checks the
- * values against the model once its header is read. `formatMoeStats` / `formatMeanExperts` print the
- * statistics. Routing semantics: src/model/moe.ts.
+ * MoeOptions + KvOverride[] (syntax errors are UsageErrors). This file only parses: what the values mean and
+ * their ranges are src/model/moe-check.ts's (the ranges that need no model are checked right after parsing,
+ * the rest against the model's header before its tensors load); the reports are src/eval/moe-report.ts's.
+ * Routing semantics: src/model/moe.ts.
  */
 import { parseCacheSize } from "../model/expert-cache.ts";
-import { formatBytes } from "../gguf/summary.ts";
-import type { ExpertCacheStats } from "../model/api.ts";
 import { Option, type Command } from "commander";
 import { UsageError } from "../errors.ts";
-import type { HParams, KvOverride, MoeLayerStats, MoeOptions } from "../model/api.ts";
-import { moeOptionsProblem } from "../model/moe-check.ts";
+import type { KvOverride, MoeOptions } from "../model/api.ts";
+import { moeValueProblem } from "../model/moe-check.ts";
 
 /** The values commander collects for the MoE options (as strings, parsed by moeOptionsFrom). */
 export interface MoeCliValues {
@@ -56,7 +55,7 @@ export function addMoeOptions(cmd: Command): Command {
     .option("--moe-n-expert <N>", "routed experts per token (default: the model's expert_used_count)")
     .option("--moe-mask <mode>", "soft: route with top-N; hard: keep the first N of the model's top-k", "soft")
     .option("--moe-n-expert-layers <spec>", "per-layer expert counts, e.g. 0-3:8,4-47:4")
-    .option("--moe-cum-p <P>", "dynamic routing: fewest top experts reaching P of the top-k mass, P in (0,1]")
+    .option("--moe-cum-p <P>", "dynamic routing: fewest top experts reaching P of the candidates' total probability, P in (0,1]")
     .option("--moe-cum-p-layers <spec>", "per-layer --moe-cum-p thresholds, e.g. 0-1:0.9,2-5:0.6")
     .option("--moe-ser <KMIN,T>", "dynamic routing: keep KMIN experts, then those above T x the top one")
     .option("--moe-stats", "print per-layer routing statistics after the run")
@@ -87,14 +86,14 @@ function parseNumberStrict(text: string, what: string): number {
  * The largest layer index the per-layer specs accept before the model is known (real models have a few
  * hundred layers at most); ranges are checked against it before they are expanded, so `0-20000000:4` fails
  * at once instead of building a map of twenty million layers. The model's own layer count is checked by
- * validateMoeOptions once its header is read.
+ * checkMoeOptions (src/model/moe-check.ts) once its header is read.
  */
 export const MAX_LAYER_INDEX = 4095;
 
 /**
- * `A-B:V` / `A:V` items separated by commas → layer -> V, for the option `flag`; `value` parses and checks
- * one V (the item's layer text for messages). Checks syntax, that no layer is named twice and indices up
- * to MAX_LAYER_INDEX, not the model's layer count.
+ * `A-B:V` / `A:V` items separated by commas → layer -> V, for the option `flag`; `value` parses one V (the
+ * item's layer text for messages). Checks syntax, that no layer is named twice and indices up to
+ * MAX_LAYER_INDEX; the values' ranges and the model's layer count are moe-check.ts's.
  */
 function parseLayerMap(spec: string, flag: string, example: string, value: (text: string, layers: string) => number): Map<number, number> {
   const layers = new Map<number, number>();
@@ -115,36 +114,26 @@ function parseLayerMap(spec: string, flag: string, example: string, value: (text
   return layers;
 }
 
-/** `A-B:N` / `A:N` items separated by commas → layer -> N. Checks syntax and N >= 1, not the layer range. */
+/** `A-B:N` / `A:N` items separated by commas → layer -> N. Checks the syntax only. */
 export function parseLayerSpec(spec: string): Map<number, number> {
   const flag = "--moe-n-expert-layers";
   return parseLayerMap(spec, flag, "0-3:8,4-47:4", (text, layers) => {
     if (!/^\d+$/.test(text)) throw new UsageError(`${flag}: malformed count '${text}' for layers ${layers} in '${spec}' (expected FIRST-LAST:N or LAYER:N, e.g. 0-3:8,4-47:4)`);
-    const n = Number(text);
-    if (n < 1) throw new UsageError(`${flag}: expert count must be at least 1 (got ${n} for layers ${layers})`);
-    return n;
+    return Number(text);
   });
 }
 
-/** `A-B:P` / `A:P` items separated by commas → layer -> P in (0, 1]. */
+/** `A-B:P` / `A:P` items separated by commas → layer -> P. Checks the syntax only. */
 export function parseCumPLayerSpec(spec: string): Map<number, number> {
   const flag = "--moe-cum-p-layers";
-  return parseLayerMap(spec, flag, "0-1:0.9,2-5:0.6", (text, layers) => {
-    const p = parseNumberStrict(text, `${flag} (layers ${layers})`);
-    if (!(p > 0 && p <= 1)) throw new UsageError(`${flag}: P must be in (0, 1], got ${text} for layers ${layers}`);
-    return p;
-  });
+  return parseLayerMap(spec, flag, "0-1:0.9,2-5:0.6", (text, layers) => parseNumberStrict(text, `${flag} (layers ${layers})`));
 }
 
 /** `KMIN,T` */
 export function parseSer(text: string): { kmin: number; t: number } {
   const parts = text.split(",");
   if (parts.length !== 2) throw new UsageError(`--moe-ser: expected KMIN,T (e.g. 2,0.3), got '${text}'`);
-  const kmin = parseIntStrict(parts[0], "--moe-ser KMIN");
-  const t = parseNumberStrict(parts[1], "--moe-ser T");
-  if (kmin < 1) throw new UsageError(`--moe-ser: KMIN must be at least 1, got ${kmin}`);
-  if (t < 0 || t > 1) throw new UsageError(`--moe-ser: T must be in [0, 1], got ${t}`);
-  return { kmin, t };
+  return { kmin: parseIntStrict(parts[0], "--moe-ser KMIN"), t: parseNumberStrict(parts[1], "--moe-ser T") };
 }
 
 /** llama.cpp's `--override-kv KEY=TYPE:VALUE` (TYPE int, float, bool or str), strictly checked. */
@@ -178,7 +167,14 @@ export function parseKvOverride(text: string): KvOverride {
   }
 }
 
-/** Parses the collected option values (syntax and value ranges that need no model). */
+/** A UsageError when the values' ranges that need no model are wrong (moe-check.ts's messages). */
+export function checkMoeValues(moe: MoeOptions): MoeOptions {
+  const problem = moeValueProblem(moe);
+  if (problem) throw new UsageError(problem);
+  return moe;
+}
+
+/** Parses the collected option values (then checks the ranges that need no model). */
 export function moeOptionsFrom(values: MoeCliValues): ParsedMoeOptions {
   const mask = values.moeMask ?? "soft";
   if (mask !== "soft" && mask !== "hard") throw new UsageError(`--moe-mask: expected soft or hard, got '${mask}'`);
@@ -186,7 +182,6 @@ export function moeOptionsFrom(values: MoeCliValues): ParsedMoeOptions {
   let any = false;
   if (values.moeNExpert !== undefined) {
     moe.nExpert = parseIntStrict(values.moeNExpert, "--moe-n-expert");
-    if (moe.nExpert < 1) throw new UsageError(`--moe-n-expert: must be at least 1, got ${moe.nExpert}`);
     any = true;
   }
   if (values.moeNExpertLayers !== undefined) {
@@ -194,9 +189,7 @@ export function moeOptionsFrom(values: MoeCliValues): ParsedMoeOptions {
     any = true;
   }
   if (values.moeCumP !== undefined) {
-    const p = parseNumberStrict(values.moeCumP, "--moe-cum-p");
-    if (!(p > 0 && p <= 1)) throw new UsageError(`--moe-cum-p: P must be in (0, 1], got ${p}`);
-    moe.cumP = p;
+    moe.cumP = parseNumberStrict(values.moeCumP, "--moe-cum-p");
     any = true;
   }
   if (values.moeCumPLayers !== undefined) {
@@ -209,81 +202,9 @@ export function moeOptionsFrom(values: MoeCliValues): ParsedMoeOptions {
   }
   if (values.moeMask !== undefined && values.moeMask !== "soft") any = true;
   return {
-    moe: any ? moe : undefined,
+    moe: any ? checkMoeValues(moe) : undefined,
     overrideKv: (values.overrideKv ?? []).map(parseKvOverride),
     stats: values.moeStats === true,
     moeCache: values.moeCache === undefined ? undefined : parseCacheSize(values.moeCache),
   };
-}
-
-/**
- * Checks the options against the model's hyperparameters (after --override-kv; the messages are
- * src/model/moe-check.ts's, as UsageErrors). Returns the options to create sessions with: undefined when none
- * were given, or (with a warning) when the model is dense. `stats` is whether --moe-stats was given (also
- * warned about on a dense model).
- */
-export function validateMoeOptions(
-  moe: MoeOptions | undefined,
-  hp: Pick<HParams, "nExpert" | "nExpertUsed" | "nLayer" | "arch">,
-  opts: { stats?: boolean; warn?: (message: string) => void } = {},
-): MoeOptions | undefined {
-  const warn = opts.warn ?? ((m: string) => process.stderr.write(`warning: ${m}\n`));
-  if (hp.nExpert === 0) {
-    if (moe !== undefined || opts.stats) warn(`the model (${hp.arch}) is dense (no experts): the MoE options are ignored`);
-    return undefined;
-  }
-  if (moe === undefined) return undefined;
-  const problem = moeOptionsProblem(moe, hp);
-  if (problem) throw new UsageError(problem);
-  return moe;
-}
-
-/** Mean routed experts per token over all MoE layers, weighted by tokens (NaN when nothing was routed). */
-export function meanExperts(stats: MoeLayerStats[]): number {
-  let tokens = 0;
-  let experts = 0;
-  for (const s of stats) {
-    tokens += s.tokens;
-    experts += s.meanExperts * s.tokens;
-  }
-  return tokens ? experts / tokens : NaN;
-}
-
-/** "mean experts per token: 3.42 (of k = 8, 64 experts)" */
-export function formatMeanExperts(stats: MoeLayerStats[], hp?: Pick<HParams, "nExpert" | "nExpertUsed">): string {
-  const m = meanExperts(stats);
-  const text = Number.isNaN(m) ? "n/a" : m.toFixed(2);
-  return `mean experts per token: ${text}` + (hp ? ` (model: ${hp.nExpertUsed} of ${hp.nExpert})` : "");
-}
-
-/**
- * Per-layer table for --moe-stats: layer, tokens, mean experts, router mass kept, busiest and idlest
- * expert (id and share of the routed slots), routing entropy (nats).
- */
-export function formatMoeStats(stats: MoeLayerStats[], cache?: ExpertCacheStats): string {
-  const header = ["layer", "tokens", "experts", "mass kept", "busiest", "idlest", "entropy"];
-  const rows = stats.map((s) => {
-    const total = s.load.reduce((a, b) => a + b, 0);
-    let hi = 0;
-    let lo = 0;
-    s.load.forEach((v, e) => {
-      if (v > s.load[hi]) hi = e;
-      if (v < s.load[lo]) lo = e;
-    });
-    const share = (e: number) => (total ? `#${e} ${((100 * s.load[e]) / total).toFixed(1)}%` : "-");
-    return [String(s.layer), String(s.tokens), s.meanExperts.toFixed(2), `${(100 * s.massKept).toFixed(1)}%`, share(hi), share(lo), s.entropy.toFixed(3)];
-  });
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
-  const line = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join("  ");
-  const table = [line(header), ...rows.map(line)].join("\n");
-  return cache ? `${table}\n${formatCacheStats(cache, stats[0]?.tokens ?? 0)}` : table;
-}
-
-/** `expert cache: hit rate 62.5% (...), 12.3 MiB read per token, read throughput 1.2 GiB/s` */
-export function formatCacheStats(c: ExpertCacheStats, tokens: number): string {
-  const lookups = c.hits + c.misses;
-  const rate = lookups ? `${((100 * c.hits) / lookups).toFixed(1)}%` : "-";
-  const perToken = tokens ? formatBytes(c.bytesRead / tokens) : "-";
-  const speed = c.readMs > 0 ? `${formatBytes((c.bytesRead / c.readMs) * 1000)}/s` : "-";
-  return `expert cache: hit rate ${rate} (${c.hits} hits, ${c.misses} misses), ${perToken} read per token, read throughput ${speed}`;
 }

@@ -6,7 +6,8 @@
  */
 import type { Command } from "commander";
 import { UsageError } from "../errors.ts";
-import { parseIntArg, parseThreadsArg } from "../eval/grid.ts";
+import { parseIntArg, parseThreadsArg } from "./grid-options.ts";
+import { formatMeanExperts, formatMoeStats } from "../eval/moe-report.ts";
 import { KldBaseReader, KldBaseWriter } from "../eval/kld-file.ts";
 import { KLD_CHUNK_HEADER, kldChunkLine, kldReport } from "../eval/kld-stats.ts";
 import { chunkEstimate, finalEstimateLine, planChunks } from "../eval/perplexity.ts";
@@ -14,7 +15,7 @@ import { runKlDivergence, runPerplexity, type ChunkProgress } from "../eval/run-
 import { readTextFile, tokenizeForEval, bosToken } from "../eval/text.ts";
 import type { Model, MoeLayerStats, MoeOptions } from "../model/api.ts";
 import { addAttentionOptions, attentionFrom, type AttentionCliValues } from "./attention-options.ts";
-import { addMoeOptions, formatMeanExperts, formatMoeStats, moeOptionsFrom, type MoeCliValues } from "./moe-options.ts";
+import { addMoeOptions, moeOptionsFrom, type MoeCliValues } from "./moe-options.ts";
 import { checkWritable } from "./output-path.ts";
 import { modelOption, openModel } from "./progress.ts";
 
@@ -67,7 +68,7 @@ export function register(program: Command): void {
       ({ model, moe } = await openModel(o.model, { moe: parsed.moe, overrideKv: parsed.overrideKv, threads, stats: parsed.stats, moeCache: parsed.moeCache }));
       const nVocab = model.hparams.nVocab;
       if (base) {
-        const session = model.createSession({ nCtx: base.header.nCtx, moe, ...attention });
+        const session = model.createSession({ nCtx: base.header.nCtx, moe, moeStats: parsed.stats, ...attention });
         const nChunk = chunks > 0 ? Math.min(chunks, base.header.nChunk) : base.header.nChunk;
         process.stderr.write(`kl_divergence: computing over ${nChunk} chunks, n_ctx=${base.header.nCtx}, batch_size=${nBatch}\n`);
         const run = await runKlDivergence(session, base, {
@@ -98,7 +99,7 @@ export function register(program: Command): void {
           : undefined;
         if (writer) process.stderr.write(`perplexity: saving all logits to ${o.klDivergenceBase}\n`);
         process.stderr.write(`perplexity: calculating perplexity over ${plan.nChunk} chunks, n_ctx=${nCtx}, batch_size=${nBatch}\n`);
-        const session = model.createSession({ nCtx, moe, ...attention });
+        const session = model.createSession({ nCtx, moe, moeStats: parsed.stats, ...attention });
         try {
           const run = await runPerplexity(session, tokens, plan, {
             nVocab,

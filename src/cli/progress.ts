@@ -9,7 +9,7 @@ import { TsmoeError } from "../errors.ts";
 import type { KvOverride, Model, MoeOptions } from "../model/api.ts";
 import { EMBEDDED_MODEL } from "../model/embedded.ts";
 import { loadModel } from "../model/load.ts";
-import { validateMoeOptions } from "./moe-options.ts";
+import { denseModelWarning } from "../model/moe-check.ts";
 
 export interface Progress {
   /** (bytes done, bytes total): pass as LoadOptions.onProgress */
@@ -85,16 +85,16 @@ export interface OpenModelOptions {
 }
 
 /**
- * Loads a model for a command: checks the file exists, shows the progress bar while loading, then checks
- * the MoE options against the model (a UsageError for bad values; ignored with a warning on a dense model).
- * Returns the model, the load time in milliseconds and the expert setting to create sessions with.
+ * Loads a model for a command: checks the file exists and shows the progress bar while loading; the loader
+ * checks the MoE options against the model's header before the tensors load (src/model/moe-check.ts). On a
+ * dense model the options are ignored with a warning. Returns the model, the load time in milliseconds and
+ * the expert setting to create sessions with.
  */
 export async function openModel(path: string, opts: OpenModelOptions = {}): Promise<{ model: Model; loadMs: number; moe: MoeOptions | undefined }> {
   if (!existsSync(path))
     throw new TsmoeError(path === DEFAULT_MODEL ? `the embedded model ${path} is missing: pass a model with -m` : `model file not found: ${path}`);
   const t0 = performance.now();
   const bar = loadProgress("loading model");
-  const others = (opts.checkMoe ?? []).filter((m) => m !== undefined);
   let model: Model;
   try {
     model = await loadModel(path, {
@@ -103,23 +103,15 @@ export async function openModel(path: string, opts: OpenModelOptions = {}): Prom
       moeCache: opts.moeCache,
       nCtx: opts.nCtx,
       onProgress: bar.update,
-      // bad MoE options fail before the (possibly long) load, from the header's hyperparameters; the check
-      // after the load stays authoritative (an architecture may use fewer layers than block_count)
-      onHeader: (hp) => {
-        for (const moe of [opts.moe, ...others]) if (moe !== undefined) validateMoeOptions(moe, hp, { warn: () => {} });
-      },
+      checkMoe: [opts.moe, ...(opts.checkMoe ?? [])],
     });
   } finally {
     bar.finish();
   }
   if (model.slowKernels) process.stderr.write(`warning: ${model.slowKernels}\n`);
   if (model.memoryPlan) process.stderr.write(`${model.memoryPlan}\n`);
-  try {
-    const moe = validateMoeOptions(opts.moe ?? others[0], model.hparams, { stats: opts.stats });
-    for (const m of others) validateMoeOptions(m, model.hparams, { warn: () => {} });
-    return { model, loadMs: performance.now() - t0, moe: opts.moe === undefined ? undefined : moe };
-  } catch (e) {
-    await model.dispose();
-    throw e;
-  }
+  const dense = model.hparams.nExpert === 0;
+  if (dense && (opts.moe !== undefined || opts.stats || opts.checkMoe?.some((m) => m !== undefined)))
+    process.stderr.write(`warning: ${denseModelWarning(model.hparams.arch)}\n`);
+  return { model, loadMs: performance.now() - t0, moe: dense ? undefined : opts.moe };
 }

@@ -8,7 +8,8 @@
 import { createInterface } from "node:readline";
 import type { Command } from "commander";
 import { UsageError } from "../errors.ts";
-import { parseIntArg, parseNumberArg, parseThreadsArg } from "../eval/grid.ts";
+import { parseIntArg, parseNumberArg, parseThreadsArg } from "./grid-options.ts";
+import { formatMeanExperts, formatMoeStats } from "../eval/moe-report.ts";
 import { readTextFile } from "../eval/text.ts";
 import type { Model, Session } from "../model/api.ts";
 import { emptyTimings, formatTimings, generate, type GenerationTimings } from "../sample/generate.ts";
@@ -17,7 +18,7 @@ import { applyChatTemplate, type ChatMessage } from "../tokenizer/chat.ts";
 import { BUILTIN_CHAT_TEMPLATES, chatTemplateFromOptions } from "../tokenizer/chat-builtin.ts";
 import { Tokenizer } from "../tokenizer/tokenizer.ts";
 import { addAttentionOptions, attentionFrom, type AttentionCliValues } from "./attention-options.ts";
-import { addMoeOptions, formatMeanExperts, formatMoeStats, moeOptionsFrom, type MoeCliValues } from "./moe-options.ts";
+import { addMoeOptions, moeOptionsFrom, type MoeCliValues } from "./moe-options.ts";
 import { modelOption, openModel } from "./progress.ts";
 
 /** The prompt used when none is given. */
@@ -138,7 +139,7 @@ export function register(program: Command): void {
     let session: Session | undefined;
     try {
       const tokenizer = Tokenizer.fromMetadata(model.metadata);
-      session = model.createSession(nCtxOpt > 0 ? { nCtx: nCtxOpt, moe, ...attention } : { moe, ...attention });
+      session = model.createSession({ ...(nCtxOpt > 0 ? { nCtx: nCtxOpt } : {}), moe, moeStats: parsed.stats, ...attention });
       const sampler = new Sampler(sp, session.nCtx);
       const ctx: RunContext = { model, session, tokenizer, sampler, timings, nPredict, ignoreEos: o.ignoreEos === true, interrupt: new Interrupt() };
       // a closed pipe (`tsmoe ... | head`) ends generation like Ctrl-C instead of crashing

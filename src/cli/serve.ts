@@ -5,7 +5,7 @@
  */
 import type { Command } from "commander";
 import { UsageError } from "../errors.ts";
-import { parseIntArg } from "../eval/grid.ts";
+import { parseIntArg } from "./grid-options.ts";
 import { DEFAULT_CTX } from "../model/load.ts";
 import { serverFor, type RequestLog } from "../server/http.ts";
 import { addMoeOptions, moeOptionsFrom, type MoeCliValues } from "./moe-options.ts";

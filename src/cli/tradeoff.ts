@@ -7,13 +7,14 @@ import { availableParallelism, tmpdir } from "node:os";
 import { basename, join } from "node:path";
 import type { Command } from "commander";
 import { UsageError } from "../errors.ts";
-import { addExpertGridOptions, expertGridFrom, modelSetting, parseIntArg, parseThreadsArg, type ExpertGridValues } from "../eval/grid.ts";
+import { modelSetting } from "../eval/grid.ts";
+import { addExpertGridOptions, expertGridFrom, parseIntArg, parseThreadsArg, type ExpertGridValues } from "./grid-options.ts";
 import { modelDescription } from "../eval/model-desc.ts";
 import { csvTable, jsonRows, markdownTable } from "../eval/table.ts";
 import { readTextFile, tokenizeForEval } from "../eval/text.ts";
 import { TRADEOFF_COLUMNS, TRADEOFF_DATA_COLUMNS, runTradeoff, tradeoffChart } from "../eval/tradeoff.ts";
+import { checkMoeOptions } from "../model/moe-check.ts";
 import { addAttentionOptions, attentionFrom, type AttentionCliValues } from "./attention-options.ts";
-import { validateMoeOptions } from "./moe-options.ts";
 import { checkWritable } from "./output-path.ts";
 import { modelOption, openModel } from "./progress.ts";
 
@@ -87,7 +88,7 @@ export function register(program: Command): void {
       if (hp.nExpert === 0) throw new UsageError(`${basename(o.model)} is a dense model: there are no experts to trade off`);
       const { tokens, bos } = tokenizeForEval(model, text);
       const settings = expertGridFrom(o, halvings(hp.nExpertUsed)).settings;
-      for (const s of settings) validateMoeOptions(s.moe, hp); // every setting is checked before any run
+      for (const s of settings) checkMoeOptions(s.moe, hp); // every setting is checked before any run
       const title = `${modelDescription(model)}: decode speed-up vs KL divergence (${basename(o.file)}, c=${nCtx})`;
       const rows = await runTradeoff(model, modelSetting(), settings, {
         tokens,

@@ -8,7 +8,6 @@ import { availableParallelism, tmpdir } from "node:os";
 import { basename, join } from "node:path";
 import type { Command } from "commander";
 import { UsageError } from "../errors.ts";
-import { parseCumPList, parseIntArg, parseIntList, parseNumberArg } from "../eval/grid.ts";
 import { modelDescription } from "../eval/model-desc.ts";
 import { MoeEvaluator, type EvalText } from "../eval/moe-eval.ts";
 import { markdownTable } from "../eval/table.ts";
@@ -16,7 +15,8 @@ import { readTextFile, tokenizeForEval } from "../eval/text.ts";
 import { measureSensitivity, tuneBudget, type TuneResult, type TuneRow } from "../eval/tune.ts";
 import { sensitivityTable, tuneColumns } from "../eval/tune-report.ts";
 import type { Model } from "../model/api.ts";
-import { collect, parseKvOverride } from "./moe-options.ts";
+import { parseCumPList, parseIntArg, parseIntList, parseNumberArg } from "./grid-options.ts";
+import { checkMoeValues, collect, parseKvOverride } from "./moe-options.ts";
 import { modelOption, openModel } from "./progress.ts";
 
 interface TuneCliOptions {
@@ -75,6 +75,7 @@ export function register(program: Command): void {
       if (mask !== "soft" && mask !== "hard") throw new UsageError(`--moe-mask: expected soft or hard, got '${mask}'`);
       const dynamic = o.dynamic === true;
       const thresholds = parseCumPList("--moe-cum-p", o.moeCumP);
+      for (const cumP of thresholds) checkMoeValues({ mask, cumP });
       const counts = o.moeNExpert === undefined ? undefined : parseIntList("--moe-n-expert", o.moeNExpert, 1);
       const overrideKv = (o.overrideKv ?? []).map(parseKvOverride);
       if (!o.file) throw new UsageError("no calibration text: pass -f FILE");

@@ -6,7 +6,7 @@
  * between the settings (Session.setMoe).
  */
 import type { Model, MoeOptions, Session } from "../model/api.ts";
-import { meanExperts } from "../cli/moe-options.ts";
+import { meanExperts } from "./moe-report.ts";
 import { KldBaseReader, KldBaseWriter } from "./kld-file.ts";
 import { planChunks } from "./perplexity.ts";
 import { runKlDivergence, runPerplexity } from "./run-chunks.ts";

@@ -6,7 +6,7 @@
  */
 import type { Model, Session, SessionOptions } from "../model/api.ts";
 import { Rng } from "../sample/rng.ts";
-import { meanExperts } from "../cli/moe-options.ts";
+import { meanExperts } from "./moe-report.ts";
 import type { ExpertSetting } from "./grid.ts";
 import { KldBaseReader, KldBaseWriter } from "./kld-file.ts";
 import { planChunks } from "./perplexity.ts";

@@ -1,10 +1,12 @@
 /**
- * The library's `moe` session option: the CLI's MoE options as values, checked by the CLI's own parser and
- * validator (src/cli/moe-options.ts), so a bad value throws the same one-line UsageError as the flag.
+ * The library's `moe` session option: the CLI's MoE options as values, read by the CLI's own parser
+ * (src/cli/moe-options.ts) and checked by src/model/moe-check.ts as the CLI's are, so a bad value throws the
+ * same one-line UsageError as the flag.
  */
 import { UsageError } from "../errors.ts";
 import type { HParams, MoeOptions } from "../model/api.ts";
-import { moeOptionsFrom, validateMoeOptions, type MoeCliValues } from "../cli/moe-options.ts";
+import { moeOptionsFrom, type MoeCliValues } from "../cli/moe-options.ts";
+import { moeForModel } from "../model/moe-check.ts";
 
 /** Expert-count override and dynamic routing; see the README's "Expert-count override". */
 export interface MoeSettings {
@@ -43,5 +45,5 @@ export function resolveMoe(settings: MoeSettings | undefined, hp: Pick<HParams, 
   for (const key of Object.keys(settings))
     if (!KEYS.includes(key)) throw new UsageError(`moe: unknown option '${key}' (expected ${KEYS.join(", ")})`);
   const { moe } = moeOptionsFrom(cliValues(settings));
-  return validateMoeOptions(moe, hp, { warn: (m) => process.emitWarning(m, "TsmoeWarning") });
+  return moeForModel(moe, hp, (m) => process.emitWarning(m, "TsmoeWarning"));
 }

@@ -18,7 +18,7 @@ export interface MoeOptions {
   mask: "soft" | "hard";
   /** --moe-n-expert-layers: per-layer counts, layer index -> N (overrides nExpert for those layers) */
   layers?: Map<number, number>;
-  /** --moe-cum-p P: fewest top-ranked experts whose probabilities reach P of the top-k mass */
+  /** --moe-cum-p P: fewest top-ranked candidates whose probabilities reach P of the candidates' total */
   cumP?: number;
   /** --moe-cum-p-layers: per-layer P, layer index -> P (overrides cumP for those layers) */
   layerCumP?: Map<number, number>;
@@ -53,19 +53,22 @@ export interface ExpertCacheStats {
   readMs: number;
 }
 
-/** Per-layer routing statistics collected while a session runs (--moe-stats). */
+/**
+ * Per-layer routing statistics collected while a session runs: tokens and mean experts always; the rest
+ * (--moe-stats) only in sessions created with SessionOptions.moeStats.
+ */
 export interface MoeLayerStats {
   layer: number;
   /** tokens routed through this layer */
   tokens: number;
   /** mean routed experts computed per token */
   meanExperts: number;
-  /** mean fraction of the router's top-k probability mass kept */
-  massKept: number;
-  /** per-expert count of tokens routed to it */
-  load: number[];
-  /** mean entropy (nats) of the router's distribution */
-  entropy: number;
+  /** mean fraction of the router's top-k probability mass kept (with moeStats) */
+  massKept?: number;
+  /** per-expert count of tokens routed to it (with moeStats) */
+  load?: number[];
+  /** mean entropy (nats) of the router's distribution (with moeStats) */
+  entropy?: number;
 }
 
 /** Hyperparameters as llama.cpp reads them from GGUF metadata (after --override-kv). */
@@ -142,6 +145,11 @@ export interface SessionOptions {
    * (a TsmoeError naming the option at fault); ignored by dense models. Changeable with Session.setMoe.
    */
   moe?: MoeOptions;
+  /**
+   * collect the full routing statistics of --moe-stats (router mass kept, expert load, entropy: extra work
+   * per routed token); without it Session.moeStats() has only tokens and mean experts per layer
+   */
+  moeStats?: boolean;
 }
 
 export interface Model {

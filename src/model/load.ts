@@ -19,6 +19,7 @@ import { forwardBatch, LayerGraph, type Arch } from "./graph.ts";
 import { applyKvOverrides, MetaReader, readCommonHParams, type ModelHParams } from "./hparams.ts";
 import { createRouter, type Router } from "./moe.ts";
 import { checkMoeOptions } from "./moe-check.ts";
+import { RoutingStats } from "./moe-stats.ts";
 import type { RouterConfig } from "./moe-types.ts";
 import { TensorSource, type ModelWeights } from "./weights.ts";
 import { formatReferenceKernels, referenceKernels } from "./kernel-report.ts";
@@ -54,11 +55,13 @@ export function buildModel(file: GgufFile): LoadedModel {
   return { arch, hparams: hp, weights, routerConfig };
 }
 
-/** A router for the expert setting `moe` (checked against the model), or undefined for a dense model. */
-function sessionRouter(m: LoadedModel, moe: MoeOptions | undefined): Router | undefined {
+/**
+ * A router for the expert setting `moe` (checked against the model), watched by the --moe-stats statistics
+ * when `stats`; undefined for a dense model.
+ */
+function sessionRouter(m: LoadedModel, moe: MoeOptions | undefined, stats: boolean): Router | undefined {
   if (!m.routerConfig) return undefined;
-  if (moe !== undefined) checkMoeOptions(moe, m.hparams);
-  return createRouter(moe, m.hparams.nLayer);
+  return createRouter(checkMoeOptions(moe, m.hparams), m.hparams.nLayer, stats ? new RoutingStats() : undefined);
 }
 
 class ModelSession implements Session {
@@ -76,9 +79,10 @@ class ModelSession implements Session {
     readonly nCtx: number,
     kvF16: boolean,
     flash: boolean,
+    private readonly withStats: boolean,
   ) {
     const hp = m.hparams;
-    const router = sessionRouter(m, moe);
+    const router = sessionRouter(m, moe, withStats);
     this.moeOpts = moe;
     const shape = { nHead: hp.nHead, nHeadKv: hp.nHeadKv, headDimK: hp.nEmbdHeadK, headDimV: hp.nEmbdHeadV, scale: 1 };
     const cache = new KvCache(hp.nLayer, nCtx, shape, kvF16, flash);
@@ -92,7 +96,7 @@ class ModelSession implements Session {
   }
 
   setMoe(moe: MoeOptions | undefined): void {
-    this.graph.router = sessionRouter(this.m, moe);
+    this.graph.router = sessionRouter(this.m, moe, this.withStats);
     this.moeOpts = moe;
   }
 
@@ -177,7 +181,7 @@ class LoadedGgufModel implements Model {
       throw new TsmoeError(`invalid flash-attention lanes '${String(opts.flashLanes)}' (expected ${FLASH_F16_LANES.join(" or ")})`);
     const f16 = opts.kvType === "f16";
     if (opts.flashAttention && !f16) throw new TsmoeError("flash attention needs an F16 KV cache (kvType f16): an F32 cache with flash attention is not supported");
-    const session = new ModelSession(this.m, this.backend, opts.moe, nCtx, f16, opts.flashAttention ?? f16);
+    const session = new ModelSession(this.m, this.backend, opts.moe, nCtx, f16, opts.flashAttention ?? f16, opts.moeStats === true);
     if (opts.flashLanes) setFlashF16Lanes(session.cache, opts.flashLanes);
     return session;
   }
@@ -215,6 +219,8 @@ export async function loadModel(path: string, opts: LoadModelOptions = {}): Prom
   const file = applyKvOverrides(opened.file, opts.overrideKv);
   const header = headerHParams(file);
   opts.onHeader?.(header);
+  // bad expert settings fail before the (possibly long) load
+  if (header.nExpert > 0) for (const moe of opts.checkMoe ?? []) checkMoeOptions(moe, header);
   const plan = planMemory(opened, file, opts);
   try {
     // where each weight lives: the WebAssembly memories' allocator, given the model's size; streamed
@@ -308,4 +314,6 @@ export function planMemory(
 export interface LoadModelOptions extends LoadOptions {
   /** runs after the header is read (a throw stops the load before the tensor data is read) */
   onHeader?: (hp: HeaderHParams) => void;
+  /** expert settings to check against the header's hyperparameters before the tensor data is read */
+  checkMoe?: (MoeOptions | undefined)[];
 }

@@ -6,7 +6,7 @@
  * cannot). Also the usage, llama-server's `timings` and the mean experts per token for the response.
  */
 import type { MoeOptions, Session } from "../model/api.ts";
-import { meanExperts } from "../cli/moe-options.ts";
+import { meanExperts } from "../eval/moe-report.ts";
 import { emptyTimings, generate, type GenerationTimings } from "../sample/generate.ts";
 import { Sampler, type SamplerParams } from "../sample/sampler.ts";
 import type { Tokenizer } from "../tokenizer/tokenizer.ts";

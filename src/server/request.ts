@@ -8,7 +8,8 @@
 import { TsmoeError } from "../errors.ts";
 import type { HParams, MoeOptions } from "../model/api.ts";
 import { Sampler, type SamplerParams } from "../sample/sampler.ts";
-import { moeOptionsFrom, validateMoeOptions, type MoeCliValues } from "../cli/moe-options.ts";
+import { moeOptionsFrom, type MoeCliValues } from "../cli/moe-options.ts";
+import { moeForModel } from "../model/moe-check.ts";
 
 /** An error answered with an OpenAI-style body: {"error": {"code", "message", "type"}}. */
 export class HttpError extends Error {
@@ -156,7 +157,7 @@ export function requestMoe(body: Body, serverDefaults: MoeCliValues, hp: Pick<HP
   const values = { ...serverDefaults, ...moeFields(body) };
   try {
     const { moe } = moeOptionsFrom({ moeNExpert: values.moeNExpert, moeMask: values.moeMask, moeNExpertLayers: values.moeNExpertLayers, moeCumP: values.moeCumP, moeSer: values.moeSer });
-    return validateMoeOptions(moe, hp, { warn: () => {} });
+    return moeForModel(moe, hp);
   } catch (e) {
     if (e instanceof TsmoeError) throw badRequest(flagsToFields(e.message));
     throw e;
