@@ -8,6 +8,8 @@ import { GgufValueType, type GgufFile, type MetaEntry } from "../src/gguf/types.
 import { ARCHS } from "../src/model/archs/index.ts";
 import { applyKvOverrides, MetaReader, readCommonHParams } from "../src/model/hparams.ts";
 import { ropeParams } from "../src/model/ops.ts";
+import type { RoutedMoeHParams } from "../src/model/archs/routed-moe.ts";
+import type { GptOssHParams } from "../src/model/archs/gpt-oss.ts";
 
 const U32 = GgufValueType.UINT32;
 const F32 = GgufValueType.FLOAT32;
@@ -120,8 +122,10 @@ describe("common hyperparameters", () => {
 describe("architecture hyperparameters", () => {
   function archHp(arch: string, entries: [string, GgufValueType, unknown][]) {
     const f = file(arch, [...BASE, ...entries]);
-    const hp = readCommonHParams(f, arch, ARCHS.get(arch)!.ropeType);
-    ARCHS.get(arch)!.hparams(new MetaReader(f, arch), hp);
+    const common = readCommonHParams(f, arch, ARCHS.get(arch)!.ropeType);
+    const before = structuredClone(common);
+    const hp = ARCHS.get(arch)!.hparams(new MetaReader(f, arch), common);
+    expect(common).toEqual(before); // a new record: the common one is never changed
     return hp;
   }
 
@@ -138,6 +142,21 @@ describe("architecture hyperparameters", () => {
     expect([q2.nFfExp, q2.nFfShexp]).toEqual([64, 256]);
     expect(archHp("qwen2moe", moe).nFfShexp).toBe(1024);
     expect(() => archHp("qwen3moe", [])).toThrow(/expert_count must be > 0/);
+  });
+
+  it("typed records of their own: NextN layers dropped once (glm4moe), the sliding window (gpt-oss)", () => {
+    const routed: [string, GgufValueType, unknown][] = [
+      ["expert_count", U32, 8],
+      ["expert_used_count", U32, 2],
+      ["expert_feed_forward_length", U32, 64],
+      ["expert_shared_count", U32, 1],
+      ["nextn_predict_layers", U32, 1],
+      ["leading_dense_block_count", U32, 1],
+    ];
+    const glm = archHp("glm4moe", routed) as RoutedMoeHParams;
+    expect([glm.nLayer, glm.nLeadingDense, glm.nFfShexp, glm.gating, glm.normTopK]).toEqual([2, 1, 64, "sigmoid", false]);
+    const oss = archHp("gpt-oss", [["expert_count", U32, 8], ["expert_used_count", U32, 2], ["expert_feed_forward_length", U32, 64], ["attention.sliding_window", U32, 128]]) as GptOssHParams;
+    expect([oss.nSwa, oss.swaPeriod, oss.nFfExp]).toEqual([128, 2, 64]);
   });
 
   it("NORM RoPE for llama, NEOX for the Qwen family and OLMoE", () => {

@@ -92,8 +92,6 @@ export interface HParams {
   nFfExp: number;
   rmsEps: number;
   ropeBase: number;
-  /** other architecture-specific values */
-  [extra: string]: unknown;
 }
 
 export interface Session {

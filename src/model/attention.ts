@@ -17,6 +17,23 @@ import { allocTensorBytes, freeTensorBytes } from "../kernels/wasm/memory.ts";
 
 export { firstKey };
 
+/**
+ * The F16 vector arithmetic of the llama.cpp build that flash attention over an F16 cache reproduces
+ * (see ./flash-attention.ts).
+ */
+export type FlashF16Lanes = "f32" | "avx512fp16";
+
+/**
+ * A session's KV cache: F32 (default) or F16 rows, whether an F16 cache is attended with flash attention
+ * (default: yes), and the flash-attention lanes.
+ */
+export interface KvCacheOptions {
+  kvType?: "f32" | "f16";
+  /** flash attention (llama.cpp -fa on); only with kvType "f16" */
+  flash?: boolean;
+  flashLanes?: FlashF16Lanes;
+}
+
 export interface AttentionShape {
   nHead: number;
   nHeadKv: number;
@@ -51,15 +68,21 @@ export class KvCache {
   readonly vRow: number;
   /** the arrays above, which live in the WASM memory (where the attention kernels read them) when possible */
   private readonly owned = new Set<Float32Array>();
+  /** rows rounded to half precision (llama.cpp's F16 cache) */
+  readonly f16: boolean;
+  /** flash attention (llama.cpp -fa on) over the F16 rows, with these lanes */
+  readonly flash: boolean;
+  readonly flashLanes: FlashF16Lanes;
 
   constructor(
     readonly nLayer: number,
     readonly nCtx: number,
     shape: AttentionShape,
-    readonly f16 = false,
-    /** flash attention (llama.cpp -fa on); only with f16 */
-    readonly flash = f16,
+    opts: KvCacheOptions = {},
   ) {
+    this.f16 = opts.kvType === "f16";
+    this.flash = opts.flash ?? this.f16;
+    this.flashLanes = opts.flashLanes ?? "f32";
     this.kRow = shape.nHeadKv * shape.headDimK;
     this.vRow = shape.nHeadKv * shape.headDimV;
     const rows = Math.min(nCtx, INITIAL_ROWS);

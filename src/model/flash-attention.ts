@@ -33,13 +33,12 @@
  * reproduced.)
  */
 import { f32Bits, f32FromBits, roundToF16 } from "../tensor/f16.ts";
-import { attend, firstKey, type AttentionOptions, type AttentionShape, type KvCache } from "./attention.ts";
+import { attend, firstKey, type AttentionOptions, type AttentionShape, type FlashF16Lanes, type KvCache } from "./attention.ts";
 
 /** query tile (GGML_FA_TILE_Q): batches with at least this many queries use the tiled kernel */
 export const FA_TILE_Q = 64;
 
-/** the F16 vector arithmetic of the llama.cpp build to reproduce (see the file comment) */
-export type FlashF16Lanes = "f32" | "avx512fp16";
+export type { FlashF16Lanes };
 
 export const FLASH_F16_LANES: readonly FlashF16Lanes[] = ["f32", "avx512fp16"];
 
@@ -124,17 +123,8 @@ function avx512fp16Lanes(): Lanes {
   };
 }
 
-/** per cache: the lanes to use when not the default ("f32") */
-const cacheLanes = new WeakMap<KvCache, Lanes>();
-
-/**
- * Makes the flash attention over this cache compute its F16 vector operations like a llama.cpp build
- * with the given lanes (default "f32"). Set once, when the session's cache is made.
- */
-export function setFlashF16Lanes(cache: KvCache, lanes: FlashF16Lanes): void {
-  if (lanes === "f32") cacheLanes.delete(cache);
-  else cacheLanes.set(cache, avx512fp16Lanes());
-}
+/** the AVX512-FP16 lanes (their scratch is used within one dot product, so one set serves every cache) */
+const AVX512FP16_LANES = avx512fp16Lanes();
 
 /** Attention as llama.cpp's default CPU context computes it (see the file comment). */
 export function attendFlashF16(
@@ -148,7 +138,7 @@ export function attendFlashF16(
   opts: AttentionOptions = {},
 ): void {
   if (nTokens >= FA_TILE_Q) attend(cache, il, shape, q, nTokens, pos0, out, opts);
-  else attendFlashVec(cache, il, shape, q, nTokens, pos0, out, opts, cacheLanes.get(cache) ?? F32_LANES);
+  else attendFlashVec(cache, il, shape, q, nTokens, pos0, out, opts, cache.flashLanes === "avx512fp16" ? AVX512FP16_LANES : F32_LANES);
 }
 
 /** The one-query kernel (ggml_compute_forward_flash_attn_ext_f16_one_chunk) for one batch. */

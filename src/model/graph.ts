@@ -17,21 +17,29 @@ import type { MetaReader, ModelHParams } from "./hparams.ts";
 import type { Router } from "./moe.ts";
 import type { RouterConfig } from "./moe-types.ts";
 import { addInPlace, addRowBias, rmsNorm, rope, ropeParams, ropeTable, type RopeParams, scaleInPlace } from "./ops.ts";
-import type { LayerWeights, ModelWeights, TensorSource } from "./weights.ts";
+import type { DenseFfnWeights, LayerWeights, ModelWeights, MoeWeights, SharedExpertWeights, TensorSource } from "./weights.ts";
 
-/** What an architecture file provides (see src/model/archs/). */
-export interface Arch {
+/**
+ * What an architecture file provides (see src/model/archs/). H is its hyperparameter record (the common
+ * ModelHParams plus its own, as llama.cpp's llama_hparams / mlx-lm's ModelArgs), W its layer weights
+ * (LayerWeights with the parts its layers always have).
+ */
+export interface Arch<H extends ModelHParams = ModelHParams, W extends LayerWeights = LayerWeights> {
   /** general.architecture value */
   name: string;
   ropeType: "norm" | "neox";
-  /** reads the architecture's own hyperparameters into hp (llama.cpp load_arch_hparams) */
-  hparams(r: MetaReader, hp: ModelHParams): void;
+  /**
+   * The architecture's hyperparameters (llama.cpp load_arch_hparams): a new record from the common ones
+   * and the architecture's own keys. Reads metadata only (no tensor data), so the loader can check options
+   * against it before the tensors load; read once per model.
+   */
+  hparams(r: MetaReader, common: ModelHParams): H;
   /** finds the architecture's tensors (load_arch_tensors) */
-  tensors(t: TensorSource, hp: ModelHParams): ModelWeights;
+  tensors(t: TensorSource, hp: H): ModelWeights<W>;
   /** how MoE layers route (undefined for dense architectures) */
-  router?(hp: ModelHParams): RouterConfig;
+  router?(hp: H): RouterConfig;
   /** one transformer layer: reads and updates the residual stream g.x */
-  layer(g: LayerGraph, w: LayerWeights, il: number): void;
+  layer(g: LayerGraph<H>, w: W, il: number): void;
 }
 
 /** Activation buffers of one batch of up to `cap` tokens. */
@@ -80,7 +88,7 @@ class Buffers implements FfnBuffers {
 }
 
 /** The builders an architecture's layer graph calls, over one batch. */
-export class LayerGraph {
+export class LayerGraph<H extends ModelHParams = ModelHParams> {
   /** tokens in the current batch */
   n = 0;
   /** position of the batch's first token */
@@ -89,8 +97,11 @@ export class LayerGraph {
   readonly attnShape: AttentionShape;
   readonly ropeP: RopeParams;
 
+  /** scratch buffers of architecture-specific builders (e.g. MLA), by name, grown on demand */
+  private readonly scratch = new Map<string, Float32Array>();
+
   constructor(
-    readonly hp: ModelHParams,
+    readonly hp: H,
     readonly backend: MatmulBackend,
     readonly cache: KvCache,
     /** the session's router (replaced when the session's expert setting changes) */
@@ -194,24 +205,50 @@ export class LayerGraph {
     return this.b.attn;
   }
 
+  /**
+   * A scratch buffer of at least n floats from the backend's memory, kept by the session under `name` and
+   * reallocated only when a larger one is asked for (contents are not kept across calls).
+   */
+  buffer(name: string, n: number): Float32Array {
+    let b = this.scratch.get(name);
+    if (!b || b.length < n) {
+      b = this.backend.allocF32(Math.max(1, n));
+      this.scratch.set(name, b);
+    }
+    return b;
+  }
+
   /** a += b over the batch's rows of nEmbd */
   add(a: Float32Array, b: Float32Array): void {
     addInPlace(a, b, this.n * this.hp.nEmbd);
   }
 
   /** dense SwiGLU FFN: out = down(silu(gate x) * up x) */
-  ffn(L: LayerWeights, x: Float32Array, out: Float32Array): void {
-    denseFfn(this, { gate: L.ffnGate!, up: L.ffnUp!, down: L.ffnDown! }, x, out);
+  ffn(w: DenseFfnWeights, x: Float32Array, out: Float32Array): void {
+    denseFfn(this, w, x, out);
   }
 
   /** routed experts: out = sum_k w_k expert_k(x) */
-  moeFfn(L: LayerWeights, x: Float32Array, out: Float32Array, il: number): void {
-    buildMoeFfn(this, L.moe!, this.routerCfg!, this.router!, x, out, il);
+  moeFfn(w: MoeWeights, x: Float32Array, out: Float32Array, il: number): void {
+    if (!this.router || !this.routerCfg) throw new Error(`layer ${il}: routed experts in a model without a router`);
+    buildMoeFfn(this, w, this.routerCfg, this.router, x, out, il);
   }
 
   /** out += sigmoid(gateInp . x) * sharedExpert(x) */
-  sharedExpert(L: LayerWeights, x: Float32Array, out: Float32Array): void {
-    sharedExpertFfn(this, L.shexp!, x, out);
+  sharedExpert(w: SharedExpertWeights, x: Float32Array, out: Float32Array): void {
+    sharedExpertFfn(this, w, x, out);
+  }
+
+  /**
+   * The FFN of a layer that is either dense or MoE (leading dense layers, Mixtral-style llama): routed
+   * experts plus the shared expert when it has them, else the dense FFN.
+   */
+  layerFfn(L: LayerWeights, x: Float32Array, out: Float32Array, il: number): void {
+    if (L.moe) {
+      this.moeFfn(L.moe, x, out, il);
+      if (L.shexp) this.sharedExpert(L.shexp, x, out);
+    } else if (L.ffn) this.ffn(L.ffn, x, out);
+    else throw new Error(`layer ${il} has neither a dense FFN nor routed experts`);
   }
 }
 

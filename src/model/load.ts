@@ -13,8 +13,8 @@ import type { MatmulBackend } from "../kernels/backend.ts";
 import { createPoolBackend, defaultThreadCount } from "../pool/backend.ts";
 import type { LoadOptions, Model, MoeLayerStats, MoeOptions, Session, SessionOptions } from "./api.ts";
 import { getArch } from "./archs/index.ts";
-import { KvCache } from "./attention.ts";
-import { FLASH_F16_LANES, setFlashF16Lanes } from "./flash-attention.ts";
+import { KvCache, type KvCacheOptions } from "./attention.ts";
+import { FLASH_F16_LANES } from "./flash-attention.ts";
 import { forwardBatch, LayerGraph, type Arch } from "./graph.ts";
 import { applyKvOverrides, MetaReader, readCommonHParams, type ModelHParams } from "./hparams.ts";
 import { createRouter, type Router } from "./moe.ts";
@@ -40,15 +40,23 @@ export interface LoadedModel {
   routerConfig?: RouterConfig;
 }
 
-/** Reads hyperparameters and weights from a parsed GGUF file (after --override-kv). */
-export function buildModel(file: GgufFile): LoadedModel {
+/**
+ * The model's architecture and hyperparameters (the common ones and its architecture's, one typed record),
+ * read once from a parsed GGUF file's metadata and tensor shapes (after --override-kv; no tensor data).
+ */
+export function readModelHParams(file: GgufFile): { arch: Arch; hparams: ModelHParams } {
   const archName = metaArch(file);
   const arch = getArch(archName);
-  const hp = readCommonHParams(file, archName, arch.ropeType);
   const tok = file.tensors.get("token_embd.weight");
   if (!tok) throw new TsmoeError(`${file.path}: missing tensor 'token_embd.weight'`);
-  hp.nVocab = tok.shape[1] ?? 1;
-  arch.hparams(new MetaReader(file, archName), hp);
+  const common = { ...readCommonHParams(file, archName, arch.ropeType), nVocab: tok.shape[1] ?? 1 };
+  return { arch, hparams: arch.hparams(new MetaReader(file, archName), common) };
+}
+
+/** Reads the weights of a parsed GGUF file (after --override-kv), given its hyperparameters (read if not). */
+export function buildModel(file: GgufFile, read = readModelHParams(file)): LoadedModel {
+  const { arch, hparams: hp } = read;
+  const archName = hp.arch;
   const weights = arch.tensors(new TensorSource(file), hp);
   const routerConfig = hp.nExpert > 0 ? arch.router?.(hp) : undefined;
   if (hp.nExpert > 0 && !routerConfig) throw new TsmoeError(`${archName}: mixture-of-experts models of this architecture are not supported`);
@@ -77,15 +85,14 @@ class ModelSession implements Session {
     private readonly backend: MatmulBackend,
     moe: MoeOptions | undefined,
     readonly nCtx: number,
-    kvF16: boolean,
-    flash: boolean,
+    kv: KvCacheOptions,
     private readonly withStats: boolean,
   ) {
     const hp = m.hparams;
     const router = sessionRouter(m, moe, withStats);
     this.moeOpts = moe;
     const shape = { nHead: hp.nHead, nHeadKv: hp.nHeadKv, headDimK: hp.nEmbdHeadK, headDimV: hp.nEmbdHeadV, scale: 1 };
-    const cache = new KvCache(hp.nLayer, nCtx, shape, kvF16, flash);
+    const cache = new KvCache(hp.nLayer, nCtx, shape, kv);
     this.cache = cache;
     this.graph = new LayerGraph(hp, backend, cache, router, m.routerConfig, m.weights.ropeFreqs);
     this.logitsBuf = backend.allocF32(hp.nVocab);
@@ -181,9 +188,8 @@ class LoadedGgufModel implements Model {
       throw new TsmoeError(`invalid flash-attention lanes '${String(opts.flashLanes)}' (expected ${FLASH_F16_LANES.join(" or ")})`);
     const f16 = opts.kvType === "f16";
     if (opts.flashAttention && !f16) throw new TsmoeError("flash attention needs an F16 KV cache (kvType f16): an F32 cache with flash attention is not supported");
-    const session = new ModelSession(this.m, this.backend, opts.moe, nCtx, f16, opts.flashAttention ?? f16, opts.moeStats === true);
-    if (opts.flashLanes) setFlashF16Lanes(session.cache, opts.flashLanes);
-    return session;
+    const kv = { kvType: opts.kvType, flash: opts.flashAttention ?? f16, flashLanes: opts.flashLanes };
+    return new ModelSession(this.m, this.backend, opts.moe, nCtx, kv, opts.moeStats === true);
   }
 
   async dispose(): Promise<void> {
@@ -200,15 +206,11 @@ function releaseTensors(file: GgufFile): void {
   for (const t of file.tensors.values()) freeTensorBytes(t.data);
 }
 
-/** What a GGUF header says about the model, for checks before its tensors load (after --override-kv). */
+/**
+ * What a GGUF header says about the model, for checks before its tensors load (after --override-kv; the
+ * architecture's own layer count, e.g. without NextN layers, as the loaded model has it).
+ */
 export type HeaderHParams = Pick<ModelHParams, "arch" | "nExpert" | "nExpertUsed" | "nLayer">;
-
-function headerHParams(file: GgufFile): HeaderHParams {
-  const arch = metaArch(file);
-  getArch(arch);
-  const r = new MetaReader(file, arch);
-  return { arch, nExpert: r.int("expert_count", 0), nExpertUsed: r.int("expert_used_count", 0), nLayer: r.int("block_count") };
-}
 
 /**
  * Reads the header once, checks the architecture (and runs opts.onHeader) before the tensor data is read,
@@ -217,17 +219,18 @@ function headerHParams(file: GgufFile): HeaderHParams {
 export async function loadModel(path: string, opts: LoadModelOptions = {}): Promise<Model> {
   const opened = await openGguf(path);
   const file = applyKvOverrides(opened.file, opts.overrideKv);
-  const header = headerHParams(file);
-  opts.onHeader?.(header);
+  const read = readModelHParams(file);
+  const hp = read.hparams;
+  opts.onHeader?.({ arch: hp.arch, nExpert: hp.nExpert, nExpertUsed: hp.nExpertUsed, nLayer: hp.nLayer });
   // bad expert settings fail before the (possibly long) load
-  if (header.nExpert > 0) for (const moe of opts.checkMoe ?? []) checkMoeOptions(moe, header);
-  const plan = planMemory(opened, file, opts);
+  if (hp.nExpert > 0) for (const moe of opts.checkMoe ?? []) checkMoeOptions(moe, hp);
+  const plan = planMemory(opened, file, opts, memoryAvailable, hp);
   try {
     // where each weight lives: the WebAssembly memories' allocator, given the model's size; streamed
     // experts stay in the file until a token needs them
     const alloc = weightAllocator(opened.dataBytes - (plan?.expertBytes ?? 0) + (plan?.cacheBytes ?? 0)).alloc;
     opened.readTensors(opts.onProgress, alloc, plan ? (name) => STREAMED_TENSOR.test(name) : undefined);
-    const m = buildModel(file);
+    const m = buildModel(file, read);
     let cache: ExpertCache | undefined;
     if (plan) {
       cache = new ExpertCache(plan.cacheBytes, expertTensors(opened, file), m.hparams.nExpert, alloc, opts.moeCachePolicy);
@@ -269,9 +272,8 @@ export function planMemory(
   file: GgufFile,
   opts: LoadModelOptions,
   available = memoryAvailable,
+  hp: ModelHParams = readModelHParams(file).hparams,
 ): { cacheBytes: number; expertBytes: number; why: string } | undefined {
-  const arch = metaArch(file);
-  const hp = readCommonHParams(file, arch, getArch(arch).ropeType);
   if (hp.nExpert === 0) return undefined;
   let expertBytes = 0;
   // one expert's three matrices per layer in a cache slot

@@ -11,7 +11,7 @@
  */
 import type { LayerGraph } from "./graph.ts";
 import { rmsNorm } from "./ops.ts";
-import type { LayerWeights } from "./weights.ts";
+import type { MlaLayer } from "./weights.ts";
 
 /** MLA dimensions of a model */
 export interface MlaShape {
@@ -25,37 +25,19 @@ export interface MlaShape {
   vDim: number;
 }
 
-interface Scratch {
-  cap: number;
-  qa: Float32Array;
-  q: Float32Array;
-  kv: Float32Array;
-  pe: Float32Array;
-  gatherIn: Float32Array;
-  gatherOut: Float32Array;
-  heads: Float32Array;
-}
-
-const scratches = new WeakMap<LayerGraph, Scratch>();
-
-function scratch(g: LayerGraph, s: MlaShape): Scratch {
-  let sc = scratches.get(g);
-  if (sc && sc.cap >= g.n) return sc;
-  const cap = g.n;
-  const a = (n: number) => g.backend.allocF32(Math.max(1, n));
+/** The session's MLA scratch buffers for a batch of g.n tokens (kept by the graph, see LayerGraph.buffer). */
+function scratch(g: LayerGraph, s: MlaShape) {
+  const n = g.n;
   const width = Math.max(s.nope, s.kvLora, s.vDim);
-  sc = {
-    cap,
-    qa: a(cap * s.qLora),
-    q: a(cap * s.nHead * (s.nope + s.rope)),
-    kv: a(cap * (s.kvLora + s.rope)),
-    pe: new Float32Array(cap * s.nHead * s.rope),
-    gatherIn: a(cap * width),
-    gatherOut: a(cap * width),
-    heads: a(cap * s.nHead * s.vDim),
+  return {
+    qa: g.buffer("mla.qa", n * s.qLora),
+    q: g.buffer("mla.q", n * s.nHead * (s.nope + s.rope)),
+    kv: g.buffer("mla.kv", n * (s.kvLora + s.rope)),
+    pe: g.buffer("mla.pe", n * s.nHead * s.rope),
+    gatherIn: g.buffer("mla.gatherIn", n * width),
+    gatherOut: g.buffer("mla.gatherOut", n * width),
+    heads: g.buffer("mla.heads", n * s.nHead * s.vDim),
   };
-  scratches.set(g, sc);
-  return sc;
 }
 
 /** rows [n][h][off .. off+len) of a buffer of nHead heads of `stride` per head (row width nHead*stride) */
@@ -72,8 +54,8 @@ function scatterHead(src: Float32Array, n: number, rowWidth: number, off: number
  * F32 kernel as configured), decompresses with wv_b and returns the rows [n x nHead * vDim] to project
  * with attn_output.
  */
-export function mlaAttention(g: LayerGraph, L: LayerWeights, s: MlaShape, x: Float32Array, il: number): Float32Array {
-  const w = L.mla!;
+export function mlaAttention(g: LayerGraph, L: MlaLayer, s: MlaShape, x: Float32Array, il: number): Float32Array {
+  const w = L.mla;
   const n = g.n;
   const eps = g.hp.rmsEps;
   const sc = scratch(g, s);
@@ -83,11 +65,11 @@ export function mlaAttention(g: LayerGraph, L: LayerWeights, s: MlaShape, x: Flo
   const qRowOut = s.nHead * kRow;
 
   // q
-  if (w.wqA && w.wqB && w.qANorm) {
+  if (w.wqA) {
     g.backend.matmul(w.wqA, x, n, sc.qa);
     rmsNorm(sc.qa, sc.qa, n, s.qLora, eps, w.qANorm);
     g.backend.matmul(w.wqB, sc.qa, n, sc.q);
-  } else g.backend.matmul(w.wq!, x, n, sc.q);
+  } else g.backend.matmul(w.wq, x, n, sc.q);
 
   // compressed kv + shared rope key
   g.backend.matmul(w.wkvA, x, n, sc.kv);

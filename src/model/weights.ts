@@ -33,6 +33,13 @@ export interface MoeWeights {
   fetch?: (used: readonly number[]) => Pick<MoeWeights, "gate" | "up" | "down">;
 }
 
+/** A dense SwiGLU FFN: ffn_gate / ffn_up / ffn_down. */
+export interface DenseFfnWeights {
+  gate: Weight;
+  up: Weight;
+  down: Weight;
+}
+
 /** Shared expert (Qwen2-MoE): a dense SwiGLU FFN whose output is scaled by sigmoid(gateInp . x). */
 export interface SharedExpertWeights {
   gate: Weight;
@@ -47,18 +54,20 @@ export interface SharedExpertWeights {
  * one projection; the compressed KV (kv_a_mqa: latent + rope part) and its norm; per-head k_b (absorbed
  * into q) and v_b (decompressing the attention output).
  */
-export interface MlaWeights {
-  wqA?: Weight;
-  qANorm?: Float32Array;
-  wqB?: Weight;
+export type MlaWeights = (
+  | { wqA: Weight; qANorm: Float32Array; wqB: Weight; wq?: undefined }
   /** q projection when there is no q LoRA */
-  wq?: Weight;
+  | { wq: Weight; wqA?: undefined; qANorm?: undefined; wqB?: undefined }
+) & {
   wkvA: Weight;
   kvANorm: Float32Array;
   /** per head: [nope -> kvLora] and [kvLora -> vDim] */
   wkB: Weight[];
   wvB: Weight[];
-}
+};
+
+/** Layer weights of multi-head latent attention (deepseek2). */
+export type MlaLayer = LayerWeights & { mla: MlaWeights };
 
 export interface LayerWeights {
   attnNorm: Float32Array;
@@ -79,15 +88,20 @@ export interface LayerWeights {
   /** per-head attention sink logits (gpt-oss attn_sinks) */
   attnSinks?: Float32Array;
   ffnNorm: Float32Array;
-  /** dense FFN */
-  ffnGate?: Weight;
-  ffnUp?: Weight;
-  ffnDown?: Weight;
+  /** dense FFN (dense layers) or routed experts (MoE layers) */
+  ffn?: DenseFfnWeights;
   moe?: MoeWeights;
   shexp?: SharedExpertWeights;
 }
 
-export interface ModelWeights {
+/** Layer weights where per-head q/k RMSNorm is always present (qwen3, qwen3moe, olmoe). */
+export type QkNormLayer = LayerWeights & { qNorm: Float32Array; kNorm: Float32Array };
+/** Layer weights of a dense layer / an MoE layer. */
+export type DenseLayer = LayerWeights & { ffn: DenseFfnWeights };
+export type MoeLayer = LayerWeights & { moe: MoeWeights };
+
+/** The model's weights; W is the architecture's layer record (LayerWeights with the parts it always has). */
+export interface ModelWeights<W extends LayerWeights = LayerWeights> {
   tokEmbd: Weight;
   outputNorm: Float32Array;
   /** output projection (token_embd when tied) and its optional bias */
@@ -98,7 +112,7 @@ export interface ModelWeights {
   logitScale?: number;
   /** RoPE frequency factors (Llama 3 rope_freqs.weight), shared by all layers */
   ropeFreqs?: Float32Array;
-  layers: LayerWeights[];
+  layers: W[];
 }
 
 function shapeStr(s: number[]): string {

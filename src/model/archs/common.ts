@@ -5,7 +5,7 @@
  */
 import { TsmoeError } from "../../errors.ts";
 import type { ModelHParams } from "../hparams.ts";
-import type { LayerWeights, ModelWeights, MoeWeights, SharedExpertWeights, TensorSource } from "../weights.ts";
+import type { DenseFfnWeights, LayerWeights, ModelWeights, MoeWeights, SharedExpertWeights, TensorSource } from "../weights.ts";
 
 export const blk = (i: number, name: string) => `blk.${i}.${name}`;
 
@@ -51,12 +51,9 @@ export function loadAttention(
 }
 
 /** attn_q_norm / attn_k_norm of one head's width (per-head q/k RMSNorm); absent ones are undefined when `optional` */
-export function loadHeadQkNorm(
-  t: TensorSource,
-  hp: ModelHParams,
-  i: number,
-  opts: { optional?: boolean } = {},
-): Pick<LayerWeights, "qNorm" | "kNorm"> {
+export function loadHeadQkNorm(t: TensorSource, hp: ModelHParams, i: number): { qNorm: Float32Array; kNorm: Float32Array };
+export function loadHeadQkNorm(t: TensorSource, hp: ModelHParams, i: number, opts: { optional: true }): Pick<LayerWeights, "qNorm" | "kNorm">;
+export function loadHeadQkNorm(t: TensorSource, hp: ModelHParams, i: number, opts: { optional?: boolean } = {}): Pick<LayerWeights, "qNorm" | "kNorm"> {
   const optional = opts.optional ?? false;
   return {
     qNorm: t.vector(blk(i, "attn_q_norm.weight"), hp.nEmbdHeadK, optional),
@@ -65,11 +62,13 @@ export function loadHeadQkNorm(
 }
 
 /** ffn_gate / ffn_up / ffn_down of width nFf */
-export function loadDenseFfn(t: TensorSource, hp: ModelHParams, i: number): Pick<LayerWeights, "ffnGate" | "ffnUp" | "ffnDown"> {
+export function loadDenseFfn(t: TensorSource, hp: ModelHParams, i: number): { ffn: DenseFfnWeights } {
   return {
-    ffnGate: t.weight(blk(i, "ffn_gate.weight"), hp.nEmbd, hp.nFf),
-    ffnUp: t.weight(blk(i, "ffn_up.weight"), hp.nEmbd, hp.nFf),
-    ffnDown: t.weight(blk(i, "ffn_down.weight"), hp.nFf, hp.nEmbd),
+    ffn: {
+      gate: t.weight(blk(i, "ffn_gate.weight"), hp.nEmbd, hp.nFf),
+      up: t.weight(blk(i, "ffn_up.weight"), hp.nEmbd, hp.nFf),
+      down: t.weight(blk(i, "ffn_down.weight"), hp.nFf, hp.nEmbd),
+    },
   };
 }
 

@@ -10,16 +10,20 @@
  */
 import { TsmoeError } from "../../errors.ts";
 import type { Arch } from "../graph.ts";
-import type { ModelHParams } from "../hparams.ts";
 import { mlaAttention, type MlaShape } from "../mla.ts";
 import { ropeParams } from "../ops.ts";
+import type { MlaLayer } from "../weights.ts";
 import { blk, loadEmbeddingsAndOutput } from "./common.ts";
-import { loadRoutedMoeFfn, readRoutedMoe, routedMoeRouter } from "./routed-moe.ts";
+import { loadRoutedMoeFfn, readRoutedMoe, routedMoeRouter, type RoutedMoeHParams } from "./routed-moe.ts";
 
-const shapes = new WeakMap<ModelHParams, MlaShape>();
+/** DeepSeek-2 hyperparameters: the routed-MoE ones and the MLA dimensions. */
+export interface Deepseek2HParams extends RoutedMoeHParams {
+  mla: MlaShape;
+}
+
 const f32 = Math.fround;
 
-export const deepseek2: Arch = {
+export const deepseek2: Arch<Deepseek2HParams, MlaLayer> = {
   name: "deepseek2",
   ropeType: "norm",
 
@@ -39,24 +43,27 @@ export const deepseek2: Arch = {
     if (r.float("attention.temperature_scale", 0) !== 0) throw new TsmoeError("deepseek2: attention temperature scaling is not supported");
 
     // GLM-4.7 Lite files without expert_gating_func route with a sigmoid, older DeepSeek-V2 with a softmax
-    const nLayerMain = hp.nLayer - r.int("nextn_predict_layers", 0);
-    const glmLite = (nLayerMain === 47 || nLayerMain === 48) && hp.nVocab === 154880;
-    readRoutedMoe(r, hp, glmLite ? "sigmoid" : "softmax");
+    const glmLite = (nLayer: number) => (nLayer === 47 || nLayer === 48) && hp.nVocab === 154880;
+    const routed = readRoutedMoe(r, hp, (nLayer) => (glmLite(nLayer) ? "sigmoid" : "softmax"));
 
     // YaRN: the file stores 0.1 * mscale_all_dim (llama.cpp divides it back out). llama_context then
     // takes mscale = mscale_all_dim for DeepSeek-2, so its YaRN magnitude ratio is 1: the common rule
     // gives the same with a log multiplier of 1. The kq scale is pre-multiplied by mscale^2.
     const logMul = r.has("rope.scaling.yarn_log_multiplier") ? f32(r.float("rope.scaling.yarn_log_multiplier") / f32(0.1)) : 0;
-    if (logMul !== 0) hp.ropeYarnLogMul = 1;
+    const ropeYarnLogMul = logMul !== 0 ? 1 : hp.ropeYarnLogMul;
     const invScale = f32(1 / hp.ropeFreqScale);
-    const attnFactorOrg = f32(ropeParams(hp).attnFactor * f32(1 + f32(0.1 * Math.log(invScale))));
+    const attnFactorOrg = f32(ropeParams({ ...hp, ropeYarnLogMul }).attnFactor * f32(1 + f32(0.1 * Math.log(invScale))));
     const mscale = f32(attnFactorOrg * f32(1 + f32(0.1 * logMul * Math.log(invScale))));
-    hp.attentionScale = f32(f32(mscale * mscale) / f32(Math.sqrt(kMla)));
-    shapes.set(hp, { nHead: hp.nHead, qLora, kvLora, nope, rope: hp.nRot, vDim: vMla });
+    return {
+      ...routed,
+      ropeYarnLogMul,
+      attentionScale: f32(f32(mscale * mscale) / f32(Math.sqrt(kMla))),
+      mla: { nHead: hp.nHead, qLora, kvLora, nope, rope: hp.nRot, vDim: vMla },
+    };
   },
 
   tensors(t, hp) {
-    const s = shapes.get(hp)!;
+    const s = hp.mla;
     const head = loadEmbeddingsAndOutput(t, hp, { tiedAllowed: true });
     const { nEmbd, nHead } = hp;
     const qWidth = nHead * (s.nope + s.rope);
@@ -92,15 +99,12 @@ export const deepseek2: Arch = {
   layer(g, L, il) {
     const hp = g.hp;
     g.norm(g.x, L.attnNorm, g.cur);
-    const heads = mlaAttention(g, L, shapes.get(hp)!, g.cur, il);
+    const heads = mlaAttention(g, L, hp.mla, g.cur, il);
     g.project(L.wo, heads, g.tmp);
     g.add(g.x, g.tmp); // ffn_inp
 
     g.norm(g.x, L.ffnNorm, g.cur);
-    if (L.moe) {
-      g.moeFfn(L, g.cur, g.tmp, il);
-      if (L.shexp) g.sharedExpert(L, g.cur, g.tmp);
-    } else g.ffn(L, g.cur, g.tmp);
+    g.layerFfn(L, g.cur, g.tmp, il); // leading dense layers, then routed + shared experts
     g.add(g.x, g.tmp);
   },
 };

@@ -10,9 +10,9 @@ import { TsmoeError } from "../../errors.ts";
 import { metaArray } from "../../gguf/meta.ts";
 import type { Arch } from "../graph.ts";
 import { blk, loadAttention, loadEmbeddingsAndOutput, loadHeadQkNorm } from "./common.ts";
-import { loadRoutedMoeFfn, readRoutedMoe, routedMoeRouter } from "./routed-moe.ts";
+import { loadRoutedMoeFfn, readRoutedMoe, routedMoeRouter, type RoutedMoeHParams } from "./routed-moe.ts";
 
-export const glm4moe: Arch = {
+export const glm4moe: Arch<RoutedMoeHParams> = {
   name: "glm4moe",
   ropeType: "neox",
 
@@ -22,7 +22,7 @@ export const glm4moe: Arch = {
     const sections = metaArray(r.file, r.key("rope.dimension_sections"));
     if (sections && Number(sections[0]) > 0 && Number(sections[1]) > 0)
       throw new TsmoeError("glm4moe: multi-section RoPE (vision GLM-4.5V files) is not supported; only the text model is");
-    readRoutedMoe(r, hp, "sigmoid");
+    return readRoutedMoe(r, hp, () => "sigmoid");
   },
 
   tensors(t, hp) {
@@ -53,10 +53,7 @@ export const glm4moe: Arch = {
     g.add(g.x, g.tmp); // ffn_inp
 
     g.norm(g.x, L.ffnNorm, g.cur);
-    if (L.moe) {
-      g.moeFfn(L, g.cur, g.tmp, il);
-      if (L.shexp) g.sharedExpert(L, g.cur, g.tmp);
-    } else g.ffn(L, g.cur, g.tmp);
+    g.layerFfn(L, g.cur, g.tmp, il); // leading dense layers, then routed + shared experts
     g.add(g.x, g.tmp);
   },
 };

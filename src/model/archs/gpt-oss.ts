@@ -8,30 +8,36 @@
 import { TsmoeError } from "../../errors.ts";
 import type { Arch } from "../graph.ts";
 import type { ModelHParams } from "../hparams.ts";
+import type { MoeLayer } from "../weights.ts";
 import { blk, loadAttention, loadEmbeddingsAndOutput, loadExperts, requireFullRope } from "./common.ts";
 
-/** per model: sliding window size and the layers that use it */
-const windows = new WeakMap<ModelHParams, { nSwa: number; period: number }>();
-
-/** llama_hparams::set_swa_pattern (dense last): layer il slides when il % period < period - 1 */
-function layerWindow(hp: ModelHParams, il: number): number {
-  const w = windows.get(hp)!;
-  return w.period === 0 || il % w.period < w.period - 1 ? w.nSwa : 0;
+/** gpt-oss hyperparameters: the common ones, the sliding window size and the layers that use it. */
+export interface GptOssHParams extends ModelHParams {
+  nSwa: number;
+  swaPeriod: number;
 }
 
-export const gptOss: Arch = {
+/** llama_hparams::set_swa_pattern (dense last): layer il slides when il % period < period - 1 */
+function layerWindow(hp: GptOssHParams, il: number): number {
+  const period = hp.swaPeriod;
+  return period === 0 || il % period < period - 1 ? hp.nSwa : 0;
+}
+
+export const gptOss: Arch<GptOssHParams, MoeLayer> = {
   name: "gpt-oss",
   ropeType: "neox",
 
   hparams(r, hp) {
     if (hp.nExpert === 0) throw new TsmoeError("gpt-oss: expert_count must be > 0");
     requireFullRope(hp);
-    hp.nFfExp = r.int("expert_feed_forward_length");
-    const nSwa = r.int("attention.sliding_window");
-    const period = r.int("attention.sliding_window_pattern", 2);
     if (r.has("rope.freq_base_swa") && r.float("rope.freq_base_swa") !== hp.ropeBase)
       throw new TsmoeError("gpt-oss: a separate RoPE base for sliding-window layers (rope.freq_base_swa) is not supported");
-    windows.set(hp, { nSwa, period });
+    return {
+      ...hp,
+      nFfExp: r.int("expert_feed_forward_length"),
+      nSwa: r.int("attention.sliding_window"),
+      swaPeriod: r.int("attention.sliding_window_pattern", 2),
+    };
   },
 
   tensors(t, hp) {
@@ -74,7 +80,7 @@ export const gptOss: Arch = {
     g.add(g.x, g.tmp); // ffn_inp
 
     g.norm(g.x, L.ffnNorm, g.cur);
-    g.moeFfn(L, g.cur, g.tmp, il);
+    g.moeFfn(L.moe, g.cur, g.tmp, il);
     g.add(g.x, g.tmp);
   },
 };

@@ -10,34 +10,40 @@ import { TsmoeError } from "../../errors.ts";
 import type { Arch } from "../graph.ts";
 import type { ModelHParams } from "../hparams.ts";
 import { scaleInPlace } from "../ops.ts";
+import type { MoeLayer } from "../weights.ts";
 import { blk, loadAttention, loadEmbeddingsAndOutput, loadExperts, requireFullRope } from "./common.ts";
 import { loadUngatedSharedExpert } from "./routed-moe.ts";
 
-/** per model: Granite's multipliers (0 = none) and whether RoPE is applied */
-const extras = new WeakMap<ModelHParams, { residualScale: number; rope: boolean; embeddingScale: number; logitScale: number }>();
+/** Granite MoE hyperparameters: the common ones, Granite's multipliers (0 = none) and whether RoPE is applied. */
+export interface GraniteMoeHParams extends ModelHParams {
+  residualScale: number;
+  embeddingScale: number;
+  logitScale: number;
+  rope: boolean;
+}
 
-export const granitemoe: Arch = {
+export const granitemoe: Arch<GraniteMoeHParams, MoeLayer> = {
   name: "granitemoe",
   ropeType: "norm",
 
   hparams(r, hp) {
     requireFullRope(hp);
     if (hp.nExpert === 0) throw new TsmoeError("granitemoe: expert_count must be > 0");
-    hp.nFfExp = hp.nFf;
-    hp.nFfShexp = r.int("expert_shared_feed_forward_length", 0);
-    hp.attentionScale = r.float("attention.scale", 0);
     const logitScale = r.float("logit_scale");
     if (logitScale === 0) throw new TsmoeError(`${r.file.path}: '${r.key("logit_scale")}' must not be 0`);
-    extras.set(hp, {
+    return {
+      ...hp,
+      nFfExp: hp.nFf,
+      nFfShexp: r.int("expert_shared_feed_forward_length", 0),
+      attentionScale: r.float("attention.scale", 0),
       residualScale: r.float("residual_scale", 0),
       embeddingScale: r.float("embedding_scale", 0),
       logitScale,
       rope: r.bool("rope.scaling.finetuned", true),
-    });
+    };
   },
 
   tensors(t, hp) {
-    const x = extras.get(hp)!;
     const head = loadEmbeddingsAndOutput(t, hp, { tiedAllowed: true });
     const layers = [];
     for (let i = 0; i < hp.nLayer; i++) {
@@ -53,8 +59,8 @@ export const granitemoe: Arch = {
       ...head,
       ropeFreqs,
       layers,
-      ...(x.embeddingScale !== 0 ? { embeddingScale: x.embeddingScale } : {}),
-      logitScale: Math.fround(1 / x.logitScale),
+      ...(hp.embeddingScale !== 0 ? { embeddingScale: hp.embeddingScale } : {}),
+      logitScale: Math.fround(1 / hp.logitScale),
     };
   },
 
@@ -68,22 +74,21 @@ export const granitemoe: Arch = {
 
   layer(g, L, il) {
     const hp = g.hp;
-    const x = extras.get(hp)!;
     const n = g.n * hp.nEmbd;
     g.norm(g.x, L.attnNorm, g.cur);
     g.qkv(L, g.cur);
-    if (x.rope) {
+    if (hp.rope) {
       g.rope(g.q, hp.nHead);
       g.rope(g.k, hp.nHeadKv);
     }
     g.attention(L, il, g.tmp);
-    if (x.residualScale) scaleInPlace(g.tmp, x.residualScale, n);
+    if (hp.residualScale) scaleInPlace(g.tmp, hp.residualScale, n);
     g.add(g.x, g.tmp); // ffn_inp
 
     g.norm(g.x, L.ffnNorm, g.cur);
-    g.moeFfn(L, g.cur, g.tmp, il);
-    if (L.shexp) g.sharedExpert(L, g.cur, g.tmp);
-    if (x.residualScale) scaleInPlace(g.tmp, x.residualScale, n);
+    g.moeFfn(L.moe, g.cur, g.tmp, il);
+    if (L.shexp) g.sharedExpert(L.shexp, g.cur, g.tmp);
+    if (hp.residualScale) scaleInPlace(g.tmp, hp.residualScale, n);
     g.add(g.x, g.tmp);
   },
 };

@@ -13,7 +13,7 @@ export const llama: Arch = {
 
   hparams(_r, hp) {
     requireFullRope(hp);
-    hp.nFfExp = hp.nExpert > 0 ? hp.nFf : 0;
+    return { ...hp, nFfExp: hp.nExpert > 0 ? hp.nFf : 0 };
   },
 
   tensors(t, hp) {
@@ -50,8 +50,7 @@ export const llama: Arch = {
     g.add(g.x, g.tmp); // ffn_inp
 
     g.norm(g.x, L.ffnNorm, g.cur);
-    if (L.moe) g.moeFfn(L, g.cur, g.tmp, il);
-    else g.ffn(L, g.cur, g.tmp);
+    g.layerFfn(L, g.cur, g.tmp, il); // routed experts (Mixtral) or dense
     g.add(g.x, g.tmp);
   },
 };

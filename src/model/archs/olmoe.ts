@@ -5,16 +5,18 @@
  */
 import { TsmoeError } from "../../errors.ts";
 import type { Arch } from "../graph.ts";
+import type { ModelHParams } from "../hparams.ts";
+import type { MoeLayer, QkNormLayer } from "../weights.ts";
 import { blk, loadAttention, loadEmbeddingsAndOutput, loadExperts, requireFullRope } from "./common.ts";
 
-export const olmoe: Arch = {
+export const olmoe: Arch<ModelHParams, QkNormLayer & MoeLayer> = {
   name: "olmoe",
   ropeType: "neox",
 
   hparams(_r, hp) {
     requireFullRope(hp);
     if (hp.nExpert === 0) throw new TsmoeError("olmoe: expert_count must be > 0");
-    hp.nFfExp = hp.nFf;
+    return { ...hp, nFfExp: hp.nFf };
   },
 
   tensors(t, hp) {
@@ -38,15 +40,15 @@ export const olmoe: Arch = {
     const hp = g.hp;
     g.norm(g.x, L.attnNorm, g.cur);
     g.qkv(L, g.cur);
-    g.normRows(g.q, L.qNorm!, hp.nEmbd, 1); // over the whole projection
-    g.normRows(g.k, L.kNorm!, hp.nEmbdHeadK * hp.nHeadKv, 1);
+    g.normRows(g.q, L.qNorm, hp.nEmbd, 1); // over the whole projection
+    g.normRows(g.k, L.kNorm, hp.nEmbdHeadK * hp.nHeadKv, 1);
     g.rope(g.q, hp.nHead);
     g.rope(g.k, hp.nHeadKv);
     g.attention(L, il, g.tmp);
     g.add(g.x, g.tmp);
 
     g.norm(g.x, L.ffnNorm, g.cur);
-    g.moeFfn(L, g.cur, g.tmp, il);
+    g.moeFfn(L.moe, g.cur, g.tmp, il);
     g.add(g.x, g.tmp);
   },
 };

@@ -3,14 +3,17 @@
  * Mirrors llama.cpp src/models/qwen2.cpp.
  */
 import type { Arch } from "../graph.ts";
+import type { ModelHParams } from "../hparams.ts";
+import type { DenseLayer } from "../weights.ts";
 import { blk, loadAttention, loadDenseFfn, loadEmbeddingsAndOutput, requireFullRope } from "./common.ts";
 
-export const qwen2: Arch = {
+export const qwen2: Arch<ModelHParams, DenseLayer> = {
   name: "qwen2",
   ropeType: "neox",
 
   hparams(_r, hp) {
     requireFullRope(hp);
+    return hp;
   },
 
   tensors(t, hp) {
@@ -36,7 +39,7 @@ export const qwen2: Arch = {
     g.add(g.x, g.tmp);
 
     g.norm(g.x, L.ffnNorm, g.cur);
-    g.ffn(L, g.cur, g.tmp);
+    g.ffn(L.ffn, g.cur, g.tmp);
     g.add(g.x, g.tmp);
   },
 };

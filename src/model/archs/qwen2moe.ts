@@ -5,17 +5,22 @@
  */
 import { TsmoeError } from "../../errors.ts";
 import type { Arch } from "../graph.ts";
+import type { ModelHParams } from "../hparams.ts";
+import type { MoeLayer, SharedExpertWeights } from "../weights.ts";
 import { blk, loadAttention, loadEmbeddingsAndOutput, loadExperts, loadSharedExpert, requireFullRope } from "./common.ts";
 
-export const qwen2moe: Arch = {
+export const qwen2moe: Arch<ModelHParams, MoeLayer & { shexp: SharedExpertWeights }> = {
   name: "qwen2moe",
   ropeType: "neox",
 
   hparams(r, hp) {
     requireFullRope(hp);
     if (hp.nExpert === 0) throw new TsmoeError("qwen2moe: expert_count must be > 0");
-    hp.nFfExp = r.int("expert_feed_forward_length", 0) || Math.floor(hp.nFf / hp.nExpertUsed);
-    hp.nFfShexp = r.int("expert_shared_feed_forward_length", 0) || hp.nFf;
+    return {
+      ...hp,
+      nFfExp: r.int("expert_feed_forward_length", 0) || Math.floor(hp.nFf / hp.nExpertUsed),
+      nFfShexp: r.int("expert_shared_feed_forward_length", 0) || hp.nFf,
+    };
   },
 
   tensors(t, hp) {
@@ -44,8 +49,8 @@ export const qwen2moe: Arch = {
     g.add(g.x, g.tmp);
 
     g.norm(g.x, L.ffnNorm, g.cur);
-    g.moeFfn(L, g.cur, g.tmp, il);
-    g.sharedExpert(L, g.cur, g.tmp);
+    g.moeFfn(L.moe, g.cur, g.tmp, il);
+    g.sharedExpert(L.shexp, g.cur, g.tmp);
     g.add(g.x, g.tmp);
   },
 };

@@ -6,16 +6,18 @@
  */
 import { TsmoeError } from "../../errors.ts";
 import type { Arch } from "../graph.ts";
+import type { ModelHParams } from "../hparams.ts";
+import type { MoeLayer, QkNormLayer } from "../weights.ts";
 import { blk, loadAttention, loadEmbeddingsAndOutput, loadExperts, loadHeadQkNorm, requireFullRope } from "./common.ts";
 
-export const qwen3moe: Arch = {
+export const qwen3moe: Arch<ModelHParams, QkNormLayer & MoeLayer> = {
   name: "qwen3moe",
   ropeType: "neox",
 
   hparams(r, hp) {
     requireFullRope(hp);
     if (hp.nExpert === 0) throw new TsmoeError("qwen3moe: expert_count must be > 0");
-    hp.nFfExp = r.int("expert_feed_forward_length", 0) || Math.floor(hp.nFf / hp.nExpertUsed);
+    return { ...hp, nFfExp: r.int("expert_feed_forward_length", 0) || Math.floor(hp.nFf / hp.nExpertUsed) };
   },
 
   tensors(t, hp) {
@@ -38,15 +40,15 @@ export const qwen3moe: Arch = {
     const hp = g.hp;
     g.norm(g.x, L.attnNorm, g.cur);
     g.qkv(L, g.cur);
-    g.normRows(g.q, L.qNorm!, hp.nEmbdHeadK, hp.nHead); // per head
-    g.normRows(g.k, L.kNorm!, hp.nEmbdHeadK, hp.nHeadKv);
+    g.normRows(g.q, L.qNorm, hp.nEmbdHeadK, hp.nHead); // per head
+    g.normRows(g.k, L.kNorm, hp.nEmbdHeadK, hp.nHeadKv);
     g.rope(g.q, hp.nHead);
     g.rope(g.k, hp.nHeadKv);
     g.attention(L, il, g.tmp);
     g.add(g.x, g.tmp);
 
     g.norm(g.x, L.ffnNorm, g.cur);
-    g.moeFfn(L, g.cur, g.tmp, il);
+    g.moeFfn(L.moe, g.cur, g.tmp, il);
     g.add(g.x, g.tmp);
   },
 };

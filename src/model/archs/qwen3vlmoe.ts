@@ -10,9 +10,11 @@
 import { TsmoeError } from "../../errors.ts";
 import { metaArray } from "../../gguf/meta.ts";
 import type { Arch } from "../graph.ts";
+import type { ModelHParams } from "../hparams.ts";
+import type { MoeLayer, QkNormLayer } from "../weights.ts";
 import { qwen3moe } from "./qwen3moe.ts";
 
-export const qwen3vlmoe: Arch = {
+export const qwen3vlmoe: Arch<ModelHParams, QkNormLayer & MoeLayer> = {
   ...qwen3moe,
   name: "qwen3vlmoe",
 
@@ -22,6 +24,6 @@ export const qwen3vlmoe: Arch = {
       throw new TsmoeError(`${r.file.path}: qwen3vlmoe needs '${r.key("rope.dimension_sections")}' (the multi-section RoPE layout)`);
     const dims = sections.slice(0, 4).reduce((a: number, v) => a + Number(v), 0);
     if (dims > hp.nRot / 2) throw new TsmoeError(`${r.file.path}: rope sections sum to ${dims}, more than half the rope dimensions ${hp.nRot}`);
-    qwen3moe.hparams(r, hp);
+    return qwen3moe.hparams(r, hp);
   },
 };

@@ -12,8 +12,8 @@ import { blk, loadDenseFfn, loadExperts } from "./common.ts";
 
 export type Gating = RouterConfig["gating"];
 
-/** The routing hyperparameters these architectures add (kept per model, beside its ModelHParams). */
-export interface RoutedMoeHParams {
+/** The hyperparameters of these architectures: the common ones plus their routing keys. */
+export interface RoutedMoeHParams extends ModelHParams {
   nLeadingDense: number;
   nExpertShared: number;
   gating: Gating;
@@ -22,27 +22,32 @@ export interface RoutedMoeHParams {
   nGroupUsed: number;
 }
 
-const extras = new WeakMap<ModelHParams, RoutedMoeHParams>();
-
 /** llama.cpp's llama_expert_gating_func_type values */
 const GATING: Record<number, Gating> = { 1: "softmax", 2: "sigmoid", 3: "softmax_topk" };
 
 /**
- * Reads the routing keys; `defaultGating` applies when expert_gating_func is absent or 0 (none).
- * Also drops the NextN/MTP layers (nextn_predict_layers) from hp.nLayer, as llama.cpp does.
+ * Reads the routing keys into a new record. The NextN/MTP layers (nextn_predict_layers) are not run, as in
+ * llama.cpp: nLayer is block_count without them (read here, once). `defaultGating` (given the layer count
+ * without them) applies when expert_gating_func is absent or 0 (none).
  */
-export function readRoutedMoe(r: MetaReader, hp: ModelHParams, defaultGating: Gating): RoutedMoeHParams {
+export function readRoutedMoe(r: MetaReader, hp: ModelHParams, defaultGating: (nLayer: number) => Gating): RoutedMoeHParams {
   if (hp.nExpert === 0) throw new TsmoeError(`${hp.arch}: expert_count must be > 0`);
   const nextn = r.int("nextn_predict_layers", 0);
   if (nextn >= hp.nLayer) throw new TsmoeError(`${hp.arch}: nextn_predict_layers ${nextn} must be < block_count ${hp.nLayer}`);
-  hp.nLayer -= nextn;
-  hp.nFfExp = r.int("expert_feed_forward_length");
+  const nLayer = hp.nLayer - nextn;
+  const nFfExp = r.int("expert_feed_forward_length");
   const func = r.int("expert_gating_func", 0);
-  const gating = func === 0 ? defaultGating : GATING[func];
+  const gating = func === 0 ? defaultGating(nLayer) : GATING[func];
   if (!gating) throw new TsmoeError(`${hp.arch}: expert gating function ${func} is not supported`);
+  const nExpertShared = r.int("expert_shared_count");
   const x: RoutedMoeHParams = {
+    ...hp,
+    nLayer,
+    nFfExp,
+    nFfShexp: nFfExp * nExpertShared,
+    expertWeightsScale: r.float("expert_weights_scale", 0),
     nLeadingDense: r.int("leading_dense_block_count", 0),
-    nExpertShared: r.int("expert_shared_count"),
+    nExpertShared,
     gating,
     normTopK: r.bool("expert_weights_norm", false),
     nGroup: r.int("expert_group_count", 0),
@@ -50,27 +55,17 @@ export function readRoutedMoe(r: MetaReader, hp: ModelHParams, defaultGating: Ga
   };
   if (x.nGroup > 1 && (hp.nExpert % x.nGroup !== 0 || x.nGroupUsed < 1 || x.nGroupUsed > x.nGroup))
     throw new TsmoeError(`${hp.arch}: ${x.nGroup} expert groups (${x.nGroupUsed} used) do not fit ${hp.nExpert} experts`);
-  hp.expertWeightsScale = r.float("expert_weights_scale", 0);
-  hp.nFfShexp = hp.nFfExp * x.nExpertShared;
-  extras.set(hp, x);
   return x;
 }
 
-export function routedMoe(hp: ModelHParams): RoutedMoeHParams {
-  const x = extras.get(hp);
-  if (!x) throw new Error(`${hp.arch}: routing hyperparameters were not read`);
-  return x;
-}
-
-export function routedMoeRouter(hp: ModelHParams): RouterConfig {
-  const x = routedMoe(hp);
+export function routedMoeRouter(hp: RoutedMoeHParams): RouterConfig {
   return {
     nExpert: hp.nExpert,
     nExpertUsed: hp.nExpertUsed,
-    gating: x.gating,
-    normTopK: x.normTopK,
+    gating: hp.gating,
+    normTopK: hp.normTopK,
     scale: hp.expertWeightsScale,
-    ...(x.nGroup > 1 ? { nGroup: x.nGroup, nGroupUsed: x.nGroupUsed } : {}),
+    ...(hp.nGroup > 1 ? { nGroup: hp.nGroup, nGroupUsed: hp.nGroupUsed } : {}),
   };
 }
 
@@ -78,9 +73,8 @@ export function routedMoeRouter(hp: ModelHParams): RouterConfig {
  * The FFN weights of layer i: dense ffn_{gate,up,down} for the leading dense layers, else routed experts
  * (+ optional exp_probs_b) and the ungated shared experts.
  */
-export function loadRoutedMoeFfn(t: TensorSource, hp: ModelHParams, i: number): Pick<LayerWeights, "ffnGate" | "ffnUp" | "ffnDown" | "moe" | "shexp"> {
-  const x = routedMoe(hp);
-  if (i < x.nLeadingDense) return loadDenseFfn(t, hp, i);
+export function loadRoutedMoeFfn(t: TensorSource, hp: RoutedMoeHParams, i: number): Pick<LayerWeights, "ffn" | "moe" | "shexp"> {
+  if (i < hp.nLeadingDense) return loadDenseFfn(t, hp, i);
   const moe = { ...loadExperts(t, hp, i), selectionBias: t.vector(blk(i, "exp_probs_b.bias"), hp.nExpert, true) };
   return { moe, shexp: hp.nFfShexp > 0 ? loadUngatedSharedExpert(t, hp, i) : undefined };
 }
