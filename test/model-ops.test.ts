@@ -5,6 +5,7 @@
  */
 import { describe, expect, it } from "vitest";
 import { attend, KvCache } from "../src/model/attention.ts";
+import { WASM_BYTES } from "../src/kernels/backend.ts";
 import { rmsNorm, rope, ropeTable, softmaxInPlace, swiglu, type RopeParams } from "../src/model/ops.ts";
 
 /** deterministic pseudo-random values in [-2, 2) */
@@ -121,7 +122,7 @@ describe("attention", () => {
     const q = values(nTok * 4 * 8, 7);
     const k = values(nTok * 2 * 8, 8);
     const v = values(nTok * 2 * 8, 9);
-    const cache = new KvCache(1, 8, shape);
+    const cache = new KvCache(1, 8, shape, WASM_BYTES);
     // two batches: 3 tokens, then 2 tokens at positions 3..4
     const out = new Float32Array(nTok * 4 * 8);
     cache.store(0, 0, 3, k, v);

@@ -16,31 +16,9 @@ import { quantizeQ8Blocks, quantizeQ8KBlocks } from "../tensor/quantize-act.ts";
 import { quantizeQ8KWasm, quantizeQ8Wasm } from "./wasm/quantize-kernels.ts";
 import { kernelName } from "./wasm/runtime.ts";
 import { TsmoeError } from "../errors.ts";
+import type { Activations } from "./tensors.ts";
 
-export interface Activations {
-  /** weight type these activations were prepared for */
-  wtype: GGMLType;
-  /** the format they are in: F32, F16, BF16, Q8_0, Q8_1 or Q8_K */
-  dotType: GGMLType;
-  nTokens: number;
-  /** values per token row */
-  ne0: number;
-  /** F32/F16/BF16: the (rounded) values, nTokens * ne0; empty otherwise */
-  f: Float32Array;
-  /** Q8_*: the quants, nTokens * ne0; empty otherwise */
-  qs: Int8Array;
-  /** Q8_*: one scale per block (32 values for Q8_0/Q8_1, 256 for Q8_K), token-major */
-  d: Float32Array;
-  /** Q8_1: the block sums s = d * sum(q) (as f16 values), per block */
-  s: Float32Array;
-  /** Q8_K: sums of the quants over groups of 16, nTokens * ne0 / 16 */
-  bsums: Int32Array;
-  /**
-   * Q8_*: token pairs packed for the TypeScript kernels, pk[p * ne0 + i] = qs[2p][i] * 2^21 + qs[2p+1][i]
-   * for p < floor(nTokens / 2); empty for fewer than 2 tokens, and where a WASM kernel is expected to run
-   */
-  pk: Float64Array;
-}
+export type { Activations };
 
 /** The activation format llama.cpp's CPU backend multiplies weights of type wtype with. */
 export function vecDotType(wtype: GGMLType): GGMLType {

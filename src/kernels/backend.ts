@@ -5,7 +5,19 @@
  */
 import { attendHeads, type AttentionTask } from "./attention.ts";
 import { swigluRange } from "./glu.ts";
-import { matmul, type Weight } from "./matmul.ts";
+import { matmul } from "./matmul.ts";
+import type { Weight } from "./tensors.ts";
+import { allocTensorBytes, freeTensorBytes } from "./wasm/memory.ts";
+
+/** Long-lived bytes a backend's kernels read from (KV caches): zero-filled, SharedArrayBuffer-backed. */
+export interface ByteAllocator {
+  alloc(bytes: number): Uint8Array;
+  /** gives bytes from `alloc` back (they must not be used afterwards) */
+  free(bytes: Uint8Array): void;
+}
+
+/** The WebAssembly memory's allocator (a SharedArrayBuffer of their own when it has no room or is off). */
+export const WASM_BYTES: ByteAllocator = { alloc: allocTensorBytes, free: freeTensorBytes };
 
 /** One product of a `matmulMany` call: out[t * w.ne1 + r] = dot(row r of w, row t of x). */
 export interface MatmulItem {
@@ -43,12 +55,15 @@ export interface MatmulBackend {
   attention(task: AttentionTask): void;
   /** a float buffer that worker threads can read and write (SharedArrayBuffer-backed); use it for activations */
   allocF32(n: number): Float32Array;
+  /** where KV caches go: memory the backend's attention kernels read fastest (the WASM memory) */
+  readonly memory: ByteAllocator;
   dispose(): Promise<void>;
 }
 
 /** Runs every product on the calling thread. */
 export class SerialBackend implements MatmulBackend {
   readonly nThreads = 1;
+  readonly memory = WASM_BYTES;
   matmul(w: Weight, x: Float32Array, nTokens: number, out: Float32Array): void {
     matmul(w, x, nTokens, out);
   }

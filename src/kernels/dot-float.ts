@@ -5,8 +5,7 @@
  */
 import { GGMLType } from "../tensor/types.ts";
 import { F16_TO_F32, bf16ToF32Table } from "../tensor/f16.ts";
-import type { Activations } from "./activations.ts";
-import type { Weight } from "./matmul.ts";
+import type { Activations, Weight } from "./tensors.ts";
 
 let rowF32 = new Float32Array(0);
 let rowU32 = new Uint32Array(0);

@@ -7,8 +7,7 @@
 import { GGMLType, rowBytes } from "../tensor/types.ts";
 import { readF16 as f16 } from "../tensor/f16.ts";
 import { KVALUES_IQ4NL, KVALUES_MXFP4, e8m0Half, kScalesMins, q3kScale } from "../tensor/decode.ts";
-import type { Activations } from "./activations.ts";
-import type { Weight } from "./matmul.ts";
+import type { Activations, Weight } from "./tensors.ts";
 
 type FusedKernel = (w: Weight, act: Activations, out: Float32Array, rowStart: number, rowEnd: number) => void;
 

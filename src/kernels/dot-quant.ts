@@ -17,9 +17,9 @@
 import { GGMLType, rowBytes } from "../tensor/types.ts";
 import { F16_TO_F32 } from "../tensor/f16.ts";
 import { blockCodec, decodedRow, type DecodedRow } from "../tensor/decode.ts";
-import { packedPairs, type Activations } from "./activations.ts";
+import { packedPairs } from "./activations.ts";
 import { fusedKernel } from "./dot-fused.ts";
-import type { Weight } from "./matmul.ts";
+import type { Activations, Weight } from "./tensors.ts";
 
 let scratch: DecodedRow = decodedRow(256);
 

@@ -7,6 +7,7 @@
 import { GGMLType, rowBytes, typeName } from "../tensor/types.ts";
 import { dequantizeRow } from "../tensor/dequantize.ts";
 import { TsmoeError } from "../errors.ts";
+import type { Weight } from "./tensors.ts";
 import { quantizeActivations, type Activations } from "./activations.ts";
 import { matmulFloatRange } from "./dot-float.ts";
 import { matmulQuantRange } from "./dot-quant.ts";
@@ -14,13 +15,7 @@ import { wasmMatmulRange } from "./wasm/runtime.ts";
 
 export { quantizeActivations, vecDotType, type Activations } from "./activations.ts";
 
-/** A 2-D weight: ne1 rows of ne0 values, rows contiguous (a 3-D expert tensor gives one Weight per expert). */
-export interface Weight {
-  type: GGMLType;
-  ne0: number;
-  ne1: number;
-  data: Uint8Array;
-}
+export type { Weight };
 
 function isFloat(type: GGMLType): boolean {
   return type === GGMLType.F32 || type === GGMLType.F16 || type === GGMLType.BF16;

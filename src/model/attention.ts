@@ -13,7 +13,7 @@
  */
 import { roundToF16 } from "../tensor/f16.ts";
 import { attendHeads, firstKey, type AttentionTask } from "../kernels/attention.ts";
-import { allocTensorBytes, freeTensorBytes } from "../kernels/wasm/memory.ts";
+import type { ByteAllocator } from "../kernels/backend.ts";
 
 export { firstKey };
 
@@ -55,9 +55,9 @@ export interface AttentionOptions {
 /** Cache rows allocated at first, and the growth factor when more are needed (up to nCtx). */
 const INITIAL_ROWS = 256;
 
-/** Gives a collected cache's rows back to the WASM memory. */
-const released = new FinalizationRegistry<Set<Float32Array>>((owned) => {
-  for (const a of owned) freeTensorBytes(new Uint8Array(a.buffer, a.byteOffset, a.byteLength));
+/** Gives a collected cache's rows back to its allocator. */
+const released = new FinalizationRegistry<{ owned: Set<Float32Array>; memory: ByteAllocator }>(({ owned, memory }) => {
+  for (const a of owned) memory.free(new Uint8Array(a.buffer, a.byteOffset, a.byteLength));
 });
 
 export class KvCache {
@@ -66,7 +66,7 @@ export class KvCache {
   readonly v: Float32Array[] = [];
   readonly kRow: number;
   readonly vRow: number;
-  /** the arrays above, which live in the WASM memory (where the attention kernels read them) when possible */
+  /** the arrays above, from `memory` (the backend's: the WASM memory, where the attention kernels read them, when possible) */
   private readonly owned = new Set<Float32Array>();
   /** rows rounded to half precision (llama.cpp's F16 cache) */
   readonly f16: boolean;
@@ -78,6 +78,7 @@ export class KvCache {
     readonly nLayer: number,
     readonly nCtx: number,
     shape: AttentionShape,
+    private readonly memory: ByteAllocator,
     opts: KvCacheOptions = {},
   ) {
     this.f16 = opts.kvType === "f16";
@@ -90,11 +91,11 @@ export class KvCache {
       this.k.push(this.alloc(rows * this.kRow));
       this.v.push(this.alloc(rows * this.vRow));
     }
-    released.register(this, this.owned);
+    released.register(this, { owned: this.owned, memory });
   }
 
   private alloc(n: number): Float32Array {
-    const bytes = allocTensorBytes(4 * Math.max(1, n));
+    const bytes = this.memory.alloc(4 * Math.max(1, n));
     const a = new Float32Array(bytes.buffer, bytes.byteOffset, n);
     this.owned.add(a);
     return a;
@@ -102,7 +103,7 @@ export class KvCache {
 
   private release(a: Float32Array): void {
     this.owned.delete(a);
-    freeTensorBytes(new Uint8Array(a.buffer, a.byteOffset, a.byteLength));
+    this.memory.free(new Uint8Array(a.buffer, a.byteOffset, a.byteLength));
   }
 
   /** Makes room for `rows` positions in layer il (doubling, capped at nCtx), keeping what is stored. */

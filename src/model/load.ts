@@ -92,7 +92,7 @@ class ModelSession implements Session {
     const router = sessionRouter(m, moe, withStats);
     this.moeOpts = moe;
     const shape = { nHead: hp.nHead, nHeadKv: hp.nHeadKv, headDimK: hp.nEmbdHeadK, headDimV: hp.nEmbdHeadV, scale: 1 };
-    const cache = new KvCache(hp.nLayer, nCtx, shape, kv);
+    const cache = new KvCache(hp.nLayer, nCtx, shape, backend.memory, kv);
     this.cache = cache;
     this.graph = new LayerGraph(hp, backend, cache, router, m.routerConfig, m.weights.ropeFreqs);
     this.logitsBuf = backend.allocF32(hp.nVocab);
@@ -156,6 +156,8 @@ class LoadedGgufModel implements Model {
     private readonly file: GgufFile,
     private readonly m: LoadedModel,
     private readonly backend: MatmulBackend,
+    /** whether dispose() stops the backend (false when the caller handed it in) */
+    private readonly ownsBackend: boolean,
     /** the routed experts' cache when they are streamed from the file */
     readonly streaming: ExpertCache | undefined,
     /** one line saying the experts are streamed and through how large a cache */
@@ -195,7 +197,7 @@ class LoadedGgufModel implements Model {
   async dispose(): Promise<void> {
     if (this.disposed) return;
     this.disposed = true;
-    await this.backend.dispose();
+    if (this.ownsBackend) await this.backend.dispose();
     await this.streaming?.dispose();
     releaseTensors(this.file);
   }
@@ -236,9 +238,9 @@ export async function loadModel(path: string, opts: LoadModelOptions = {}): Prom
       cache = new ExpertCache(plan.cacheBytes, expertTensors(opened, file), m.hparams.nExpert, alloc, opts.moeCachePolicy);
       for (const [il, L] of m.weights.layers.entries()) if (L.moe) cache.attach(il, L.moe);
     }
-    const backend = await createPoolBackend(opts.threads ?? defaultThreadCount());
+    const backend = opts.backend ?? (await createPoolBackend(opts.threads ?? defaultThreadCount()));
     const line = plan && `routed experts streamed from the file through a cache of ${cache!.describe()}: model ${formatBytes(opened.dataBytes)}, ${plan.why}`;
-    return new LoadedGgufModel(path, file, m, backend, cache, line);
+    return new LoadedGgufModel(path, file, m, backend, opts.backend === undefined, cache, line);
   } catch (err) {
     releaseTensors(file);
     throw err;
@@ -316,6 +318,11 @@ export function planMemory(
 export interface LoadModelOptions extends LoadOptions {
   /** runs after the header is read (a throw stops the load before the tensor data is read) */
   onHeader?: (hp: HeaderHParams) => void;
+  /**
+   * where products, attention and KV caches run (default: a worker pool of `threads`); a backend handed in
+   * stays the caller's (Model.dispose does not stop it)
+   */
+  backend?: MatmulBackend;
   /** expert settings to check against the header's hyperparameters before the tensor data is read */
   checkMoe?: (MoeOptions | undefined)[];
 }

@@ -15,7 +15,7 @@ import { MessageChannel, type MessagePort, type Worker } from "node:worker_threa
 import { availableParallelism } from "node:os";
 import type { Piscina } from "piscina";
 import { TsmoeError } from "../errors.ts";
-import type { GluItem, MatmulBackend, MatmulItem } from "../kernels/backend.ts";
+import { WASM_BYTES, type GluItem, type MatmulBackend, type MatmulItem } from "../kernels/backend.ts";
 import { swigluRange } from "../kernels/glu.ts";
 import { attendHeads, type AttentionTask } from "../kernels/attention.ts";
 import { matmulRange, quantizeActivations, type Activations, type Weight } from "../kernels/matmul.ts";
@@ -90,6 +90,7 @@ export async function createPoolBackend(nThreads: number, opts: PoolOptions = {}
 }
 
 export class PoolBackend implements MatmulBackend {
+  readonly memory = WASM_BYTES;
   readonly nThreads: number;
   private readonly nWorkers: number;
   private readonly minParallelMacs: number;

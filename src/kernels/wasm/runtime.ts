@@ -12,8 +12,7 @@
  * falls back to the TypeScript kernels.
  */
 import { GGMLType } from "../../tensor/types.ts";
-import type { Activations } from "../activations.ts";
-import type { Weight } from "../matmul.ts";
+import type { Activations, Weight } from "../tensors.ts";
 import { encodeModule } from "./emitter.ts";
 import { Wasm, type WasmMemory, type WasmModule } from "./webassembly.ts";
 import { emitKernels, type KernelInfo } from "./kernels.ts";
