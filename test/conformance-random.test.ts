@@ -17,6 +17,7 @@ import { loadModel } from "../src/model/load.ts";
 import { GGMLType } from "../src/tensor/types.ts";
 import { ROOT, SHARED } from "./helpers.ts";
 import { RANDOM_ARCH_CASES, withLlamaCppContext } from "./model-helpers.ts";
+import { compareLogits, type Agreement } from "./model-compare.ts";
 
 const TOKENS = [1, 342, 431, 265, 403, 287, 447, 426, 271, 436, 443, 198, 172, 265, 263, 441, 440, 306, 433, 448, 363, 438, 276, 273];
 
@@ -68,32 +69,9 @@ async function tsmoeLogits(path: string, tokens: number[], session: SessionOptio
   }
 }
 
-/** mean KL(p || softmax(ours)) and top-1 agreement over positions */
-function agreement(ref: Float64Array[], ours: Float32Array, nVocab: number): { meanKl: number; maxKl: number; top1: number } {
-  let sum = 0;
-  let maxKl = 0;
-  let same = 0;
-  for (let p = 0; p < ref.length; p++) {
-    const o = p * nVocab;
-    let max = -Infinity;
-    for (let i = 0; i < nVocab; i++) max = Math.max(max, ours[o + i]);
-    let z = 0;
-    for (let i = 0; i < nVocab; i++) z += Math.exp(ours[o + i] - max);
-    const lse = max + Math.log(z);
-    let kl = 0;
-    let refBest = 0;
-    let ourBest = 0;
-    for (let i = 0; i < nVocab; i++) {
-      const q = ref[p][i];
-      if (q > 0) kl += q * (Math.log(q) - (ours[o + i] - lse));
-      if (q > ref[p][refBest]) refBest = i;
-      if (ours[o + i] > ours[o + ourBest]) ourBest = i;
-    }
-    sum += kl;
-    maxKl = Math.max(maxKl, kl);
-    if (refBest === ourBest) same++;
-  }
-  return { meanKl: sum / ref.length, maxKl, top1: same / ref.length };
+/** mean KL(p || softmax(ours)) and top-1 agreement over positions, given llama.cpp's probabilities p */
+function agreement(ref: Float64Array[], ours: Float32Array, nVocab: number): Agreement {
+  return compareLogits(ref.map((p) => p.map(Math.log)), ours, nVocab);
 }
 
 describe("conformance with node-llama-cpp on the trained models", () => {

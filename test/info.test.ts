@@ -15,8 +15,10 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }));
 const moe = join(dir, "moe.gguf");
 const dense = join(dir, "dense.gguf");
 beforeAll(async () => {
-  await writeRandomModel(moe, { arch: "qwen3moe", seed: 1, nExpert: 6, nExpertUsed: 3, nLayer: 3, nCtx: 512, weightType: GGMLType.Q8_0 });
-  await writeRandomModel(dense, { arch: "llama", seed: 2 });
+  // every dimension the assertions below count with is given here, not left to the generator's defaults
+  const moeShape = { nEmbd: 256, nHead: 8, nHeadKv: 2, headDim: 64, nVocab: 512, nFfExp: 32, nFfShexp: 0, tiedOutput: false };
+  await writeRandomModel(moe, { arch: "qwen3moe", seed: 1, nExpert: 6, nExpertUsed: 3, nLayer: 3, nCtx: 512, weightType: GGMLType.Q8_0, ...moeShape });
+  await writeRandomModel(dense, { arch: "llama", seed: 2, nLayer: 2, tiedOutput: true, rmsEps: 1e-5 });
 });
 
 describe("tsmoe info", () => {

@@ -50,7 +50,8 @@ export interface Agreement {
 }
 
 /**
- * Compares reference rows (one per position) with ours (row-major [positions x nVocab]).
+ * Compares reference rows of logits (one per position; log-probabilities serve too, -Infinity for a
+ * probability of 0) with ours (row-major [positions x nVocab]).
  * `margins`/`minMargin`: positions whose router margin is below minMargin are left out.
  */
 export function compareLogits(
@@ -75,7 +76,7 @@ export function compareLogits(
     const lq = logSoftmax(ours, nVocab, p * nVocab);
     let kl = 0;
     for (let i = 0; i < nVocab; i++) {
-      kl += Math.exp(lp[i]) * (lp[i] - lq[i]);
+      if (lp[i] > -Infinity) kl += Math.exp(lp[i]) * (lp[i] - lq[i]); // a zero reference probability adds nothing
       maxAbsDiff = Math.max(maxAbsDiff, Math.abs(ref[p][i] - ours[p * nVocab + i]));
     }
     klSum += kl;
