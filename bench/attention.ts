@@ -6,6 +6,7 @@
  *   npx tsx bench/attention.ts [--tokens 512] [--pos0 0] [--rounds 5] [--queries 4]
  */
 import { attendHeads, type AttentionTask } from "../src/kernels/attention.ts";
+import { FLASH_NONE } from "../src/kernels/attention-task.ts";
 import { allocTensorBytes } from "../src/kernels/wasm/memory.ts";
 import { randn } from "../src/tensor/random.ts";
 import { softmaxInPlace } from "../src/kernels/softmax.ts";
@@ -28,7 +29,7 @@ function task(nHead: number, nHeadKv: number, d: number): AttentionTask {
   const nKeys = pos0 + nTokens;
   return {
     q: f32(nTokens * nHead * d), qRow: nHead * d, k: f32(nKeys * nHeadKv * d), v: f32(nKeys * nHeadKv * d), kRow: nHeadKv * d, vRow: nHeadKv * d,
-    out: new Float32Array(nTokens * nHead * d), oRow: nHead * d, nTokens, pos0, nHead, nHeadKv, dk: d, dv: d, scale: 1 / Math.sqrt(d), window: 0, sinks: new Float32Array(0), roundF16: 0,
+    out: new Float32Array(nTokens * nHead * d), oRow: nHead * d, nTokens, pos0, nHead, nHeadKv, dk: d, dv: d, scale: 1 / Math.sqrt(d), window: 0, sinks: new Float32Array(0), roundF16: 0, flash: FLASH_NONE,
   };
 }
 

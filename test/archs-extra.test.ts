@@ -13,7 +13,7 @@
  * whose router top-k margin is below 1e-3 are left out of the golden comparisons.
  * The default goldens were made on a CPU with AVX512-FP16, where llama.cpp's one-query flash-attention
  * kernel computes in half precision on heads of 128 dimensions or more (deepseek2's MLA): they are compared
- * with tsmoe's "avx512fp16" flash-attention lanes (src/model/flash-attention.ts), node-llama-cpp (built for
+ * with tsmoe's "avx512fp16" flash-attention lanes (src/kernels/flash-attention.ts), node-llama-cpp (built for
  * this CPU) with the default "f32" lanes.
  */
 import { existsSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
@@ -23,7 +23,7 @@ import { getLlama, type Llama, type LlamaContext } from "node-llama-cpp";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { writeRandomModel, type RandomModelOptions } from "../src/gguf/random-model.ts";
 import type { Model } from "../src/model/api.ts";
-import { roundToF16Exact, type FlashF16Lanes } from "../src/model/flash-attention.ts";
+import { roundToF16Exact, type FlashF16Lanes } from "../src/kernels/flash-attention.ts";
 import { loadModel } from "../src/model/load.ts";
 import { F16_TO_F32 } from "../src/tensor/f16.ts";
 import { GGMLType } from "../src/tensor/types.ts";

@@ -10,6 +10,7 @@ import { allocTensorBytes } from "../src/kernels/wasm/memory.ts";
 import { createPoolBackend, type PoolBackend } from "../src/pool/backend.ts";
 import { roundToF16 } from "../src/tensor/f16.ts";
 import { randn } from "../src/tensor/random.ts";
+import { FLASH_AVX512FP16_LANES, FLASH_F32_LANES, FLASH_NONE } from "../src/kernels/attention-task.ts";
 
 function f32Array(n: number, where: "wasm" | "sab"): Float32Array {
   if (where === "sab") return new Float32Array(new SharedArrayBuffer(4 * n));
@@ -44,7 +45,7 @@ const CASES: Case[] = [
   { nHead: 2, nHeadKv: 2, dk: 9, dv: 11, nTokens: 5, pos0: 0 },
 ];
 
-function makeTask(c: Case, where: "wasm" | "sab", seed: number): AttentionTask {
+function makeTask(c: Case, where: "wasm" | "sab", seed: number, flash = FLASH_NONE): AttentionTask {
   const nKeys = c.pos0 + c.nTokens;
   const kRow = c.nHeadKv * c.dk;
   const vRow = c.nHeadKv * c.dv;
@@ -52,6 +53,8 @@ function makeTask(c: Case, where: "wasm" | "sab", seed: number): AttentionTask {
   k.set(randn(nKeys * kRow, seed));
   const v = f32Array(nKeys * vRow, where);
   v.set(randn(nKeys * vRow, seed + 1));
+  // flash attention reads an F16 cache
+  if (flash !== FLASH_NONE) for (const a of [k, v]) for (let j = 0; j < a.length; j++) a[j] = roundToF16(a[j]!);
   const q = new Float32Array(new SharedArrayBuffer(4 * c.nTokens * c.nHead * c.dk));
   q.set(randn(q.length, seed + 2, 2));
   return {
@@ -61,6 +64,7 @@ function makeTask(c: Case, where: "wasm" | "sab", seed: number): AttentionTask {
     scale: 1 / Math.sqrt(c.dk), window: c.window ?? 0,
     sinks: c.sinks ? randn(c.nHead, seed + 3) : new Float32Array(0),
     roundF16: 0,
+    flash,
   };
 }
 
@@ -149,17 +153,25 @@ describe("attention kernels", () => {
     expect(err).toBeLessThan(2e-3);
   });
 
-  it("give the same bits through the pool with 1, 2 and 3 threads", async () => {
+  it("give the same bits through the pool with 1, 2 and 3 threads (float32, and flash over an F16 cache)", async () => {
     for (const n of [1, 2, 3]) pools.push(await createPoolBackend(n, { minParallelMacs: 0, workersOnly: n === 3 }));
-    for (const [i, c] of CASES.entries()) {
-      const want = makeTask(c, "wasm", 200 + 10 * i);
-      attendHeads(want, 0, c.nHead);
-      for (const p of pools) {
-        const got = { ...want, out: p.allocF32(want.out.length) };
-        p.attention(got);
-        const bad = got.out.findIndex((v, j) => !Object.is(v, want.out[j]));
-        expect(bad, `case ${i}, ${p.nThreads} threads: differs at ${bad}`).toBe(-1);
+    for (const flash of [FLASH_NONE, FLASH_F32_LANES, FLASH_AVX512FP16_LANES])
+      for (const [i, c] of CASES.entries()) {
+        const want = makeTask(c, "wasm", 200 + 10 * i, flash);
+        attendHeads(want, 0, c.nHead);
+        expect(want.out.some((v) => v !== 0)).toBe(true);
+        for (const p of pools) {
+          const got = { ...want, out: p.allocF32(want.out.length) };
+          p.attention(got);
+          const bad = got.out.findIndex((v, j) => !Object.is(v, want.out[j]));
+          expect(bad, `case ${i}, flash ${flash}, ${p.nThreads} threads: differs at ${bad}`).toBe(-1);
+        }
+        if (flash === FLASH_NONE || c.nTokens >= 64) continue;
+        // flash attention is attention (F16 accumulation: within 1e-2 of the float64 definition)
+        const ref = reference(want);
+        let err = 0;
+        for (let j = 0; j < ref.length; j++) err = Math.max(err, Math.abs(ref[j]! - want.out[j]!));
+        expect(err, `case ${i}, flash ${flash}`).toBeLessThan(1e-2);
       }
-    }
   });
 });

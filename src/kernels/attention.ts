@@ -13,57 +13,26 @@
  * here.
  */
 import { roundToF16 } from "../tensor/f16.ts";
+import { firstKey, FLASH_NONE, type AttentionTask } from "./attention-task.ts";
+import { FA_TILE_Q, flashHeads } from "./flash-attention.ts";
 import { softmaxInPlace } from "./softmax.ts";
 import { MAX_QUERIES, attentionKernels, attentionScratch } from "./wasm/attention-kernels.ts";
 import { isWasmBuffer } from "./wasm/memory.ts";
 
 const f32 = Math.fround;
 
-/** One attention call, as a flat object of numbers and typed arrays (the pool passes it to workers as is). */
-export interface AttentionTask {
-  /** queries, token t head h at t * qRow + h * dk */
-  q: Float32Array;
-  qRow: number;
-  /** the layer's cache: position j's keys at j * kRow (KV head g at + g * dk), values at j * vRow (+ g * dv) */
-  k: Float32Array;
-  v: Float32Array;
-  kRow: number;
-  vRow: number;
-  /** output, token t head h at t * oRow + h * dv */
-  out: Float32Array;
-  oRow: number;
-  nTokens: number;
-  /** position of the batch's first token (its keys are in the cache already) */
-  pos0: number;
-  nHead: number;
-  nHeadKv: number;
-  dk: number;
-  dv: number;
-  /** multiplier of q . k (rounded to float32 before use) */
-  scale: number;
-  /** sliding window (0: none): a query at position p sees keys p - window + 1 .. p */
-  window: number;
-  /** one sink logit per query head, or empty */
-  sinks: Float32Array;
-  /**
-   * 1: the query and the softmax weights are rounded to F16 before their products (ggml's matmuls with an
-   * F16 cache and flash attention off); 0: float32 throughout
-   */
-  roundF16: number;
-}
-
-/** first key position a query at position p sees */
-export function firstKey(p: number, window: number | undefined): number {
-  return window && window > 0 ? Math.max(0, p - window + 1) : 0;
-}
+export { firstKey, type AttentionTask };
 
 /**
  * Runs the task for query heads [h0, h1) of every token. Up to `maxQueries` queries go through the keys
  * together (the query heads of one token that share a KV head, or, without grouped-query attention or a
  * window, one head of consecutive tokens over their common keys); every query's result is the same for
- * any maxQueries.
+ * any maxQueries. A flash task (an F16 cache with flash attention) below 64 queries runs llama.cpp's
+ * one-query flash kernel instead (./flash-attention.ts; at 64 and more its tiles equal float32 attention up
+ * to summation order, which is what runs then).
  */
 export function attendHeads(task: AttentionTask, h0: number, h1: number, maxQueries = MAX_QUERIES): void {
+  if (task.flash !== FLASH_NONE && task.nTokens < FA_TILE_Q) return flashHeads(task, h0, h1);
   const wasm = isWasmBuffer(task.k.buffer) && isWasmBuffer(task.v.buffer) ? attentionKernels() : undefined;
   const m = Math.max(1, Math.min(maxQueries, MAX_QUERIES));
   runHeads(task, h0, h1, m, (wasm && wasmHeadOps(task, wasm, m)) || tsHeadOps(task, m));

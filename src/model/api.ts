@@ -129,7 +129,7 @@ export interface SessionOptions {
   kvType?: "f32" | "f16";
   /**
    * with kvType "f16": the F16 vector arithmetic of the llama.cpp build to reproduce in flash attention
-   * ("f32" default, "avx512fp16"; see src/model/flash-attention.ts)
+   * ("f32" default, "avx512fp16"; see src/kernels/flash-attention.ts)
    */
   flashLanes?: "f32" | "avx512fp16";
   /**

@@ -7,21 +7,21 @@
  * Cache layout per layer: one row per position, K rows of nHeadKv * headDimK values, V rows of
  * nHeadKv * headDimV values, allocated as positions are used (up to the session's context size). `f16` rounds
  * what is stored to half precision (llama.cpp's F16 cache). With `flash` (the default for an F16 cache) the
- * attention is llama.cpp's flash attention (./flash-attention.ts); an F16 cache without it is attended as
- * ggml's CPU matmuls do with F16 K and V: the query and the softmax weights rounded to F16 before the
- * products (ggml converts a matmul's float32 operand to F16 for an F16 one), products and sums in float32.
+ * attention is llama.cpp's flash attention (src/kernels/flash-attention.ts); an F16 cache without it is
+ * attended as ggml's CPU matmuls do with F16 K and V: the query and the softmax weights rounded to F16
+ * before the products (ggml converts a matmul's float32 operand to F16 for an F16 one), products and sums
+ * in float32. Every kind goes through the backend (`attentionTask`), which splits the query heads between
+ * its threads.
  */
 import { roundToF16 } from "../tensor/f16.ts";
 import { attendHeads, firstKey, type AttentionTask } from "../kernels/attention.ts";
+import { FLASH_AVX512FP16_LANES, FLASH_F32_LANES, FLASH_NONE } from "../kernels/attention-task.ts";
+import type { FlashF16Lanes } from "../kernels/flash-attention.ts";
 import type { ByteAllocator } from "../kernels/backend.ts";
 
 export { firstKey };
 
-/**
- * The F16 vector arithmetic of the llama.cpp build that flash attention over an F16 cache reproduces
- * (see ./flash-attention.ts).
- */
-export type FlashF16Lanes = "f32" | "avx512fp16";
+export type { FlashF16Lanes };
 
 /**
  * A session's KV cache: F32 (default) or F16 rows, whether an F16 cache is attended with flash attention
@@ -180,5 +180,6 @@ export function attentionTask(
     window: opts.window ?? 0,
     sinks: opts.sinks ?? NO_SINKS,
     roundF16: cache.f16 && !cache.flash ? 1 : 0,
+    flash: !(cache.f16 && cache.flash) ? FLASH_NONE : cache.flashLanes === "avx512fp16" ? FLASH_AVX512FP16_LANES : FLASH_F32_LANES,
   };
 }

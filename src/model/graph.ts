@@ -11,7 +11,6 @@
 import type { MatmulBackend } from "../kernels/backend.ts";
 import { getRowsF32, type Weight } from "../kernels/matmul.ts";
 import { attentionTask, KvCache, type AttentionShape } from "./attention.ts";
-import { attendFlashF16 } from "./flash-attention.ts";
 import { buildMoeFfn, denseFfn, sharedExpertFfn, type FfnBuffers } from "./ffn.ts";
 import type { MetaReader, ModelHParams } from "./hparams.ts";
 import type { Router } from "./moe.ts";
@@ -196,8 +195,7 @@ export class LayerGraph<H extends ModelHParams = ModelHParams> {
   attend(L: LayerWeights, il: number, window = 0): void {
     this.cache.store(il, this.pos0, this.n, this.b.k, this.b.v);
     const opts = { sinks: L.attnSinks, window };
-    if (this.cache.f16 && this.cache.flash) attendFlashF16(this.cache, il, this.attnShape, this.b.q, this.n, this.pos0, this.b.attn, opts);
-    else this.backend.attention(attentionTask(this.cache, il, this.attnShape, this.b.q, this.n, this.pos0, this.b.attn, opts));
+    this.backend.attention(attentionTask(this.cache, il, this.attnShape, this.b.q, this.n, this.pos0, this.b.attn, opts));
   }
 
   /** attention output rows [n x nHead * headDimV] of the last `attend` */

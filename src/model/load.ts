@@ -14,7 +14,7 @@ import { createPoolBackend, defaultThreadCount } from "../pool/backend.ts";
 import type { LoadOptions, Model, MoeLayerStats, MoeOptions, Session, SessionOptions } from "./api.ts";
 import { getArch } from "./archs/index.ts";
 import { KvCache, type KvCacheOptions } from "./attention.ts";
-import { FLASH_F16_LANES } from "./flash-attention.ts";
+import { FLASH_F16_LANES } from "../kernels/flash-attention.ts";
 import { forwardBatch, LayerGraph, type Arch } from "./graph.ts";
 import { applyKvOverrides, MetaReader, readCommonHParams, type ModelHParams } from "./hparams.ts";
 import { createRouter, type Router } from "./moe.ts";

@@ -33,12 +33,13 @@
  * reproduced.)
  */
 import { f32Bits, f32FromBits, roundToF16 } from "../tensor/f16.ts";
-import { attend, firstKey, type AttentionOptions, type AttentionShape, type FlashF16Lanes, type KvCache } from "./attention.ts";
+import { FLASH_AVX512FP16_LANES, firstKey, type AttentionTask } from "./attention-task.ts";
 
 /** query tile (GGML_FA_TILE_Q): batches with at least this many queries use the tiled kernel */
 export const FA_TILE_Q = 64;
 
-export type { FlashF16Lanes };
+/** the F16 vector arithmetic of the llama.cpp build to reproduce (see above) */
+export type FlashF16Lanes = "f32" | "avx512fp16";
 
 export const FLASH_F16_LANES: readonly FlashF16Lanes[] = ["f32", "avx512fp16"];
 
@@ -126,51 +127,27 @@ function avx512fp16Lanes(): Lanes {
 /** the AVX512-FP16 lanes (their scratch is used within one dot product, so one set serves every cache) */
 const AVX512FP16_LANES = avx512fp16Lanes();
 
-/** Attention as llama.cpp's default CPU context computes it (see the file comment). */
-export function attendFlashF16(
-  cache: KvCache,
-  il: number,
-  shape: AttentionShape,
-  q: Float32Array,
-  nTokens: number,
-  pos0: number,
-  out: Float32Array,
-  opts: AttentionOptions = {},
-): void {
-  if (nTokens >= FA_TILE_Q) attend(cache, il, shape, q, nTokens, pos0, out, opts);
-  else attendFlashVec(cache, il, shape, q, nTokens, pos0, out, opts, cache.flashLanes === "avx512fp16" ? AVX512FP16_LANES : F32_LANES);
-}
-
-/** The one-query kernel (ggml_compute_forward_flash_attn_ext_f16_one_chunk) for one batch. */
-function attendFlashVec(
-  cache: KvCache,
-  il: number,
-  shape: AttentionShape,
-  q: Float32Array,
-  nTokens: number,
-  pos0: number,
-  out: Float32Array,
-  opts: AttentionOptions,
-  lanes: Lanes,
-): void {
-  const { nHead, nHeadKv, headDimK: dk, headDimV: dv, scale } = shape;
+/**
+ * The one-query kernel (ggml_compute_forward_flash_attn_ext_f16_one_chunk) for query heads [h0, h1) of
+ * every token of the task (its cache F16-rounded); heads are independent, so any split of them between
+ * threads gives the same bits.
+ */
+export function flashHeads(task: AttentionTask, h0: number, h1: number): void {
+  const { q, k: K, v: V, kRow, vRow, out, qRow, oRow, nTokens, pos0, nHead, nHeadKv, dk, dv, scale, window, sinks } = task;
+  const lanes = task.flash === FLASH_AVX512FP16_LANES ? AVX512FP16_LANES : F32_LANES;
   const group = nHead / nHeadKv;
-  const K = cache.k[il];
-  const V = cache.v[il];
-  const kRow = cache.kRow;
-  const vRow = cache.vRow;
   const q16 = new Float32Array(dk);
   for (let t = 0; t < nTokens; t++) {
     const nKeys = pos0 + t + 1;
-    for (let h = 0; h < nHead; h++) {
+    for (let h = h0; h < h1; h++) {
       const g = Math.floor(h / group);
-      const qo = t * nHead * dk + h * dk;
+      const qo = t * qRow + h * dk;
       for (let d = 0; d < dk; d++) q16[d] = roundToF16(q[qo + d]);
-      const oo = t * nHead * dv + h * dv;
+      const oo = t * oRow + h * dv;
       out.fill(0, oo, oo + dv); // the F16 accumulator (values stay F16-exact)
       let S = 0;
       let M = -Infinity;
-      for (let j = firstKey(pos0 + t, opts.window); j < nKeys; j++) {
+      for (let j = firstKey(pos0 + t, window); j < nKeys; j++) {
         const s = f32(lanes.dot(q16, K, j * kRow + g * dk, dk) * scale);
         let ms = 1;
         let vs = 1;
@@ -185,9 +162,9 @@ function attendFlashVec(
         lanes.mad(out, oo, V, j * vRow + g * dv, dv, vs);
         S = fmaF32(S, ms, vs);
       }
-      if (opts.sinks) {
+      if (sinks.length) {
         // the sink joins the online softmax after the keys, on the F32 accumulator
-        const s = opts.sinks[h];
+        const s = sinks[h];
         let ms = 1;
         let vs = 1;
         if (s > M) {
