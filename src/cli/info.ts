@@ -6,7 +6,7 @@ import type { Command } from "commander";
 import { loadGguf } from "../gguf/reader.ts";
 import { modelOption } from "./progress.ts";
 import { formatSummary, summarize } from "../gguf/summary.ts";
-import { formatReferenceKernels, referenceKernels } from "../model/kernel-report.ts";
+import { formatReferenceKernels, referenceKernels, wasmInstructionSet } from "../model/kernel-report.ts";
 
 export function register(program: Command): void {
   program
@@ -19,7 +19,8 @@ export function register(program: Command): void {
       const summary = summarize(file);
       const kernels = referenceKernels(file.tensors, false);
       const slow = formatReferenceKernels(kernels);
-      if (opts.json) process.stdout.write(JSON.stringify({ ...summary, reference_kernels: kernels.slow }) + "\n");
-      else process.stdout.write(formatSummary(summary, [["kernels", slow ?? `WASM for all ${kernels.tensors} weight tensors`]]) + "\n");
+      const simd = wasmInstructionSet();
+      if (opts.json) process.stdout.write(JSON.stringify({ ...summary, reference_kernels: kernels.slow, wasm_simd: simd ?? null }) + "\n");
+      else process.stdout.write(formatSummary(summary, [["kernels", (slow ?? `WASM for all ${kernels.tensors} weight tensors`) + (simd ? `; ${simd}` : "")]]) + "\n");
     });
 }

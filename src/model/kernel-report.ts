@@ -8,6 +8,7 @@ import { formatBytes } from "../gguf/summary.ts";
 import type { TensorEntry } from "../gguf/types.ts";
 import { arenaOf, maxArenaTensorBytes, wasmDisabled } from "../kernels/wasm/memory.ts";
 import { kernelName, wasmRuntime } from "../kernels/wasm/runtime.ts";
+import { relaxedSimd } from "../kernels/wasm/relaxed.ts";
 import { typeName } from "../tensor/types.ts";
 
 export interface ReferenceKernels {
@@ -69,4 +70,9 @@ export function formatReferenceKernels(r: ReferenceKernels): string | undefined 
   const b = r.slow.reduce((a, s) => a + s.bytes, 0);
   const why = r.slow.map((s) => `${s.reason} (${s.tensors} tensors, ${formatBytes(s.bytes)})`).join("; ");
   return `${n} of ${r.tensors} weight tensors (${formatBytes(b)} of ${formatBytes(r.bytes)}) run on the slower TypeScript reference kernels: ${why}`;
+}
+
+/** The instruction set the WASM kernels use (SIMD128, or relaxed SIMD: ../kernels/wasm/relaxed.ts); undefined when WASM is off. */
+export function wasmInstructionSet(): string | undefined {
+  return wasmDisabled() ? undefined : relaxedSimd().describe;
 }

@@ -108,6 +108,8 @@ interface Ctx {
 
 interface DecodeSpec {
   typeSize: number;
+  /** bytes of a block's staged activations: 512 (int16), relaxed 256 (int8) */
+  actBytes: number;
   /** bytes of staged activation sums per block */
   bsBytes: number;
   block: (x: Ctx) => void;
@@ -154,6 +156,22 @@ function mulBytePairs(c: Code, ae: number, ad: number, v: number): void {
 }
 
 /**
+ * Relaxed SIMD (./relaxed.ts): the i16x8 lanes of the activations in local a (int8) times the quants on
+ * the stack (unsigned bytes, 0..63), summed in pairs: the same sums as mulBytePairs, exact (|sum| <= 2 *
+ * 63 * 128 per lane). `q`: pushes the quants.
+ */
+function relaxedProducts(c: Code, a: number, q: () => void): void {
+  c.get(a);
+  q();
+  c.simd(Simd.i16x8RelaxedDotI8x16I7x16S);
+}
+
+/** The offset of value v of token t in a block's staged activations: int16 (512 bytes a token) or, relaxed, int8 (256). */
+function actOffset(relaxed: boolean, v: number, t = 0): number {
+  return relaxed ? 256 * t + v : 512 * t + 2 * v;
+}
+
+/**
  * vacc += dot(i16x8 on the stack, the int16 scale at tmp + SCALES_AT + 32 i + off splatted), for row i.
  * vacc is also stored at tmp + STORE_AT + 16 i, a store the loads that follow are ordered after: V8 would
  * otherwise issue the loads of a whole loop body first and keep every loaded vector live (spilling them).
@@ -189,7 +207,7 @@ function perRow(c: Code): number[] {
  * Q4_K and Q5_K (`five`: the fifth bit of every quant from the 32 qh bytes at 16, quants at 48). For
  * j = 0..3: the 32 quant bytes of sub-blocks 2j (low nibbles) and 2j + 1 (high nibbles).
  */
-function q4KDecode(five: boolean): (init: (() => void)[], c: Code) => DecodeSpec {
+function q4KDecode(five: boolean, relaxed: boolean): (init: (() => void)[], c: Code) => DecodeSpec {
   return (init, c) => {
     const m0f0f = constant16(c, 0x0f0f, init);
     const m1010 = five ? constant16(c, 0x1010, init) : -1;
@@ -202,16 +220,22 @@ function q4KDecode(five: boolean): (init: (() => void)[], c: Code) => DecodeSpec
      * qh[k]'s bytes (Q5_K), times the activations in ae, ad.
      */
     const quantProducts = (high: boolean, i: number, k: number, bit: number) => {
-      c.get(xs[k]![i]!);
-      if (high) c.i32(4).simd(Simd.i16x8ShrU);
-      c.get(m0f0f).simd(Simd.v128And);
-      if (five) {
-        c.get(qh[k]![i]!);
-        if (bit < 4) c.i32(4 - bit).simd(Simd.i16x8Shl);
-        else if (bit > 4) c.i32(bit - 4).simd(Simd.i16x8ShrU);
-        c.get(m1010).simd(Simd.v128And).simd(Simd.v128Or);
+      const quants = () => {
+        c.get(xs[k]![i]!);
+        if (high) c.i32(4).simd(Simd.i16x8ShrU);
+        c.get(m0f0f).simd(Simd.v128And);
+        if (five) {
+          c.get(qh[k]![i]!);
+          if (bit < 4) c.i32(4 - bit).simd(Simd.i16x8Shl);
+          else if (bit > 4) c.i32(bit - 4).simd(Simd.i16x8ShrU);
+          c.get(m1010).simd(Simd.v128And).simd(Simd.v128Or);
+        }
+      };
+      if (relaxed) relaxedProducts(c, ae, quants);
+      else {
+        quants();
+        mulBytePairs(c, ae, ad, v);
       }
-      mulBytePairs(c, ae, ad, v);
     };
     /**
      * Adds sub-blocks 2j (low nibbles: values 64j + 16k + 0..15, k = 0, 1) and 2j + 1 (high nibbles:
@@ -223,7 +247,9 @@ function q4KDecode(five: boolean): (init: (() => void)[], c: Code) => DecodeSpec
       });
       for (const high of [false, true]) {
         for (let k = 0; k < 2; k++) {
-          loadActivations(c, ab, 64 * j + (high ? 32 : 0) + 16 * k, ae, ad);
+          const first = 64 * j + (high ? 32 : 0) + 16 * k;
+          if (relaxed) c.get(ab).simdMem(Simd.v128Load, first).set(ae);
+          else loadActivations(c, ab, first, ae, ad);
           rows.forEach((_, i) => {
             quantProducts(high, i, k, 2 * j + (high ? 1 : 0));
             if (k === 0) c.set(part[i]!);
@@ -237,6 +263,7 @@ function q4KDecode(five: boolean): (init: (() => void)[], c: Code) => DecodeSpec
     };
     return {
       typeSize: five ? 176 : 144,
+      actBytes: actOffset(relaxed, 256),
       bsBytes: 16,
       block({ rows, dp, ab, bp }) {
         rows.forEach(({ wb }, i) => {
@@ -287,17 +314,34 @@ function i32Lanes(k: number[]): number[] {
 /** Byte offsets in Q6_K's 210-byte block: ql (128), qh (64), 16 int8 scales, f16 d. */
 const Q6K_QH = 128, Q6K_SCALES = 192, Q6K_D = 208;
 
+/** Pushes Q6_K quants (nibble | two high bits << 4), unsigned 0..63, of part p from locals ql (its ql bytes) and qh. */
+function q6KQuants(c: Code, ql: number, qh: number, p: number, m0f0f: number, m3030: number): void {
+  c.get(ql);
+  if (p >= 2) c.i32(4).simd(Simd.i16x8ShrU);
+  c.get(m0f0f).simd(Simd.v128And);
+  c.get(qh);
+  const shift = 4 - 2 * p;
+  if (shift > 0) c.i32(shift).simd(Simd.i16x8Shl);
+  else if (shift < 0) c.i32(-shift).simd(Simd.i16x8ShrU);
+  c.get(m3030).simd(Simd.v128And).simd(Simd.v128Or);
+}
+
 /**
  * Q6_K: for k = 0..3 (half h = k >> 1, x = k & 1), the 16 bytes at ql + 64 h + 16 x, ql + 64 h + 32 + 16 x
  * and qh + 32 h + 16 x make the quants of values 128 h + 32 p + 16 x + 0..15, p = 0..3 (p = 0, 2 from the
  * first ql bytes, 1, 3 from the second), whose scale is scales[8 h + 2 p + x].
  */
-function q6KDecode(init: (() => void)[], c: Code): DecodeSpec {
+function q6KDecode(relaxed: boolean): (init: (() => void)[], c: Code) => DecodeSpec {
+  return (init, c) => q6KDecodeSpec(relaxed, init, c);
+}
+
+function q6KDecodeSpec(relaxed: boolean, init: (() => void)[], c: Code): DecodeSpec {
   const m0f0f = constant16(c, 0x0f0f, init), m3030 = constant16(c, 0x3030, init);
   const v = c.local(V128), sc = c.local(V128), ae = c.local(V128), ad = c.local(V128);
   const vacc = perRow(c), ql = [perRow(c), perRow(c)], qh = perRow(c);
   return {
     typeSize: 210,
+    actBytes: actOffset(relaxed, 256),
     bsBytes: 32,
     block({ rows, ab, dp, bp }) {
       rows.forEach(({ wb }, i) => {
@@ -322,18 +366,16 @@ function q6KDecode(init: (() => void)[], c: Code): DecodeSpec {
             if (ps === stages[0]) c.get(wb).simdMem(Simd.v128Load, Q6K_QH + 16 * k).set(qh[i]!);
           });
           for (const p of ps) {
-            loadActivations(c, ab, 128 * h + 32 * p + 16 * x, ae, ad);
+            const first = 128 * h + 32 * p + 16 * x;
+            if (relaxed) c.get(ab).simdMem(Simd.v128Load, first).set(ae);
+            else loadActivations(c, ab, first, ae, ad);
             rows.forEach((_, i) => {
-              // (nibble | two high bits << 4), unsigned 0..63
-              c.get(ql[p % 2]![i]!);
-              if (p >= 2) c.i32(4).simd(Simd.i16x8ShrU);
-              c.get(m0f0f).simd(Simd.v128And);
-              c.get(qh[i]!);
-              const shift = 4 - 2 * p;
-              if (shift > 0) c.i32(shift).simd(Simd.i16x8Shl);
-              else if (shift < 0) c.i32(-shift).simd(Simd.i16x8ShrU);
-              c.get(m3030).simd(Simd.v128And).simd(Simd.v128Or);
-              mulBytePairs(c, ae, ad, v);
+              const quants = () => q6KQuants(c, ql[p % 2]![i]!, qh[i]!, p, m0f0f, m3030);
+              if (relaxed) relaxedProducts(c, ae, quants);
+              else {
+                quants();
+                mulBytePairs(c, ae, ad, v);
+              }
               addScaled(c, i, 2 * (8 * h + 2 * p + x), vacc[i]!);
             });
           }
@@ -375,7 +417,7 @@ function emitDecodeKernel(name: string, make: (init: (() => void)[], c: Code) =>
     c.forLoop(blk, () => c.i32(0), () => c.get(P.nb), 1, () => {
       spec.block(x);
       for (const { wb } of x.rows) c.inc(wb, spec.typeSize);
-      c.inc(ab, 512).inc(dp, 4).inc(bp, spec.bsBytes);
+      c.inc(ab, spec.actBytes).inc(dp, 4).inc(bp, spec.bsBytes);
     });
     x.rows.forEach(({ acc }, i) => {
       c.get(P.out).get(r).get(P.r0).op(Op.i32Sub);
@@ -403,6 +445,8 @@ interface MultiCtx {
 
 interface MultiSpec {
   typeSize: number;
+  /** bytes of a block's staged activations, per token: 512 (int16), relaxed 256 (int8) */
+  actBytes: number;
   bsBytes: number;
   /** the block body: token t's integer accumulator is vacc[t], its f64 accumulator at tmp + ACC_AT + 8 t */
   block: (x: MultiCtx) => void;
@@ -410,9 +454,14 @@ interface MultiSpec {
 
 /**
  * Pushes q * (the 8 staged even activations at ab + off) + qShr * (the 8 odd-minus-256-even ones at
- * ab + off + 16): see mulBytePairs, with q >> 8 already in qShr.
+ * ab + off + 16): see mulBytePairs, with q >> 8 already in qShr. `relaxed`: the same sums as the relaxed
+ * dot product of the 16 int8 activations at ab + off with q (qShr unused).
  */
-function mulStaged(c: Code, q: number, qShr: number, ab: number, off: number): void {
+function mulStaged(c: Code, relaxed: boolean, q: number, qShr: number, ab: number, off: number): void {
+  if (relaxed) {
+    c.get(ab).simdMem(Simd.v128Load, off).get(q).simd(Simd.i16x8RelaxedDotI8x16I7x16S);
+    return;
+  }
   c.get(q).get(ab).simdMem(Simd.v128Load, off).simd(Simd.i16x8Mul);
   c.get(qShr).get(ab).simdMem(Simd.v128Load, off + 16).simd(Simd.i16x8Mul).simd(Simd.i16x8Add);
 }
@@ -436,7 +485,7 @@ function addToAcc(c: Code, t: number): void {
  * Q4_K / Q5_K for T tokens, one weight row: each group of 16 quants is unpacked once (16-byte loads,
  * masks and shifts as in q4KDecode) and multiplied with every token's staged activations.
  */
-function q4KMulti(five: boolean, T: number): (init: (() => void)[], c: Code) => MultiSpec {
+function q4KMulti(five: boolean, relaxed: boolean, T: number): (init: (() => void)[], c: Code) => MultiSpec {
   return (init, c) => {
     const m0f0f = constant16(c, 0x0f0f, init);
     const m1010 = five ? constant16(c, 0x1010, init) : -1;
@@ -447,6 +496,7 @@ function q4KMulti(five: boolean, T: number): (init: (() => void)[], c: Code) => 
     const qsOff = five ? 48 : 16;
     return {
       typeSize: five ? 176 : 144,
+      actBytes: actOffset(relaxed, 256),
       bsBytes: 16,
       block({ wb, ab, dp, bp }) {
         kScalesMins(c, wb, { a, b, cw }, sm);
@@ -469,13 +519,12 @@ function q4KMulti(five: boolean, T: number): (init: (() => void)[], c: Code) => 
               else if (s > 4) c.i32(s - 4).simd(Simd.i16x8ShrU);
               c.get(m1010).simd(Simd.v128And).simd(Simd.v128Or);
             }
-            setQuants(c, q[k]!, qShr[k]!);
+            if (relaxed) c.set(q[k]!);
+            else setQuants(c, q[k]!, qShr[k]!);
           }
           splatScale(c, 2 * s, scale);
           for (let t = 0; t < T; t++) {
-            const off = 512 * t + 2 * (32 * s);
-            mulStaged(c, q[0]!, qShr[0]!, ab, off);
-            mulStaged(c, q[1]!, qShr[1]!, ab, off + 32);
+            for (let k = 0; k < 2; k++) mulStaged(c, relaxed, q[k]!, qShr[k]!, ab, actOffset(relaxed, 32 * s + 16 * k, t));
             c.simd(Simd.i16x8Add);
             addScaledBy(c, scale, STORE_AT + 16 * t, vacc[t]!);
           }
@@ -494,13 +543,14 @@ function q4KMulti(five: boolean, T: number): (init: (() => void)[], c: Code) => 
  * Q6_K for T tokens, one weight row: each group of 16 quants is unpacked once (as in q6KDecode) and
  * multiplied with every token's staged activations.
  */
-function q6KMulti(T: number): (init: (() => void)[], c: Code) => MultiSpec {
+function q6KMulti(relaxed: boolean, T: number): (init: (() => void)[], c: Code) => MultiSpec {
   return (init, c) => {
     const m0f0f = constant16(c, 0x0f0f, init), m3030 = constant16(c, 0x3030, init);
     const sc = c.local(V128), scale = c.local(V128), q = c.local(V128), qShr = c.local(V128), ql = [c.local(V128), c.local(V128)], qh = c.local(V128);
     const vacc = Array.from({ length: T }, () => c.local(V128));
     return {
       typeSize: 210,
+      actBytes: actOffset(relaxed, 256),
       bsBytes: 32,
       block({ wb, ab, dp, bp }) {
         c.get(wb).simdMem(Simd.v128Load, Q6K_SCALES).set(sc);
@@ -518,19 +568,12 @@ function q6KMulti(T: number): (init: (() => void)[], c: Code) => MultiSpec {
           for (const first of [0, 1]) c.get(wb).simdMem(Simd.v128Load, 64 * h + 32 * first + 16 * x).set(ql[first]!);
           c.get(wb).simdMem(Simd.v128Load, Q6K_QH + 16 * k).set(qh);
           for (let p = 0; p < 4; p++) {
-            // (nibble | two high bits << 4), unsigned 0..63
-            c.get(ql[p % 2]!);
-            if (p >= 2) c.i32(4).simd(Simd.i16x8ShrU);
-            c.get(m0f0f).simd(Simd.v128And);
-            c.get(qh);
-            const shift = 4 - 2 * p;
-            if (shift > 0) c.i32(shift).simd(Simd.i16x8Shl);
-            else if (shift < 0) c.i32(-shift).simd(Simd.i16x8ShrU);
-            c.get(m3030).simd(Simd.v128And).simd(Simd.v128Or);
-            setQuants(c, q, qShr);
+            q6KQuants(c, ql[p % 2]!, qh, p, m0f0f, m3030);
+            if (relaxed) c.set(q);
+            else setQuants(c, q, qShr);
             splatScale(c, 2 * (8 * h + 2 * p + x), scale);
             for (let t = 0; t < T; t++) {
-              mulStaged(c, q, qShr, ab, 512 * t + 2 * (128 * h + 32 * p + 16 * x));
+              mulStaged(c, relaxed, q, qShr, ab, actOffset(relaxed, 128 * h + 32 * p + 16 * x, t));
               addScaledBy(c, scale, STORE_AT + 16 * t, vacc[t]!);
             }
           }
@@ -566,7 +609,7 @@ function emitMultiKernel(name: string, T: number, make: (init: (() => void)[], c
     c.get(P.act).set(ab).get(P.ad).set(dp).get(P.bs).set(bp);
     c.forLoop(blk, () => c.i32(0), () => c.get(P.nb), 1, () => {
       spec.block({ wb, ab, dp, bp });
-      c.inc(wb, spec.typeSize).inc(ab, 512 * T).inc(dp, 4 * T).inc(bp, spec.bsBytes * T);
+      c.inc(wb, spec.typeSize).inc(ab, spec.actBytes * T).inc(dp, 4 * T).inc(bp, spec.bsBytes * T);
     });
     for (let t = 0; t < T; t++) {
       c.get(P.out).get(r).get(P.r0).op(Op.i32Sub).i32(2).op(Op.i32Shl, Op.i32Add);
@@ -585,12 +628,14 @@ export interface DecodeKernelInfo {
   sumsPer: 16 | 32;
   /** tokens per call */
   tokens: number;
+  /** relaxed SIMD (./relaxed.ts): activations staged as int8 */
+  relaxed: boolean;
 }
 
 /** Kernel makers per weight type name: one token (rows two at a time) and T tokens (one row at a time). */
-const DECODE: Record<string, { one: (init: (() => void)[], c: Code) => DecodeSpec; multi: (T: number) => (init: (() => void)[], c: Code) => MultiSpec }> = {
-  q4_k: { one: q4KDecode(false), multi: (T) => q4KMulti(false, T) },
-  q5_k: { one: q4KDecode(true), multi: (T) => q4KMulti(true, T) },
+const DECODE: Record<string, { one: (relaxed: boolean) => (init: (() => void)[], c: Code) => DecodeSpec; multi: (relaxed: boolean, T: number) => (init: (() => void)[], c: Code) => MultiSpec }> = {
+  q4_k: { one: (relaxed) => q4KDecode(false, relaxed), multi: (relaxed, T) => q4KMulti(false, relaxed, T) },
+  q5_k: { one: (relaxed) => q4KDecode(true, relaxed), multi: (relaxed, T) => q4KMulti(true, relaxed, T) },
   q6_k: { one: q6KDecode, multi: q6KMulti },
 };
 
@@ -599,37 +644,47 @@ export function decodeKernelFor(type: string, T: number): string {
   return `${type}_${T}tok`;
 }
 
-/** Every decode kernel function (for 1 to MAX_DECODE_TOKENS tokens), and its description. */
-export function emitDecodeKernels(): { funcs: FuncDef[]; info: Map<string, DecodeKernelInfo> } {
+/** The relaxed-SIMD variant of decode kernel `name` (./relaxed.ts): its name in the module. */
+export const relaxedDecodeName = (name: string): string => `${name}_r`;
+
+/**
+ * Every decode kernel function (for 1 to MAX_DECODE_TOKENS tokens), and its description; with `relaxed`,
+ * also their relaxed-SIMD variants (relaxedDecodeName).
+ */
+export function emitDecodeKernels(relaxed = false): { funcs: FuncDef[]; info: Map<string, DecodeKernelInfo> } {
   const funcs: FuncDef[] = [];
   const info = new Map<string, DecodeKernelInfo>();
   for (const [type, { one, multi }] of Object.entries(DECODE)) {
-    for (let T = 1; T <= MAX_DECODE_TOKENS; T++) {
-      const name = decodeKernelFor(type, T);
-      const { def, spec } = T === 1 ? emitDecodeKernel(name, one) : emitMultiKernel(name, T, multi(T));
-      funcs.push(def);
-      info.set(name, { name, typeSize: spec.typeSize, sumsPer: spec.bsBytes === 16 ? 32 : 16, tokens: T });
+    for (const r of relaxed ? [false, true] : [false]) {
+      for (let T = 1; T <= MAX_DECODE_TOKENS; T++) {
+        const name = r ? relaxedDecodeName(decodeKernelFor(type, T)) : decodeKernelFor(type, T);
+        const { def, spec } = T === 1 ? emitDecodeKernel(name, one(r)) : emitMultiKernel(name, T, multi(r, T));
+        funcs.push(def);
+        info.set(name, { name, typeSize: spec.typeSize, sumsPer: spec.bsBytes === 16 ? 32 : 16, tokens: T, relaxed: r });
+      }
     }
   }
   return { funcs, info };
 }
 
-/** Bytes of staged activations for T tokens of K values (int16 quants, float32 scales, int16 sums). */
-export function decodeStagedBytes(K: number, sumsPer: 16 | 32, T = 1): { quants: number; scales: number; sums: number } {
-  return { quants: 2 * K * T, scales: (K / 256) * 4 * T, sums: ((2 * K) / sumsPer) * T };
+/** Bytes of staged activations for T tokens of K values (int16 quants, relaxed int8; float32 scales, int16 sums). */
+export function decodeStagedBytes(K: number, sumsPer: 16 | 32, T = 1, relaxed = false): { quants: number; scales: number; sums: number } {
+  return { quants: (relaxed ? 1 : 2) * K * T, scales: (K / 256) * 4 * T, sums: ((2 * K) / sumsPer) * T };
 }
 
 /**
  * Stages token t of T tokens' Q8_K activations (qs, d, bsums: that token's) for the decode kernels,
  * interleaved by block (block b of token t at index b T + t in units of a block's staged values): quants
  * as int16, each group of 16 as its 8 evens then its 8 odds minus 256 times the even before them (see
- * the header); scales as they are; sums of the quants per sumsPer values as int16 (|sum| <= 4096).
+ * the header), or (int8 `quants`: the relaxed kernels) as they are; scales as they are; sums of the
+ * quants per sumsPer values as int16 (|sum| <= 4096).
  */
-export function stageDecodeActivations(qs: Int8Array, d: Float32Array, bsums: Int32Array, K: number, sumsPer: 16 | 32, quants: Int16Array, scales: Float32Array, sums: Int16Array, t = 0, T = 1): void {
+export function stageDecodeActivations(qs: Int8Array, d: Float32Array, bsums: Int32Array, K: number, sumsPer: 16 | 32, quants: Int16Array | Int8Array, scales: Float32Array, sums: Int16Array, t = 0, T = 1): void {
   const nb = K / 256, sumsPerBlock = 256 / sumsPer, per = sumsPer / 16;
   for (let b = 0; b < nb; b++) {
     const src = 256 * b, dst = 256 * (b * T + t);
-    for (let g = 0; g < 256; g += 16) {
+    if (quants instanceof Int8Array) quants.set(qs.subarray(src, src + 256), dst);
+    else for (let g = 0; g < 256; g += 16) {
       for (let i = 0; i < 8; i++) {
         const e = qs[src + g + 2 * i]!;
         quants[dst + g + i] = e;

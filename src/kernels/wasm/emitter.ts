@@ -85,6 +85,8 @@ export const Simd = {
   i16x8Shl: 0x8b, i16x8ShrS: 0x8c, i16x8ShrU: 0x8d, i16x8Add: 0x8e, i16x8Sub: 0x91, i16x8Mul: 0x95,
   i32x4Bitmask: 0xa4, i32x4ExtendLowI16x8U: 0xa9, i32x4ExtendHighI16x8U: 0xaa, i32x4Shl: 0xab,
   i32x4ShrU: 0xad, i32x4Add: 0xae, i32x4Sub: 0xb1, i32x4Mul: 0xb5, i32x4DotI16x8S: 0xba,
+  /** relaxed SIMD (./relaxed.ts): exact when the second operand's lanes are in 0..127 and no i16 pair sum overflows */
+  i16x8RelaxedDotI8x16I7x16S: 0x112,
   f32x4Abs: 0xe0, f32x4Add: 0xe4, f32x4Sub: 0xe5, f32x4Mul: 0xe6, f32x4Div: 0xe7, f32x4Max: 0xe9, f32x4Pmax: 0xeb, f64x2Add: 0xf0, f64x2Sub: 0xf1, f64x2Mul: 0xf2, i32x4TruncSatF32x4S: 0xf8, f32x4ConvertI32x4S: 0xfa, f64x2ConvertLowI32x4S: 0xfe,
 } as const;
 

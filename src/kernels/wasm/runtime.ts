@@ -17,9 +17,10 @@ import { encodeModule } from "./emitter.ts";
 import { Wasm, type WasmMemory, type WasmModule } from "./webassembly.ts";
 import { emitKernels, type KernelInfo } from "./kernels.ts";
 import { emitKGroupKernels } from "./kgroup-kernels.ts";
-import { emitTileKernels, stagedBytes, tileBytes, type TileKernelInfo } from "./tile-kernels.ts";
+import { emitTileKernels, relaxedTileName, stagedBytes, tileBytes, type TileKernelInfo } from "./tile-kernels.ts";
+import { relaxedSimd } from "./relaxed.ts";
 import { FLOAT_ROWS, emitFloatKernel } from "./float-kernels.ts";
-import { DECODE_SCRATCH, type DecodeKernelInfo, MAX_DECODE_TOKENS, decodeKernelFor, decodeStagedBytes, emitDecodeKernels, stageDecodeActivations } from "./decode-kernels.ts";
+import { DECODE_SCRATCH, type DecodeKernelInfo, MAX_DECODE_TOKENS, decodeKernelFor, decodeStagedBytes, emitDecodeKernels, relaxedDecodeName, stageDecodeActivations } from "./decode-kernels.ts";
 import { MAX_PAGES, arenaCount, arenaMemory, arenaOf, disableWasm, wasmAlloc, wasmDisabled, wasmMemory } from "./memory.ts";
 
 type KernelFn = (w: number, rb: number, nb: number, r0: number, r1: number, aq: number, ad: number, abs: number, T: number, K: number, out: number, tmp: number) => void;
@@ -47,9 +48,9 @@ interface Runtime {
   copiedAct: Activations | undefined;
   /**
    * How copiedAct was copied: "rows" (as it is), "tile" (staged for the tile kernels as well) or "decode16"
-   * / "decode32" (staged for the decode kernels, activation sums per 16 or 32 values)
+   * / "decode32" (staged for the decode kernels, activation sums per 16 or 32 values; "r": for the relaxed-SIMD ones)
    */
-  copiedAs: "rows" | "tile" | "decode16" | "decode32";
+  copiedAs: "rows" | "tile" | "decode16" | "decode32" | "decode16r" | "decode32r";
 }
 
 export interface Compiled {
@@ -83,9 +84,9 @@ function allKernels(): ReturnType<typeof emitKernels> & { tileInfo: Map<string, 
     // one "block" per value; the per-row scratch holds FLOAT_ROWS rows as float32
     info.set(name, { name, typeSize, blockSize: 1, tmpPerBlock: 4 * FLOAT_ROWS });
   }
-  const tiles = emitTileKernels();
+  const tiles = emitTileKernels(relaxedSimd().available);
   funcs.push(...tiles.funcs);
-  const decode = emitDecodeKernels();
+  const decode = emitDecodeKernels(relaxedSimd().available);
   funcs.push(...decode.funcs);
   return { funcs, info, tileInfo: tiles.info, decodeInfo: decode.info };
 }
@@ -334,23 +335,24 @@ export function wasmMatmulRange(w: Weight, act: Activations, out: Float32Array, 
  */
 function decodeMatmulRange(name: string, w: Weight, act: Activations, out: Float32Array, outStride: number, rowStart: number, rowEnd: number): boolean {
   const rt = runtimeFor(w.data);
-  const k = rt?.decode.get(name);
+  // the relaxed-SIMD variant when relaxed SIMD is on (same results, ./relaxed.ts)
+  const k = (relaxedSimd().on ? rt?.decode.get(relaxedDecodeName(name)) : undefined) ?? rt?.decode.get(name);
   if (!rt || !k) return false;
   const K = w.ne0;
   const nRows = rowEnd - rowStart;
   if (nRows === 0) return true;
-  const { typeSize, sumsPer, tokens: T } = k.info;
+  const { typeSize, sumsPer, tokens: T, relaxed } = k.info;
   const nb = K / 256;
   // scratch layout: staged quants, scales, sums; kernel scratch; output
-  const sz = decodeStagedBytes(K, sumsPer, T);
+  const sz = decodeStagedBytes(K, sumsPer, T, relaxed);
   const qBytes = align64(sz.quants), dBytes = align64(sz.scales), sBytes = align64(sz.sums);
   const base = scratchAddr(rt, qBytes + dBytes + sBytes + DECODE_SCRATCH + T * nRows * 4);
   if (base === undefined) return false;
   const buf = rt.memory.buffer;
   const aq = base, ad = aq + qBytes, bs = ad + dBytes, tmp = bs + sBytes, o = tmp + DECODE_SCRATCH;
-  const as = sumsPer === 16 ? "decode16" : "decode32";
+  const as = `${sumsPer === 16 ? "decode16" : "decode32"}${relaxed ? "r" : ""}` as const;
   if (rt.copiedAct !== act || rt.copiedAs !== as) {
-    const quants = new Int16Array(buf, aq, T * K), scales = new Float32Array(buf, ad, T * nb), sums = new Int16Array(buf, bs, (T * K) / sumsPer);
+    const quants = relaxed ? new Int8Array(buf, aq, T * K) : new Int16Array(buf, aq, T * K), scales = new Float32Array(buf, ad, T * nb), sums = new Int16Array(buf, bs, (T * K) / sumsPer);
     for (let t = 0; t < T; t++) {
       stageDecodeActivations(act.qs.subarray(t * K), act.d.subarray(t * nb), act.bsums.subarray((t * K) / 16), K, sumsPer, quants, scales, sums, t, T);
     }
@@ -374,7 +376,9 @@ function copyOut(res: Float32Array, out: Float32Array, outStride: number, rowSta
  */
 function tileMatmulRange(name: string, w: Weight, act: Activations, out: Float32Array, outStride: number, rowStart: number, rowEnd: number): boolean {
   const rt = runtimeFor(w.data);
-  const k = rt?.tiles.get(name);
+  // the relaxed-SIMD variant where there is one and relaxed SIMD is on (same results, ./relaxed.ts)
+  const relaxed = relaxedSimd().on ? rt?.tiles.get(relaxedTileName(name)) : undefined;
+  const k = relaxed ?? rt?.tiles.get(name);
   if (!rt || !k) return false;
   const T = act.nTokens;
   const K = w.ne0;
@@ -389,7 +393,7 @@ function tileMatmulRange(name: string, w: Weight, act: Activations, out: Float32
   const dBytes = align64(Tp * nb * 4);
   const bsBytes = blockSize === 256 ? align64(T * (K / 16) * 4) : 0;
   const stBytes = align64(stagedBytes(blockSize, T, nb));
-  const tlBytes = align64(tileBytes(name, nb));
+  const tlBytes = align64(tileBytes(relaxed ? relaxedTileName(name) : name, nb));
   const base = scratchAddr(rt, qsBytes + dBytes + bsBytes + stBytes + tlBytes + T * nRows * 4);
   if (base === undefined) return false;
   const buf = rt.memory.buffer;

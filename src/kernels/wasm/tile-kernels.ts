@@ -7,6 +7,9 @@
  * - Q4_K, Q5_K, Q6_K (`emitDotK`): one i32x4 accumulator per (row, token) gathers the `i32x4.dot_i16x8_s`
  *   products of the block; at its end the accumulators of a row are reduced into one i32x4 whose lane t
  *   is token t's integer sum;
+ * - with relaxed SIMD (./relaxed.ts; `emitDotKRelaxed`, layouts in ./relaxed-tile-types.ts), Q4_K, Q5_K,
+ *   Q6_K keep their quants unsigned int8 in the tile: `i16x8.relaxed_dot_i8x16_i7x16_s` multiplies 16 of
+ *   them by 16 activations at once, the scale is applied per group to the int16 pair sums;
  * - Q8_0, Q4_0, Q5_0 (`emitDotQ8`): tokens in lanes: a weight value pair is splatted and dotted with the
  *   pair's values of 4 tokens, so lane t of an accumulator is token t's sum with no reduction (a block of
  *   32 values is too short to pay for one).
@@ -26,6 +29,7 @@
  */
 import { Code, I32, Mem, Op, Simd, V128, type FuncDef } from "./emitter.ts";
 import { TILE_TYPES, type TileType } from "./tile-types.ts";
+import { RELAXED_TILE_TYPES } from "./relaxed-tile-types.ts";
 import { UNPACK_HI32, UNPACK_HI64, UNPACK_LO32, UNPACK_LO64, emitStaging, groupTokens, i32Lanes, stagedBlock } from "./tile-stage.ts";
 
 export { stagedBytes } from "./tile-stage.ts";
@@ -33,9 +37,13 @@ export { stagedBytes } from "./tile-stage.ts";
 /** Rows unpacked into a tile together (and computed together); a range's last odd row goes alone. */
 export const TILE_ROWS = 2;
 
-/** Bytes of the tile for rows of nb blocks. */
+/** The relaxed-SIMD variant of batch kernel `name` (./relaxed.ts): its name in the module. */
+export const relaxedTileName = (name: string): string => `${name}_r`;
+
+/** Bytes of the tile for rows of nb blocks (kernel `name`, or its relaxed-SIMD variant). */
 export function tileBytes(name: string, nb: number): number {
-  return TILE_ROWS * nb * TILE_TYPES[name]!.slot;
+  const tt = TILE_TYPES[name] ?? RELAXED_TILE_TYPES[name.replace(/_r$/, "")]!;
+  return TILE_ROWS * nb * tt.slot;
 }
 
 const SWAP64 = i32Lanes([2, 3, 0, 1]);
@@ -143,44 +151,44 @@ function dotAcc(c: Code, acc: number, w: number, a: number, first: boolean): voi
   c.set(acc);
 }
 
-/** `<name>_dot_<R>x<g>` for Q4_K, Q5_K, Q6_K: rows 0..R-1 of the tile times the staged group of g tokens. */
-function emitDotK(name: string, tt: TileType, R: number, g: number): FuncDef {
-  const f = dotFn(R, g);
+/**
+ * The parts of a K-quant dot function around its integer loop: `acc[r][t]`, one i32x4 accumulator per
+ * (row, token) that the loop fills; `finish()`, after the loop: reduces them, subtracts the offset sums
+ * (relaxed Q6_K) and computes the mins' sums (Q4_K, Q5_K), then the float part, row by row:
+ * acc += da * (d * isum [- dmin * msum]), each scale loaded once.
+ */
+function kDotParts(f: DotFn, tt: TileType, R: number, g: number): { acc: number[][]; finish: () => void } {
   const { c } = f;
   const acc = Array.from({ length: R }, () => Array.from({ length: g }, () => c.local(V128)));
-  const w = Array.from({ length: R }, () => c.local(V128));
-  const a = c.local(V128);
   const nQuads = Math.ceil(g / 4);
-  /** sums[r][i]: lane j = integer sum of row r, token 4 i + j; msums: the same for the min sums */
+  /** sums[r][i]: lane j = integer sum of row r, token 4 i + j; msums: the same for the min (offset) sums */
   const sums = Array.from({ length: R }, () => Array.from({ length: nQuads }, () => c.local(V128)));
   const msums = Array.from({ length: nQuads }, () => c.local(V128));
   const tmp: [number, number] = [c.local(V128), c.local(V128)];
   const d = c.local(V128), dmin = c.local(V128), mins = [c.local(V128), c.local(V128)];
+  const { bsOff, daOff } = stagedBlock(256, g);
   const reduceAll = (vs: number[], quads: number[]) => quads.forEach((q, i) => {
     reduceLanes(c, vs.slice(4 * i, 4 * i + 4), tmp);
     c.set(q);
   });
-  const { bsOff, daOff, stride } = stagedBlock(256, g);
-  blockLoop(f, R * tt.slot, stride, g, () => {
-    integerLoop(f, 32, 1, 16, 8, (u, first) => {
-      w.forEach((wr, r) => c.get(f.wp).simdMem(Simd.v128Load, r * tt.slot + 16 * u).set(wr));
-      for (let t = 0; t < g; t++) {
-        c.get(f.ap).simdMem(Simd.load8x8S, 256 * t + 8 * u).set(a);
-        for (let r = 0; r < R; r++) dotAcc(c, acc[r]![t]!, w[r]!, a, first);
-      }
-    });
+  /** msums = for each token, the dot of the 16 int16 at slot offset `off` of row r with its 16 block sums (in row 0's accumulators, reduced already) */
+  const minSums = (r: number, off: number) => {
+    mins.forEach((m, h) => c.get(D.tile).simdMem(Simd.v128Load, r * tt.slot + off + 16 * h).set(m));
+    for (let t = 0; t < g; t++) {
+      mins.forEach((m, h) => c.get(m).get(D.act).simdMem(Simd.v128Load, bsOff + 32 * t + 16 * h).simd(Simd.i32x4DotI16x8S));
+      c.simd(Simd.i32x4Add).set(acc[0]![t]!);
+    }
+    reduceAll(acc[0]!, msums);
+  };
+  const finish = () => {
     for (let r = 0; r < R; r++) reduceAll(acc[r]!, sums[r]!);
     for (let r = 0; r < R; r++) {
-      if (tt.mins) {
-        // msum of token t = sum over the 16 groups of min * block sum (in row 0's accumulators, reduced already)
-        mins.forEach((m, h) => c.get(D.tile).simdMem(Simd.v128Load, r * tt.slot + tt.mins!.off + 16 * h).set(m));
-        for (let t = 0; t < g; t++) {
-          mins.forEach((m, h) => c.get(m).get(D.act).simdMem(Simd.v128Load, bsOff + 32 * t + 16 * h).simd(Simd.i32x4DotI16x8S));
-          c.simd(Simd.i32x4Add).set(acc[0]![t]!);
-        }
-        reduceAll(acc[0]!, msums);
+      const offsetOff = tt.relaxed?.offsetOff;
+      if (offsetOff !== undefined) {
+        minSums(r, offsetOff);
+        sums[r]!.forEach((s, q) => c.get(s).get(msums[q]!).simd(Simd.i32x4Sub).set(s));
       }
-      // acc += da * (d * isum [- dmin * msum]); each scale loaded once
+      if (tt.mins) minSums(r, tt.mins.off);
       c.get(D.tile).simdMem(Simd.load64Splat, r * tt.slot + tt.dOff).set(d);
       if (tt.mins) c.get(D.tile).simdMem(Simd.load64Splat, r * tt.slot + tt.mins.dminOff).set(dmin);
       f.facc[r]!.forEach((fa, p) => {
@@ -197,6 +205,68 @@ function emitDotK(name: string, tt: TileType, R: number, g: number): FuncDef {
         c.simd(Simd.f64x2Mul).simd(Simd.f64x2Add).set(fa);
       });
     }
+  };
+  return { acc, finish };
+}
+
+/** `<name>_dot_<R>x<g>` for Q4_K, Q5_K, Q6_K: rows 0..R-1 of the tile times the staged group of g tokens. */
+function emitDotK(name: string, tt: TileType, R: number, g: number): FuncDef {
+  const f = dotFn(R, g);
+  const { c } = f;
+  const { acc, finish } = kDotParts(f, tt, R, g);
+  const w = Array.from({ length: R }, () => c.local(V128));
+  const a = c.local(V128);
+  blockLoop(f, R * tt.slot, stagedBlock(256, g).stride, g, () => {
+    integerLoop(f, 32, 1, 16, 8, (u, first) => {
+      w.forEach((wr, r) => c.get(f.wp).simdMem(Simd.v128Load, r * tt.slot + 16 * u).set(wr));
+      for (let t = 0; t < g; t++) {
+        c.get(f.ap).simdMem(Simd.load8x8S, 256 * t + 8 * u).set(a);
+        for (let r = 0; r < R; r++) dotAcc(c, acc[r]![t]!, w[r]!, a, first);
+      }
+    });
+    finish();
+  });
+  return { name: `${name}_dot_${R}x${g}`, params: new Array(5).fill(I32), results: [], code: c };
+}
+
+/**
+ * `<name>_dot_<R>x<g>` for the relaxed-SIMD layouts (./relaxed-tile-types.ts): per group of values sharing
+ * a scale, `i16x8.relaxed_dot_i8x16_i7x16_s`(activations, unsigned quants) gives int16 pair sums (at most
+ * 4 * 31 * 128 or 2 * 63 * 128 in magnitude: no overflow, so exact), and `i32x4.dot_i16x8_s` with the
+ * splatted scale adds them into the (row, token) accumulator.
+ */
+function emitDotKRelaxed(name: string, tt: TileType, R: number, g: number): FuncDef {
+  const rx = tt.relaxed!;
+  const f = dotFn(R, g);
+  const { c } = f;
+  const { acc, finish } = kDotParts(f, tt, R, g);
+  const nv = rx.group / 16;
+  const w = Array.from({ length: R }, () => Array.from({ length: nv }, () => c.local(V128)));
+  const sc = Array.from({ length: R }, () => c.local(V128));
+  const a = Array.from({ length: nv }, () => c.local(V128));
+  const sp = c.local(I32);
+  blockLoop(f, R * tt.slot, stagedBlock(256, g).stride, g, () => {
+    for (const row of acc) for (const v of row) c.v128Const(ZERO16).set(v);
+    c.get(D.tile).set(f.wp).get(D.act).set(f.ap).get(D.tile).i32(rx.scalesOff).op(Op.i32Add).set(sp);
+    c.forLoop(f.k, () => c.i32(0), () => c.i32(256 / rx.group), 1, () => {
+      for (let r = 0; r < R; r++) {
+        w[r]!.forEach((wv, v) => c.get(f.wp).simdMem(Simd.v128Load, r * tt.slot + 16 * v).set(wv));
+        c.get(sp).simdMem(Simd.load16Splat, r * tt.slot).set(sc[r]!);
+      }
+      for (let t = 0; t < g; t++) {
+        a.forEach((av, v) => c.get(f.ap).simdMem(Simd.v128Load, 256 * t + 16 * v).set(av));
+        for (let r = 0; r < R; r++) {
+          c.get(acc[r]![t]!);
+          for (let v = 0; v < nv; v++) {
+            c.get(a[v]!).get(w[r]![v]!).simd(Simd.i16x8RelaxedDotI8x16I7x16S);
+            if (v > 0) c.simd(Simd.i16x8Add);
+          }
+          c.get(sc[r]!).simd(Simd.i32x4DotI16x8S).simd(Simd.i32x4Add).set(acc[r]![t]!);
+        }
+      }
+      c.inc(f.wp, rx.group).inc(f.ap, rx.group).inc(sp, 2);
+    });
+    finish();
   });
   return { name: `${name}_dot_${R}x${g}`, params: new Array(5).fill(I32), results: [], code: c };
 }
@@ -290,16 +360,22 @@ export interface TileKernelInfo {
   blockSize: number;
 }
 
-/** Every function of the batch kernels (exported entry points: `stage`, `stage_t` and `<name>_tile`). */
-export function emitTileKernels(): { funcs: FuncDef[]; info: Map<string, TileKernelInfo> } {
+/**
+ * Every function of the batch kernels (exported entry points: `stage`, `stage_t` and `<name>_tile`); with
+ * `relaxed` (the engine has relaxed SIMD, ./relaxed.ts), also the relaxed-SIMD variants `<name>_r_tile`
+ * of Q4_K, Q5_K and Q6_K, listed in the map under relaxedTileName(name).
+ */
+export function emitTileKernels(relaxed = false): { funcs: FuncDef[]; info: Map<string, TileKernelInfo> } {
   const funcs: FuncDef[] = emitStaging();
   const info = new Map<string, TileKernelInfo>();
-  for (const [name, tt] of Object.entries(TILE_TYPES)) {
+  const add = (name: string, tt: TileType, dot: typeof emitDotK) => {
     funcs.push(emitTile(name, tt), emitDecode(name, tt));
     for (const R of [TILE_ROWS, 1]) {
-      for (let g = 1; g <= groupTokens(tt.blockSize); g++) funcs.push(tt.blockSize === 32 ? emitDotQ8(name, tt, R, g) : emitDotK(name, tt, R, g));
+      for (let g = 1; g <= groupTokens(tt.blockSize); g++) funcs.push(dot(name, tt, R, g));
     }
     info.set(name, { name: `${name}_tile`, typeSize: tt.typeSize, blockSize: tt.blockSize });
-  }
+  };
+  for (const [name, tt] of Object.entries(TILE_TYPES)) add(name, tt, tt.blockSize === 32 ? emitDotQ8 : emitDotK);
+  if (relaxed) for (const [name, tt] of Object.entries(RELAXED_TILE_TYPES)) add(relaxedTileName(name), tt, emitDotKRelaxed);
   return { funcs, info };
 }

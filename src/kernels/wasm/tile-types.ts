@@ -24,12 +24,18 @@ export interface TileType {
   dOff: number;
   /** Q4_K, Q5_K: offsets of the 16 int16 mins and of the f64 dmin in the slot */
   mins?: { off: number; dminOff: number };
+  /**
+   * The layouts of the relaxed-SIMD kernels (./relaxed-tile-types.ts): 256 unsigned int8 quants, then at
+   * scalesOff one int16 scale per group of `group` values; offsetOff (Q6_K): 16 int16 products 32 * scale,
+   * dotted with the activations' block sums and subtracted from the integer sum (the quants' -32).
+   */
+  relaxed?: { group: 16 | 32; scalesOff: number; offsetOff?: number };
   /** emits the unpacking of the weight block at local wb into the slot at local dst */
   decode(c: Code, wb: number, dst: number): void;
 }
 
 /** Declares the locals a decoder needs, once per function. */
-function lazyLocals<T>(make: (c: Code) => T): (c: Code) => T {
+export function lazyLocals<T>(make: (c: Code) => T): (c: Code) => T {
   const made = new Map<Code, T>();
   return (c) => {
     let v = made.get(c);
@@ -41,7 +47,7 @@ function lazyLocals<T>(make: (c: Code) => T): (c: Code) => T {
 const ZERO16 = new Array(16).fill(0);
 
 /** Stores the f16 at wb + off as f64 at dst + at. */
-function storeF16AsF64(c: Code, wb: number, off: number, dst: number, at: number): void {
+export function storeF16AsF64(c: Code, wb: number, off: number, dst: number, at: number): void {
   c.get(dst);
   f16AsF64(c, wb, off);
   c.mem(Mem.f64Store, at);
@@ -148,15 +154,23 @@ function q4K(five: boolean): TileType {
           }
         }
       }
-      c.get(dst).get(sm).v128Const(ZERO16).shuffle(bytesAsI16([8, 8, 9, 9, 10, 10, 11, 11])).simdMem(Simd.v128Store, 512);
-      c.get(dst).get(sm).v128Const(ZERO16).shuffle(bytesAsI16([12, 12, 13, 13, 14, 14, 15, 15])).simdMem(Simd.v128Store, 528);
-      storeF16AsF64(c, wb, 0, dst, 544);
-      storeF16AsF64(c, wb, 2, dst, 552);
+      storeKMins(c, wb, sm, dst, 512);
     },
   };
 }
 
-const q6Locals = lazyLocals((c) => ({ ql0: c.local(V128), ql1: c.local(V128), qh: c.local(V128), q: c.local(V128), sv: c.local(V128) }));
+/**
+ * Q4_K / Q5_K: stores the 8 mins (bytes 8..15 of local sm, see kScalesMins) as 16 int16 (each twice) at
+ * dst + at, then d and dmin (the f16 at wb, wb + 2) as f64 at dst + at + 32, dst + at + 40.
+ */
+export function storeKMins(c: Code, wb: number, sm: number, dst: number, at: number): void {
+  c.get(dst).get(sm).v128Const(ZERO16).shuffle(bytesAsI16([8, 8, 9, 9, 10, 10, 11, 11])).simdMem(Simd.v128Store, at);
+  c.get(dst).get(sm).v128Const(ZERO16).shuffle(bytesAsI16([12, 12, 13, 13, 14, 14, 15, 15])).simdMem(Simd.v128Store, at + 16);
+  storeF16AsF64(c, wb, 0, dst, at + 32);
+  storeF16AsF64(c, wb, 2, dst, at + 40);
+}
+
+export const q6Locals = lazyLocals((c) => ({ ql0: c.local(V128), ql1: c.local(V128), qh: c.local(V128), q: c.local(V128), sv: c.local(V128) }));
 
 const q6K: TileType = {
   typeSize: 210,

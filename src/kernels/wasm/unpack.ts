@@ -94,10 +94,11 @@ export function kQuants16(c: Code, wb: number, five: boolean, j: number, high: b
 
 /**
  * Q6_K: with locals ql0, ql1, qh holding the 16 bytes at ql + half, ql + 32 + half and qh + half of half
- * h of a super-block, pushes the 16 quants (int8, -32..31) of values 128 h + 32 part + half .. + 15.
- * Their scale is the int8 at byte Q6K_SCALES + 8 h + half / 16 + 2 part of the block.
+ * h of a super-block, pushes the 16 quants (int8, -32..31; `unsigned`: 0..63, without the offset) of values
+ * 128 h + 32 part + half .. + 15. Their scale is the int8 at byte Q6K_SCALES + 8 h + half / 16 + 2 part of
+ * the block, i.e. scale j belongs to values 16 j .. 16 j + 15.
  */
-function q6kQuants16(c: Code, ql0: number, ql1: number, qh: number, part: number): void {
+function q6kQuants16(c: Code, ql0: number, ql1: number, qh: number, part: number, unsigned: boolean): void {
   // (nibble | two high bits << 4) - 32
   c.get(part % 2 === 0 ? ql0 : ql1);
   if (part < 2) {
@@ -111,18 +112,20 @@ function q6kQuants16(c: Code, ql0: number, ql1: number, qh: number, part: number
   if (shift > 0) c.i32(shift).simd(Simd.i8x16Shl);
   else if (shift < 0) c.i32(-shift).simd(Simd.i8x16ShrU);
   c.simd(Simd.v128Or);
+  if (unsigned) return;
   splat8(c, 32);
   c.simd(Simd.i8x16Sub);
 }
 
 /** Byte offset of Q6_K's 16 int8 scales in its 210-byte block (the f16 d is at 208). */
-const Q6K_SCALES = 192;
+export const Q6K_SCALES = 192;
 
 /**
  * Q6_K block at local wb: for each of its 16 vectors of 16 quants, sets local q to them (int8) and local
  * sv to their scale (splatted to i16x8), then calls use(index of the vector's first value in the block).
+ * `unsigned`: the quants are 0..63 (the -32 left to the caller) and sv is not set.
  */
-export function q6kVectors(c: Code, wb: number, L: { ql0: number; ql1: number; qh: number; q: number; sv: number }, use: (first: number) => void): void {
+export function q6kVectors(c: Code, wb: number, L: { ql0: number; ql1: number; qh: number; q: number; sv: number }, use: (first: number) => void, unsigned = false): void {
   const { ql0, ql1, qh, q, sv } = L;
   for (let h = 0; h < 2; h++) {
     for (let half = 0; half < 32; half += 16) {
@@ -130,9 +133,9 @@ export function q6kVectors(c: Code, wb: number, L: { ql0: number; ql1: number; q
       c.get(wb).simdMem(Simd.v128Load, 64 * h + 32 + half).set(ql1);
       c.get(wb).simdMem(Simd.v128Load, 128 + 32 * h + half).set(qh);
       for (let part = 0; part < 4; part++) {
-        q6kQuants16(c, ql0, ql1, qh, part);
+        q6kQuants16(c, ql0, ql1, qh, part, unsigned);
         c.set(q);
-        c.get(wb).mem(Mem.i32Load8S, Q6K_SCALES + 8 * h + (half >> 4) + 2 * part).simd(Simd.i16x8Splat).set(sv);
+        if (!unsigned) c.get(wb).mem(Mem.i32Load8S, Q6K_SCALES + 8 * h + (half >> 4) + 2 * part).simd(Simd.i16x8Splat).set(sv);
         use(128 * h + 32 * part + half);
       }
     }
