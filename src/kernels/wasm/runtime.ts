@@ -38,6 +38,8 @@ interface Runtime {
   decode: Map<string, { fn: DecodeFn; info: DecodeKernelInfo }>;
   stage: StageFn;
   stageT: StageTFn;
+  /** the staging of the relaxed-SIMD batch kernels, if the module has them */
+  stageR: StageFn | undefined;
   /** this thread's scratch area in the arena (activations, outputs, per-row scratch) */
   scratch: { addr: number; size: number };
   /**
@@ -50,7 +52,7 @@ interface Runtime {
    * How copiedAct was copied: "rows" (as it is), "tile" (staged for the tile kernels as well) or "decode16"
    * / "decode32" (staged for the decode kernels, activation sums per 16 or 32 values; "r": for the relaxed-SIMD ones)
    */
-  copiedAs: "rows" | "tile" | "decode16" | "decode32" | "decode16r" | "decode32r";
+  copiedAs: "rows" | "tile" | "tile_r" | "decode16" | "decode32" | "decode16r" | "decode32r";
 }
 
 export interface Compiled {
@@ -141,6 +143,7 @@ export function wasmRuntime(arena = 0): Runtime | undefined {
       decode,
       stage: inst.exports.stage as StageFn,
       stageT: inst.exports.stage_t as StageTFn,
+      stageR: inst.exports.stage_r as StageFn | undefined,
       scratch: { addr: 0, size: 0 },
       copiedAct: undefined,
       copiedAs: "rows",
@@ -398,7 +401,8 @@ function tileMatmulRange(name: string, w: Weight, act: Activations, out: Float32
   if (base === undefined) return false;
   const buf = rt.memory.buffer;
   const aq = base, ad = aq + qsBytes, abs = ad + dBytes, st = abs + bsBytes, tile = st + stBytes, o = tile + tlBytes;
-  if (rt.copiedAct !== act || rt.copiedAs !== "tile") {
+  const as = relaxed ? "tile_r" : "tile";
+  if (rt.copiedAct !== act || rt.copiedAs !== as) {
     const q = new Int8Array(buf, aq, Tp * K);
     q.set(act.qs.subarray(0, T * K));
     q.fill(0, T * K);
@@ -408,10 +412,10 @@ function tileMatmulRange(name: string, w: Weight, act: Activations, out: Float32
     if (blockSize === 32) rt.stageT(aq, ad, T, K, nb, st);
     else {
       new Int32Array(buf, abs, T * (K / 16)).set(act.bsums.subarray(0, T * (K / 16)));
-      rt.stage(aq, ad, abs, T, K, nb, st);
+      (relaxed ? rt.stageR! : rt.stage)(aq, ad, abs, T, K, nb, st);
     }
     rt.copiedAct = act;
-    rt.copiedAs = "tile";
+    rt.copiedAs = as;
   }
   k.fn(w.data.byteOffset, nb * typeSize, nb, rowStart, rowEnd, st, T, o, tile);
   copyOut(new Float32Array(buf, o, T * nRows), out, outStride, rowStart, T, nRows);

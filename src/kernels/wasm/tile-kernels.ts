@@ -230,41 +230,39 @@ function emitDotK(name: string, tt: TileType, R: number, g: number): FuncDef {
 }
 
 /**
- * `<name>_dot_<R>x<g>` for the relaxed-SIMD layouts (./relaxed-tile-types.ts): per group of values sharing
- * a scale, `i16x8.relaxed_dot_i8x16_i7x16_s`(activations, unsigned quants) gives int16 pair sums (at most
- * 4 * 31 * 128 or 2 * 63 * 128 in magnitude: no overflow, so exact), and `i32x4.dot_i16x8_s` with the
- * splatted scale adds them into the (row, token) accumulator.
+ * `<name>_dot_<R>x<g>` for the relaxed-SIMD layouts (./relaxed-tile-types.ts), activations staged by
+ * `stage_r`: per 32 values, `i16x8.relaxed_dot_i8x16_i7x16_s`(activations, unsigned quants) of each of
+ * the two vectors, their sum (int16 lanes of 4 products, at most 4 * 63 * 128 < 32768 in magnitude: no
+ * overflow, so exact), and `i32x4.dot_i16x8_s` with the step's scale vector adds them into the (row,
+ * token) accumulator.
  */
 function emitDotKRelaxed(name: string, tt: TileType, R: number, g: number): FuncDef {
   const rx = tt.relaxed!;
   const f = dotFn(R, g);
   const { c } = f;
   const { acc, finish } = kDotParts(f, tt, R, g);
-  const nv = rx.group / 16;
-  const w = Array.from({ length: R }, () => Array.from({ length: nv }, () => c.local(V128)));
+  const w = Array.from({ length: R }, () => [c.local(V128), c.local(V128)]);
   const sc = Array.from({ length: R }, () => c.local(V128));
-  const a = Array.from({ length: nv }, () => c.local(V128));
+  const a = [c.local(V128), c.local(V128)];
   const sp = c.local(I32);
   blockLoop(f, R * tt.slot, stagedBlock(256, g).stride, g, () => {
     for (const row of acc) for (const v of row) c.v128Const(ZERO16).set(v);
     c.get(D.tile).set(f.wp).get(D.act).set(f.ap).get(D.tile).i32(rx.scalesOff).op(Op.i32Add).set(sp);
-    c.forLoop(f.k, () => c.i32(0), () => c.i32(256 / rx.group), 1, () => {
+    c.forLoop(f.k, () => c.i32(0), () => c.i32(8), 1, () => {
       for (let r = 0; r < R; r++) {
         w[r]!.forEach((wv, v) => c.get(f.wp).simdMem(Simd.v128Load, r * tt.slot + 16 * v).set(wv));
-        c.get(sp).simdMem(Simd.load16Splat, r * tt.slot).set(sc[r]!);
+        c.get(sp).simdMem(Simd.v128Load, r * tt.slot).set(sc[r]!);
       }
       for (let t = 0; t < g; t++) {
         a.forEach((av, v) => c.get(f.ap).simdMem(Simd.v128Load, 256 * t + 16 * v).set(av));
         for (let r = 0; r < R; r++) {
           c.get(acc[r]![t]!);
-          for (let v = 0; v < nv; v++) {
-            c.get(a[v]!).get(w[r]![v]!).simd(Simd.i16x8RelaxedDotI8x16I7x16S);
-            if (v > 0) c.simd(Simd.i16x8Add);
-          }
+          c.get(a[0]!).get(w[r]![0]!).simd(Simd.i16x8RelaxedDotI8x16I7x16S);
+          c.get(a[1]!).get(w[r]![1]!).simd(Simd.i16x8RelaxedDotI8x16I7x16S).simd(Simd.i16x8Add);
           c.get(sc[r]!).simd(Simd.i32x4DotI16x8S).simd(Simd.i32x4Add).set(acc[r]![t]!);
         }
       }
-      c.inc(f.wp, rx.group).inc(f.ap, rx.group).inc(sp, 2);
+      c.inc(f.wp, 32).inc(f.ap, 32).inc(sp, 16);
     });
     finish();
   });
@@ -366,7 +364,7 @@ export interface TileKernelInfo {
  * of Q4_K, Q5_K and Q6_K, listed in the map under relaxedTileName(name).
  */
 export function emitTileKernels(relaxed = false): { funcs: FuncDef[]; info: Map<string, TileKernelInfo> } {
-  const funcs: FuncDef[] = emitStaging();
+  const funcs: FuncDef[] = emitStaging(relaxed);
   const info = new Map<string, TileKernelInfo>();
   const add = (name: string, tt: TileType, dot: typeof emitDotK) => {
     funcs.push(emitTile(name, tt), emitDecode(name, tt));

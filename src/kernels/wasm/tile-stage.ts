@@ -60,10 +60,12 @@ const S = { q: 0, d: 1, bsums: 2, T: 3, K: 4, nb: 5, dst: 6 } as const;
 /**
  * `stage(q, d, bsums, T, K, nb, dst)`: stages T tokens of Q8_K activations (int8 quants, token t at
  * q + t K; f32 scales, token t at d + 4 t nb; int32 sums of 16 quants, token t at bsums + t K / 4) at dst.
+ * `stage_r` (`interleave`, for the relaxed-SIMD kernels, ./relaxed-tile-types.ts): the same, but the
+ * quants of every 32 values in the order of interleaveHalves.
  */
-function emitStageK(): FuncDef {
+function emitStageK(interleave: boolean): FuncDef {
   const c = new Code(7);
-  const t0 = c.local(I32), g = c.local(I32), b = c.local(I32), t = c.local(I32), i = c.local(I32), src = c.local(I32), o = c.local(I32);
+  const t0 = c.local(I32), g = c.local(I32), b = c.local(I32), t = c.local(I32), i = c.local(I32), src = c.local(I32), o = c.local(I32), v = c.local(I32);
   c.get(S.dst).set(o);
   c.forLoop(t0, () => c.i32(0), () => c.get(S.T), K_GROUP, () => {
     groupSize(c, K_GROUP, S.T, t0, g);
@@ -71,9 +73,18 @@ function emitStageK(): FuncDef {
     c.forLoop(b, () => c.i32(0), () => c.get(S.nb), 1, () => {
       c.forLoop(t, () => c.i32(0), () => c.get(g), 1, () => {
         c.get(S.q).get(t0).get(t).op(Op.i32Add).get(S.K).op(Op.i32Mul, Op.i32Add).get(b).i32(8).op(Op.i32Shl, Op.i32Add).set(src);
-        c.forLoop(i, () => c.i32(0), () => c.i32(256), 16, () => {
-          c.get(o).get(i).op(Op.i32Add).get(src).get(i).op(Op.i32Add).simdMem(Simd.v128Load).simdMem(Simd.v128Store);
-        });
+        if (interleave) {
+          c.forLoop(i, () => c.i32(0), () => c.i32(256), 32, () => {
+            c.get(src).get(i).op(Op.i32Add).set(v);
+            for (const [half, lanes] of [[0, UNPACK_LO64], [16, UNPACK_HI64]] as const) {
+              c.get(o).get(i).op(Op.i32Add).get(v).simdMem(Simd.v128Load).get(v).simdMem(Simd.v128Load, 16).shuffle(lanes).simdMem(Simd.v128Store, half);
+            }
+          });
+        } else {
+          c.forLoop(i, () => c.i32(0), () => c.i32(256), 16, () => {
+            c.get(o).get(i).op(Op.i32Add).get(src).get(i).op(Op.i32Add).simdMem(Simd.v128Load).simdMem(Simd.v128Store);
+          });
+        }
         c.inc(o, 256);
       });
       c.forLoop(t, () => c.i32(0), () => c.get(g), 1, () => {
@@ -96,7 +107,7 @@ function emitStageK(): FuncDef {
       });
     });
   });
-  return { name: "stage", params: new Array(7).fill(I32), results: [], code: c };
+  return { name: interleave ? "stage_r" : "stage", params: new Array(7).fill(I32), results: [], code: c };
 }
 
 /** `stage_t` parameters */
@@ -154,7 +165,17 @@ function emitStageQ8(): FuncDef {
   return { name: "stage_t", params: new Array(6).fill(I32), results: [], code: c };
 }
 
-/** The staging functions. */
-export function emitStaging(): FuncDef[] {
-  return [emitStageK(), emitStageQ8()];
+/**
+ * The relaxed-SIMD kernels' order of every 32 values (`stage_r`, and their weights): 0..7, 16..23, then
+ * 8..15, 24..31, so that each 16-byte vector holds 8 values of each half and the int16 pair sums of a
+ * relaxed dot product of such a vector are 4 of the first half's, then 4 of the second half's. Pushes the
+ * two vectors of that order from locals holding values 0..15 and 16..31 (second: `high`).
+ */
+export function interleaveHalves(c: Code, lo: number, hi: number, high: boolean): void {
+  c.get(lo).get(hi).shuffle(high ? UNPACK_HI64 : UNPACK_LO64);
+}
+
+/** The staging functions (`stage_r` too with `relaxed`). */
+export function emitStaging(relaxed = false): FuncDef[] {
+  return relaxed ? [emitStageK(false), emitStageQ8(), emitStageK(true)] : [emitStageK(false), emitStageQ8()];
 }

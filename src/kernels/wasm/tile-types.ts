@@ -26,10 +26,10 @@ export interface TileType {
   mins?: { off: number; dminOff: number };
   /**
    * The layouts of the relaxed-SIMD kernels (./relaxed-tile-types.ts): 256 unsigned int8 quants, then at
-   * scalesOff one int16 scale per group of `group` values; offsetOff (Q6_K): 16 int16 products 32 * scale,
+   * scalesOff 8 int16 scale vectors, one per 32 values; offsetOff (Q6_K): 16 int16 products 32 * scale,
    * dotted with the activations' block sums and subtracted from the integer sum (the quants' -32).
    */
-  relaxed?: { group: 16 | 32; scalesOff: number; offsetOff?: number };
+  relaxed?: { scalesOff: number; offsetOff?: number };
   /** emits the unpacking of the weight block at local wb into the slot at local dst */
   decode(c: Code, wb: number, dst: number): void;
 }
