@@ -19,9 +19,10 @@ export interface CliResult {
 }
 
 /** Runs bin/tsmoe with the given arguments (as a user would) and returns its exit status and output. */
-export function runCli(args: string[], opts: { timeoutMs?: number; input?: string } = {}): CliResult {
+export function runCli(args: string[], opts: { timeoutMs?: number; input?: string; env?: Record<string, string> } = {}): CliResult {
   const r = spawnSync(process.execPath, [join(ROOT, "bin", "tsmoe"), ...args], {
     cwd: ROOT,
+    env: opts.env ? { ...process.env, ...opts.env } : undefined,
     encoding: "utf8",
     timeout: opts.timeoutMs ?? 120_000,
     input: opts.input,

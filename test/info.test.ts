@@ -49,6 +49,13 @@ describe("tsmoe info", () => {
     expect(j.n_params).toBe(2 * 256 * 512 + 256 + 3 * perLayer);
   });
 
+  it("says which WebAssembly instruction set the kernels use (SIMD128, or relaxed SIMD with TSMOE_WASM_RELAXED=1)", () => {
+    expect(runCli(["info", "-m", moe], { env: { TSMOE_WASM_RELAXED: "0" } }).stdout).toMatch(/^kernels\s+WASM for all \d+ weight tensors; SIMD128 /m);
+    const relaxed = runCli(["info", "-m", moe, "--json"], { env: { TSMOE_WASM_RELAXED: "1" } });
+    expect(relaxed.status).toBe(0);
+    expect(JSON.parse(relaxed.stdout).wasm_simd).toMatch(/^relaxed SIMD \(Q4_K\/Q5_K\/Q6_K batch and decode kernels/);
+  });
+
   it("--json on a dense model reports no experts; text output is readable", () => {
     const j = JSON.parse(runCli(["info", "-m", dense, "--json"]).stdout);
     expect(j).toMatchObject({ architecture: "llama", n_expert: 0, n_expert_used: 0, n_layer: 2, tensor_types: { F32: 20 } });

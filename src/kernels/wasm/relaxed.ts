@@ -1,8 +1,8 @@
 /**
- * WebAssembly relaxed SIMD: whether the batch kernels of Q4_K, Q5_K and Q6_K use
- * `i16x8.relaxed_dot_i8x16_i7x16_s` (./tile-kernels.ts, `emitDotKRelaxed`), which multiplies 16 int8
- * activations by 16 weight quants in one instruction (x86 pmaddubsw), where SIMD128's best,
- * `i32x4.dot_i16x8_s`, takes 8 values widened to int16 first.
+ * WebAssembly relaxed SIMD: whether the batch and decode kernels of Q4_K, Q5_K and Q6_K
+ * (./tile-kernels.ts `emitDotKRelaxed`, ./decode-kernels.ts) use `i16x8.relaxed_dot_i8x16_i7x16_s`, which
+ * multiplies 16 int8 activations by 16 weight quants in one instruction (x86 pmaddubsw), where SIMD128's
+ * best, `i32x4.dot_i16x8_s`, takes 8 values widened to int16 first.
  *
  * The relaxed dot product is exact and the same on every engine when its second operand's lanes lie in
  * 0..127 and the sum of two products fits in int16: the kernels give it the unsigned weight quants
@@ -15,8 +15,7 @@
  * SIMD is available. Which path runs is shown by `tsmoe info` (kernels row).
  */
 import v8 from "node:v8";
-import { Code, V128, encodeModule } from "./emitter.ts";
-import { Simd } from "./emitter.ts";
+import { Code, Simd, V128, encodeModule } from "./emitter.ts";
 import { Wasm } from "./webassembly.ts";
 
 const V8_FLAG = "--experimental-wasm-relaxed-simd";
@@ -62,7 +61,7 @@ export function relaxedSimd(): RelaxedStatus {
   }
   const on = available && env !== "0";
   let describe: string;
-  if (on) describe = `relaxed SIMD (Q4_K/Q5_K/Q6_K batch kernels${flagged ? `; V8 ${V8_FLAG} set by TSMOE_WASM_RELAXED=1` : ""})`;
+  if (on) describe = `relaxed SIMD (Q4_K/Q5_K/Q6_K batch and decode kernels${flagged ? `; V8 ${V8_FLAG} set by TSMOE_WASM_RELAXED=1` : ""})`;
   else if (available) describe = "SIMD128 (relaxed SIMD off: TSMOE_WASM_RELAXED=0)";
   else if (env === "1") describe = `SIMD128 (TSMOE_WASM_RELAXED=1, but Node ${process.versions.node} has no relaxed SIMD)`;
   else describe = `SIMD128 (relaxed SIMD: Node 22+, or TSMOE_WASM_RELAXED=1 on Node ${process.versions.node})`;
