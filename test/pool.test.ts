@@ -147,6 +147,56 @@ describe("pool results", () => {
     }
   });
 
+  it("run down products with their expert sum (matmulSum) with the bits of the products and the sum in routing order", async () => {
+    const backends = [await pool(1), await pool(2, { minParallelMacs: 0 }), await pool(3, { minParallelMacs: 0, workersOnly: true }), await pool(2)];
+    // width 200: not a multiple of the 16-column groups; token 2 uses no expert; mixed types as in Q4_K_M
+    const width = 200, nTokens = 4, maxK = 3;
+    const counts = Int32Array.from([3, 2, 0, 1]);
+    const types = [GGMLType.Q4_K, GGMLType.Q6_K, GGMLType.Q8_0];
+    const parts = [2, 1, 3].map((m, e) => ({ w: sharedWeight(types[e]!, 256, width, 120 + e), m }));
+    // (token, slot) pairs grouped by expert: rows of ye in expert order
+    const pairs = [[0, 0, 0], [1, 0, 1], [0, 1, 1], [0, 2, 2], [1, 1, 2], [3, 0, 2]] as const;
+    const rowOf = new Int32Array(nTokens * maxK);
+    const weights = new Float32Array(nTokens * maxK);
+    pairs.forEach(([t, slot], j) => {
+      rowOf[t * maxK + slot] = j;
+      weights[t * maxK + slot] = Math.fround(0.1 + 0.37 * j);
+    });
+    const inputs = parts.map(({ m }, e) => randn(256 * m, 130 + e));
+    const ye = new Float32Array(pairs.length * width);
+    let row = 0;
+    for (const [e, { w, m }] of parts.entries()) {
+      matmul(w, inputs[e]!, m, ye.subarray(row * width, (row + m) * width));
+      row += m;
+    }
+    const expected = new Float32Array(nTokens * width).fill(NaN);
+    for (let t = 0; t < nTokens; t++)
+      for (let c = 0; c < width; c++) {
+        let acc = 0;
+        for (let slot = 0; slot < counts[t]!; slot++) {
+          const p = Math.fround(ye[rowOf[t * maxK + slot]! * width + c]! * weights[t * maxK + slot]!);
+          acc = slot === 0 ? p : Math.fround(acc + p);
+        }
+        expected[t * width + c] = acc;
+      }
+    for (const b of backends) {
+      const yeOut = b.allocF32(ye.length);
+      const out = b.allocF32(nTokens * width).fill(NaN);
+      let r0 = 0;
+      const items = parts.map(({ w, m }, e) => {
+        const it = { w, x: inputs[e]!, nTokens: m, out: yeOut.subarray(r0 * width, (r0 + m) * width) };
+        r0 += m;
+        return it;
+      });
+      for (let rep = 0; rep < 2; rep++) {
+        b.matmulSum(items, { ye: yeOut, width, nTokens, maxK, counts, rowOf, weights, out });
+        expect(Array.from(yeOut)).toEqual(Array.from(ye));
+        const bad = out.findIndex((v, i) => !Object.is(v, expected[i]));
+        expect(bad, `${b.nThreads} threads, round ${rep}: differs at ${bad}`).toBe(-1);
+      }
+    }
+  });
+
   it("match a float64 reference for F32 weights", async () => {
     const b = await pool(2, { minParallelMacs: 0, workersOnly: true });
     const [ne0, ne1, nTokens] = [128, 70, 3];

@@ -44,10 +44,12 @@ function sharedView<V extends ArrayBufferView>(Ctor: ViewCtor<V>, prev: V | unde
   return new Ctor(new SharedArrayBuffer(Math.max(bytes, 8)), 0, n);
 }
 
-const EMPTY_F32 = new Float32Array(0);
-const EMPTY_I8 = new Int8Array(0);
-const EMPTY_I32 = new Int32Array(0);
-const EMPTY_F64 = new Float64Array(0);
+// over a SharedArrayBuffer, as the filled fields are: the pool passes them to workers without a copy
+const EMPTY = new SharedArrayBuffer(0);
+const EMPTY_F32 = new Float32Array(EMPTY);
+const EMPTY_I8 = new Int8Array(EMPTY);
+const EMPTY_I32 = new Int32Array(EMPTY);
+const EMPTY_F64 = new Float64Array(EMPTY);
 
 /** Packs token pairs: pk[p * ne0 + i] = qs[2p * ne0 + i] * 2^21 + qs[(2p + 1) * ne0 + i]. */
 function packPairs(qs: Int8Array, nTokens: number, ne0: number, pk: Float64Array): void {

@@ -4,6 +4,7 @@
  * MoE layer) and `backend.attention` for attention over the KV cache, so the serial backend (this file) and the worker-thread pool (src/pool/) are interchangeable.
  */
 import { attendHeads, type AttentionTask } from "./attention.ts";
+import { sumExpertRows, type ExpertSum } from "./expert-sum.ts";
 import { swigluRange } from "./glu.ts";
 import { matmul } from "./matmul.ts";
 import type { Weight } from "./tensors.ts";
@@ -51,6 +52,13 @@ export interface MatmulBackend {
    * `swigluRange` over the whole output); a pool applies SwiGLU to each chunk of rows as it computes it.
    */
   swigluMany(items: readonly GluItem[]): void;
+  /**
+   * A MoE layer's down products and the weighted sum of their outputs: `matmulMany(items)`, where each
+   * item's out is a block of rows of sum.ye, then `sumExpertRows(sum, 0, sum.width)` (the same bits). A
+   * pool sums each group of output columns as soon as every item has computed it, on the thread that
+   * finished it last.
+   */
+  matmulSum(items: readonly MatmulItem[], sum: ExpertSum): void;
   /** attention over a float32 KV cache (./attention.ts); a pool splits the query heads between threads */
   attention(task: AttentionTask): void;
   /** a float buffer that worker threads can read and write (SharedArrayBuffer-backed); use it for activations */
@@ -76,6 +84,10 @@ export class SerialBackend implements MatmulBackend {
       matmul(it.up, it.x, it.nTokens, it.outUp);
       swigluRange(it.outGate, it.outUp, 0, it.nTokens * it.gate.ne1);
     }
+  }
+  matmulSum(items: readonly MatmulItem[], sum: ExpertSum): void {
+    this.matmulMany(items);
+    sumExpertRows(sum, 0, sum.width);
   }
   attention(task: AttentionTask): void {
     attendHeads(task, 0, task.nHead);

@@ -3,12 +3,14 @@
  *  - denseFfn: SwiGLU, out = down(silu(gate x) * up x);
  *  - buildMoeFfn: router logits -> route() -> for each expert any token of the batch uses, gather those
  *    tokens, run that expert's gate/up/down on them only (cost scales with experts used, not experts that
- *    exist), weight each output, and sum each token's experts in its routing order (as llama.cpp adds them);
+ *    exist), weight each output, and sum each token's experts in its routing order (as llama.cpp adds them;
+ *    the pool does it inside the down products' job, see MatmulBackend.matmulSum);
  *    optional per-layer pieces from MoeWeights: router bias, selection bias (exp_probs_b), per-expert
  *    gate/up/down biases and the clamped SwiGLU-OAI activation (gpt-oss);
  *  - sharedExpertFfn: Qwen2-MoE's shared expert, out += sigmoid(gateInp . x) * ffn(x) (ungated: out += ffn(x)).
  */
 import type { MatmulBackend } from "../kernels/backend.ts";
+import { sumExpertRows } from "../kernels/expert-sum.ts";
 import type { Weight } from "../kernels/matmul.ts";
 import type { ModelHParams } from "./hparams.ts";
 import type { Router } from "./moe.ts";
@@ -145,23 +147,12 @@ export function buildMoeFfn(
       else swiglu(ge, ue, m * nFf);
     }
   }
-  backend.matmulMany(used.map((e) => ({ w: ex.down[e]!, x: rows(b.ge, e, nFf), nTokens: count[e], out: rows(b.ye, e, nEmbd) })));
-  if (w.downBias) for (const e of used) addRowBias(rows(b.ye, e, nEmbd), w.downBias[e], count[e], nEmbd);
-
-  // each token's weighted expert outputs (rounded to float32 as a tensor would hold them), summed in routing order
-  const ye = b.ye;
-  for (let t = 0; t < n; t++) {
-    const o = t * nEmbd;
-    const k = r.counts[t];
-    if (k === 0) {
-      out.fill(0, o, o + nEmbd);
-      continue;
-    }
-    for (let s = 0; s < k; s++) {
-      const yo = rowOf[t * maxK + s] * nEmbd;
-      const wt = r.weights[t * maxK + s];
-      if (s === 0) for (let j = 0; j < nEmbd; j++) out[o + j] = ye[yo + j] * wt;
-      else for (let j = 0; j < nEmbd; j++) out[o + j] += Math.fround(ye[yo + j] * wt);
-    }
-  }
+  const downs = used.map((e) => ({ w: ex.down[e]!, x: rows(b.ge, e, nFf), nTokens: count[e], out: rows(b.ye, e, nEmbd) }));
+  // each token's weighted expert outputs (rounded to float32 as a tensor would hold them), summed in
+  // routing order; without down biases a pool sums each group of columns as soon as its products are done
+  const sum = { ye: b.ye, width: nEmbd, nTokens: n, maxK, counts: r.counts, rowOf, weights: r.weights, out };
+  if (!w.downBias) return backend.matmulSum(downs, sum);
+  backend.matmulMany(downs);
+  for (const e of used) addRowBias(rows(b.ye, e, nEmbd), w.downBias[e], count[e], nEmbd);
+  sumExpertRows(sum, 0, nEmbd);
 }

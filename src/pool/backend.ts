@@ -16,13 +16,14 @@ import { availableParallelism } from "node:os";
 import type { Piscina } from "piscina";
 import { TsmoeError } from "../errors.ts";
 import { WASM_BYTES, type GluItem, type MatmulBackend, type MatmulItem } from "../kernels/backend.ts";
+import { sumExpertRows, type ExpertSum } from "../kernels/expert-sum.ts";
 import { swigluRange } from "../kernels/glu.ts";
 import { attendHeads, type AttentionTask } from "../kernels/attention.ts";
 import { matmulRange, quantizeActivations, type Activations, type Weight } from "../kernels/matmul.ts";
 import { arenaCount, wasmMemories, wasmMemory } from "../kernels/wasm/memory.ts";
 import { compiledWasm } from "../kernels/wasm/shared-modules.ts";
 import { typeName, type GGMLType } from "../tensor/types.ts";
-import { ItemKind, itemSize, planChunks, runChunks, runGluRows, writePlan, type GluJobItem, type JobItem, type MatmulJobItem } from "./job.ts";
+import { ItemKind, itemSize, planChunks, runChunks, runGluRows, writePlan, type GluJobItem, type JobItem, type MatmulJobItem, type SumJob } from "./job.ts";
 import {
   createControl,
   DEFAULT_SPIN_MS,
@@ -109,6 +110,8 @@ export class PoolBackend implements MatmulBackend {
   /** quantized-activation buffers, reused per weight type and distinct input of a job */
   private readonly actScratch = new Map<string, Activations>();
   private readonly outScratch: Float32Array[] = [];
+  /** the column-group counters of expert sums (zeroed before each job that has one) */
+  private sumDone = new Int32Array(new SharedArrayBuffer(4));
 
   constructor(nThreads: number, opts: PoolOptions) {
     this.nThreads = nThreads;
@@ -175,13 +178,27 @@ export class PoolBackend implements MatmulBackend {
    * distinct input are quantized once, then every thread takes row chunks of any item.
    */
   matmulMany(items: readonly MatmulItem[]): void {
-    for (const { w, x, nTokens, out } of items)
-      if (x.length < nTokens * w.ne0 || out.length < nTokens * w.ne1)
-        throw new TsmoeError(
-          `matmul: ${typeName(w.type)} weight [${w.ne0} x ${w.ne1}] with ${nTokens} tokens needs input ${nTokens * w.ne0} and output ${nTokens * w.ne1} values, got ${x.length} and ${out.length}`,
-        );
+    checkItems(items);
     this.throwIfFailed();
     for (let i0 = 0; i0 < items.length; i0 += MAX_ITEMS) this.runBatch(items.slice(i0, i0 + MAX_ITEMS));
+  }
+
+  /**
+   * The products, then the weighted sum of their outputs, in one job: each thread sums the column groups
+   * whose last product it computed. More products than a job holds, or buffers that are not shared: the
+   * products in several jobs and the sum on this thread afterwards.
+   */
+  matmulSum(items: readonly MatmulItem[], sum: ExpertSum): void {
+    checkItems(items);
+    const shared = (a: Float32Array) => a.buffer instanceof SharedArrayBuffer;
+    const fused = items.length <= MAX_ITEMS && shared(sum.ye) && shared(sum.out) && items.every((it) => it.w.ne1 === sum.width && shared(it.out));
+    if (!fused) {
+      this.matmulMany(items);
+      sumExpertRows(sum, 0, sum.width);
+      return;
+    }
+    this.throwIfFailed();
+    this.runBatch(items, sum);
   }
 
   /** quantized activations for (x, nTokens, w's type), prepared once per distinct input of a job */
@@ -197,7 +214,8 @@ export class PoolBackend implements MatmulBackend {
     return s.act;
   }
 
-  private runBatch(items: readonly MatmulItem[]): void {
+  /** items (at most MAX_ITEMS) in one job, or on this thread when small; with `sum`, their expert sum too */
+  private runBatch(items: readonly MatmulItem[], sum?: ExpertSum): void {
     // quantize each distinct (input, weight type) once, into scratch of its own
     const seen: Parameters<PoolBackend["activations"]>[3] = [];
     const acts = items.map(({ w, x, nTokens }) => this.activations(w, x, nTokens, seen));
@@ -205,13 +223,15 @@ export class PoolBackend implements MatmulBackend {
     const serial = this.nWorkers === 0 || macs < this.minParallelMacs || (items.length === 1 && items[0]!.w.ne1 < 2 * ROW_ALIGN);
     if (serial) {
       for (const [i, { w, out }] of items.entries()) matmulRange(w, acts[i]!, out, w.ne1, 0, w.ne1);
+      if (sum) sumExpertRows(sum, 0, sum.width);
       return;
     }
+    const sumJob = sum && this.sumJob(sum, items.length);
     const job: MatmulJobItem[] = items.map(({ w, nTokens, out }, i) => {
       const target = out.buffer instanceof SharedArrayBuffer ? out : this.sharedOut(i, nTokens * w.ne1);
       // an empty range runs the kernel's argument checks here, so a bad call throws without failing the workers
       matmulRange(w, acts[i]!, target, w.ne1, 0, 0);
-      return { kind: "matmul", w, act: acts[i]!, out: target };
+      return { kind: "matmul", w, act: acts[i]!, out: target, sum: sumJob };
     });
     this.dispatch(job);
     for (const [i, { w, nTokens, out }] of items.entries())
@@ -339,6 +359,7 @@ export class PoolBackend implements MatmulBackend {
         half[h + 1] = put(it.w, "stable", i);
         half[h + 2] = put(it.act, "volatile", i, "activations");
         half[h + 3] = putOut(it.out, i);
+        half[h + 4] = it.sum ? put(it.sum, "volatile", 0, "expertSum") : 0;
       } else {
         half[h + 1] = put(it.gate, "stable", i);
         half[h + 2] = put(it.up, "stable", i);
@@ -419,12 +440,30 @@ export class PoolBackend implements MatmulBackend {
     this.msgSeq++;
   }
 
+  /** the job form of an expert sum over nParts products, its column-group counters zeroed */
+  private sumJob(s: ExpertSum, nParts: number): SumJob {
+    const nGroups = Math.ceil(s.width / ROW_ALIGN);
+    if (this.sumDone.length < nGroups) this.sumDone = new Int32Array(new SharedArrayBuffer(nGroups * 4));
+    const done = this.sumDone.subarray(0, nGroups);
+    done.fill(0);
+    // one object literal: the encoder looks its layout up by shape name
+    return { ye: s.ye, width: s.width, nTokens: s.nTokens, maxK: s.maxK, counts: s.counts, rowOf: s.rowOf, weights: s.weights, out: s.out, nParts, group: ROW_ALIGN, done };
+  }
+
   /** shared scratch for the output of item i when the caller's buffer is not shared */
   private sharedOut(i: number, n: number): Float32Array {
     let buf = this.outScratch[i];
     if (!buf || buf.length < n) this.outScratch[i] = buf = this.allocF32(n);
     return buf;
   }
+}
+
+function checkItems(items: readonly MatmulItem[]): void {
+  for (const { w, x, nTokens, out } of items)
+    if (x.length < nTokens * w.ne0 || out.length < nTokens * w.ne1)
+      throw new TsmoeError(
+        `matmul: ${typeName(w.type)} weight [${w.ne0} x ${w.ne1}] with ${nTokens} tokens needs input ${nTokens * w.ne0} and output ${nTokens * w.ne1} values, got ${x.length} and ${out.length}`,
+      );
 }
 
 function messageOf(e: unknown): string {

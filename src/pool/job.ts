@@ -9,6 +9,7 @@
  * row range its first chunk, rows per chunk, first and end row and where its item's encoded objects start.
  */
 import { attendHeads, type AttentionTask } from "../kernels/attention.ts";
+import { sumExpertRows, type ExpertSum } from "../kernels/expert-sum.ts";
 import { swigluRange } from "../kernels/glu.ts";
 import { matmulRange, type Activations, type Weight } from "../kernels/matmul.ts";
 import { CHUNK_BITS, Desc, MAX_CHUNKS, MAX_RANGES, RANGE_SLOTS, Slot, TAG_MASK } from "./protocol.ts";
@@ -19,6 +20,20 @@ export interface MatmulJobItem {
   w: Weight;
   act: Activations;
   out: Float32Array;
+  /** the expert sum this product is a part of (its out is a block of rows of sum.ye) */
+  sum?: SumJob;
+}
+
+/**
+ * The weighted sum of a MoE layer's expert outputs, done by the job of its down products (every item of
+ * the job is a part of it): output columns are counted in groups of `group` (the job's row alignment, so
+ * a chunk covers whole groups), and the thread that completes a group's last part sums that group.
+ */
+export interface SumJob extends ExpertSum {
+  nParts: number;
+  group: number;
+  /** per column group, the parts computed so far (zero before the job) */
+  done: Int32Array;
 }
 
 /** An attention task; its "rows" are query heads. */
@@ -49,6 +64,25 @@ export function runGluRows(j: GluJobItem, r0: number, r1: number): void {
   matmulRange(j.gate, j.gateAct, j.outGate, n, r0, r1);
   matmulRange(j.up, j.upAct, j.outUp, n, r0, r1);
   for (let t = 0; t < j.gateAct.nTokens; t++) swigluRange(j.outGate, j.outUp, t * n + r0, t * n + r1);
+}
+
+/**
+ * After a part's rows [r0, r1) are computed: counts them in each of their column groups and sums the
+ * groups this completed (consecutive ones in one call). Atomics order the parts' writes before the sum.
+ */
+export function sumCompletedGroups(s: SumJob, r0: number, r1: number): void {
+  const g0 = Math.floor(r0 / s.group);
+  const g1 = Math.ceil(r1 / s.group);
+  let run = -1;
+  for (let g = g0; g <= g1; g++) {
+    const complete = g < g1 && Atomics.add(s.done, g, 1) === s.nParts - 1;
+    if (complete) {
+      if (run < 0) run = g;
+    } else if (run >= 0) {
+      sumExpertRows(s, run * s.group, Math.min(g * s.group, s.width));
+      run = -1;
+    }
+  }
 }
 
 /** rows (heads) and multiply-adds of an item */
@@ -182,8 +216,10 @@ export function runChunks(i32: Int32Array, gen: number, plan: Plan, item: (id: n
     const j = item(plan.item[i]!);
     const r0 = plan.rowStart[i]! + (k - plan.firstChunk[i]!) * plan.rowsPerChunk[i]!;
     const r1 = Math.min(plan.rowEnd[i]!, r0 + plan.rowsPerChunk[i]!);
-    if (j.kind === "matmul") matmulRange(j.w, j.act, j.out, j.w.ne1, r0, r1);
-    else if (j.kind === "glu") runGluRows(j, r0, r1);
+    if (j.kind === "matmul") {
+      matmulRange(j.w, j.act, j.out, j.w.ne1, r0, r1);
+      if (j.sum) sumCompletedGroups(j.sum, r0, r1);
+    } else if (j.kind === "glu") runGluRows(j, r0, r1);
     else attendHeads(j.task, r0, r1);
     Atomics.add(i32, Slot.PROGRESS, 1);
     Atomics.add(i32, Slot.DONE, 1);

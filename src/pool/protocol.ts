@@ -78,7 +78,7 @@ export const RANGE_SLOTS = 5;
 export const Desc = { N_CHUNKS: 0, N_RANGES: 1, RANGES: 2, OBJECTS: 2 + RANGE_SLOTS * MAX_RANGES } as const;
 /**
  * Slots of an item's header (where the plan's object offset points): its ItemKind, then where its
- * objects are (a product: weight, activations, output; a fused SwiGLU: gate and up weights, their
+ * objects are (a product: weight, activations, output, and its expert sum or 0; a fused SwiGLU: gate and up weights, their
  * activations, the two outputs; attention: the task). The objects follow the
  * headers; one passed in several items is written once.
  */

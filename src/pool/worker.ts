@@ -12,7 +12,7 @@ import { wasmRuntimes } from "../kernels/wasm/runtime.ts";
 import { adoptCompiledWasm } from "../kernels/wasm/shared-modules.ts";
 import { controlViews, DEFAULT_SPIN_MS, descHalf, FailKind, recordFailure, Slot, type Control, type ControlMessage, type FaultAction, type WorkerTask } from "./protocol.ts";
 import { SharedDecoder } from "./shared-struct.ts";
-import { ItemKind, readPlan, runChunks, type GluJobItem, type JobItem, type MatmulJobItem } from "./job.ts";
+import { ItemKind, readPlan, runChunks, type GluJobItem, type JobItem, type MatmulJobItem, type SumJob } from "./job.ts";
 import type { AttentionTask } from "../kernels/attention.ts";
 
 
@@ -119,7 +119,13 @@ function decodeItem(decoder: SharedDecoder, half: Float64Array, at: number, seen
       outGate: obj<{ v: Float32Array }>(at + 5).v,
       outUp: obj<{ v: Float32Array }>(at + 6).v,
     };
-  return { kind: "matmul", w: obj<MatmulJobItem["w"]>(at + 1), act: obj<MatmulJobItem["act"]>(at + 2), out: obj<{ v: Float32Array }>(at + 3).v };
+  return {
+    kind: "matmul",
+    w: obj<MatmulJobItem["w"]>(at + 1),
+    act: obj<MatmulJobItem["act"]>(at + 2),
+    out: obj<{ v: Float32Array }>(at + 3).v,
+    sum: half[at + 4] ? obj<SumJob>(at + 4) : undefined,
+  };
 }
 
 /** Test-only faults (see PoolBackend.injectFault). */
