@@ -7,7 +7,9 @@
  * token from /proc/diskstats over the decode (bytes read from the disks, page faults included; the
  * machine's count, since this VM's blkio cgroup counters stay at 0).
  *
- *   npx tsx bench/larger-than-ram.ts FILE [--cap 4G] [-n 32] [-t 1] [--engines tsmoe,llama] [--experts 8,4,2]
+ *   npx tsx bench/larger-than-ram.ts FILE [--cap 4G] [-n 32] [-t 1] [--engines tsmoe,llama] [--experts 8,4,2] [--moe-prefetch on|off]
+ *
+ * --moe-prefetch: tsmoe's read-ahead of the next layer's likely experts (LoadOptions.moePrefetch, default on).
  *
  * Needs root (cgroup v1 memory controller at /sys/fs/cgroup/memory, /proc/sys/vm/drop_caches). Each run
  * is a child process moved into a fresh cgroup before it loads anything; the cgroup is removed after.
@@ -51,12 +53,12 @@ function argmax(a: Float32Array): number {
 }
 
 /** Child: one engine, one expert count; prints one JSON line. */
-async function child(file: string, engine: string, nExpert: number, n: number, threads: number): Promise<void> {
+async function child(file: string, engine: string, nExpert: number, n: number, threads: number, prefetch: boolean): Promise<void> {
   const t0 = performance.now();
   if (engine === "tsmoe") {
     const { loadModel } = await import("../src/model/load.ts");
     // N = k is the model as it is (the soft mask at k routes exactly as without the override)
-    const model = await loadModel(file, { threads, nCtx: 128 });
+    const model = await loadModel(file, { threads, nCtx: 128, moePrefetch: prefetch });
     const loadS = (performance.now() - t0) / 1000;
     const s = model.createSession({ nCtx: 128, moe: { nExpert, mask: "soft" } });
     let tok = argmax(await s.eval(PROMPT));
@@ -66,7 +68,8 @@ async function child(file: string, engine: string, nExpert: number, n: number, t
     for (let i = 0; i < n; i++) tok = argmax(await s.eval([tok]));
     const dt = (performance.now() - t1) / 1000;
     const st = model.streaming?.stats();
-    const note = st ? `cache ${model.streaming!.describe()}, hit rate ${((100 * st.hits) / Math.max(1, st.hits + st.misses)).toFixed(1)}%` : "resident";
+    const ahead = st && prefetch ? `, read ahead ${st.readAhead} (${((100 * st.readAheadUsed) / Math.max(1, st.readAhead)).toFixed(1)}% used)` : ", no read-ahead";
+    const note = st ? `cache ${model.streaming!.describe()}, hit rate ${((100 * st.hits) / Math.max(1, st.hits + st.misses)).toFixed(1)}%${ahead}` : "resident";
     console.log(JSON.stringify({ engine, nExpert, tgTps: n / dt, readPerToken: (readBytes() - r0) / n, loadS, note } satisfies RunResult));
     await model.dispose();
     return;
@@ -113,6 +116,8 @@ function main(): void {
   const threads = Number(opt("-t", "1"));
   const engines = opt("--engines", "tsmoe,llama").split(",");
   const experts = opt("--experts", "8,4,2").split(",").map(Number);
+  const prefetch = opt("--moe-prefetch", "on");
+  if (prefetch !== "on" && prefetch !== "off") throw new Error(`--moe-prefetch: expected on or off, got ${prefetch}`);
   const self = fileURLToPath(import.meta.url);
   const results: RunResult[] = [];
   for (const nExpert of experts)
@@ -124,7 +129,7 @@ function main(): void {
         spawnSync("sync");
         writeFileSync("/proc/sys/vm/drop_caches", "3");
         // the shell joins the cgroup, then becomes the child: everything it loads counts against the cap
-        const r = spawnSync("sh", ["-c", `echo $$ > ${cg}/tasks && exec npx tsx "$0" --child "$@"`, self, file, engine, String(nExpert), String(n), String(threads)], {
+        const r = spawnSync("sh", ["-c", `echo $$ > ${cg}/tasks && exec npx tsx "$0" --child "$@"`, self, file, engine, String(nExpert), String(n), String(threads), prefetch], {
           encoding: "utf8",
           maxBuffer: 1 << 26,
         });
@@ -157,6 +162,6 @@ function main(): void {
 }
 
 if (process.argv[2] === "--child") {
-  const [file, engine, nExpert, n, threads] = process.argv.slice(3);
-  await child(file!, engine!, Number(nExpert), Number(n), Number(threads));
+  const [file, engine, nExpert, n, threads, prefetch] = process.argv.slice(3);
+  await child(file!, engine!, Number(nExpert), Number(n), Number(threads), prefetch !== "off");
 } else main();

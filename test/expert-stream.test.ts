@@ -1,7 +1,8 @@
 /**
  * Routed experts streamed from the file through a bounded cache (src/model/expert-cache.ts): logits
  * bit-identical to the resident model's with a cache far smaller than the experts, on 1 and 2 threads,
- * at the model's k and with fewer experts; statistics; the one-line errors of a cache too small.
+ * at the model's k and with fewer experts, with read-ahead of the next layer's experts on and off;
+ * statistics; the one-line errors of a cache too small.
  */
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
@@ -18,8 +19,8 @@ const EMBEDDED = join(ROOT, "models", "tiny-moe-32x8-q8_0.gguf");
 const ONE_LAYER = 32 * slotBytesFor([8704, 8704, 8704]);
 const PROMPT = [1, 449, 466, 261, 413, 300, 12, 77, 5, 91, 17];
 
-async function run(opts: { threads: number; moeCache?: number; moe?: MoeOptions }) {
-  const model = await loadModel(EMBEDDED, { threads: opts.threads, moeCache: opts.moeCache });
+async function run(opts: { threads: number; moeCache?: number; moe?: MoeOptions; moePrefetch?: boolean }) {
+  const model = await loadModel(EMBEDDED, { threads: opts.threads, moeCache: opts.moeCache, moePrefetch: opts.moePrefetch });
   try {
     const s = model.createSession({ nCtx: 64, moe: opts.moe });
     const rows = [await s.eval(PROMPT, { allLogits: true })];
@@ -37,19 +38,29 @@ function sameBits(a: Float32Array[], b: Float32Array[]): boolean {
 }
 
 describe("routed experts streamed from the file", () => {
-  it("give bit-identical logits with a cache of one layer's experts (of 6 layers), on 1 and 2 threads, at k and N = 2", async () => {
+  it("give bit-identical logits with a cache of one layer's experts (of 6 layers), on 1 and 2 threads, at k and N = 2, read-ahead on and off", async () => {
     for (const moe of [undefined, { nExpert: 2, mask: "soft" as const }]) {
       const resident = await run({ threads: 1, moe });
       expect(resident.stats).toBeUndefined();
       expect(resident.plan).toBeUndefined();
-      for (const threads of [1, 2]) {
-        const streamed = await run({ threads, moe, moeCache: ONE_LAYER });
-        expect(streamed.plan).toMatch(/^routed experts streamed from the file through a cache of 32 experts \(1\.63 MiB\)/);
-        expect(sameBits(streamed.rows, resident.rows)).toBe(true);
-        const st = streamed.stats!;
-        expect(st.misses).toBeGreaterThan(0);
-        expect(st.bytesRead).toBe(st.misses * 3 * 8704);
-        expect(formatCacheStats(st, streamed.tokens)).toMatch(/^expert cache: hit rate \d+\.\d% \(\d+ hits, \d+ misses\), [\d.]+ KiB read per token, read throughput /);
+      for (const [threads, moePrefetch] of [[1, undefined], [2, undefined], [1, false]] as const) {
+          const streamed = await run({ threads, moe, moeCache: ONE_LAYER, moePrefetch });
+          expect(streamed.plan).toMatch(/^routed experts streamed from the file through a cache of 32 experts \(1\.63 MiB\)/);
+          expect(sameBits(streamed.rows, resident.rows)).toBe(true);
+          const st = streamed.stats!;
+          expect(st.misses).toBeGreaterThan(0);
+          // every expert read, on demand or ahead, is read whole once
+          expect(st.bytesRead).toBe((st.misses + st.readAhead) * 3 * 8704);
+          expect(st.readAheadUsed + st.readAheadWasted).toBe(st.readAhead);
+          const text = formatCacheStats(st, streamed.tokens);
+          expect(text).toMatch(/^expert cache: hit rate \d+\.\d% \(\d+ hits, \d+ misses\), [\d.]+ KiB read per token, read throughput /);
+          if (moePrefetch === false) expect(st.readAhead).toBe(0);
+          else {
+            // on by default: the 8 decoded tokens read ahead for layers 1-5, and some guesses are right
+            expect(st.readAhead).toBeGreaterThan(0);
+            expect(st.readAheadUsed).toBeGreaterThan(0);
+            expect(text).toMatch(/; read ahead \d+ experts: \d+ used by the next layer, \d+ not$/);
+          }
       }
     }
   });
@@ -86,7 +97,17 @@ describe("routed experts streamed from the file", () => {
         expect(n).toBe(reqs.reduce((a, r) => a + r.need, 0));
         for (const r of reqs) expect(Buffer.from(r.data).equals(bytes.subarray(r.position, r.position + r.data.length))).toBe(true);
       }
+      // posted: the caller returns at once and waits later (a later read waits for it first)
+      const posted = Array.from({ length: 50 }, (_, i) => ({ fd, position: (i * 4099) % (bytes.length - 4096), data: new Uint8Array(buf, 512 * 1024 + i * 4096, 4096), need: 4096 }));
+      expect(reader.post(posted)).toBe(50 * 4096);
+      reader.wait();
+      for (const r of posted) expect(Buffer.from(r.data).equals(bytes.subarray(r.position, r.position + 4096))).toBe(true);
+      reader.post(posted.map((r) => ({ ...r, position: r.position + 1 })));
+      reader.read([{ fd, position: 0, data: new Uint8Array(buf, 0, 64), need: 64 }]);
+      for (const r of posted) expect(Buffer.from(r.data).equals(bytes.subarray(r.position + 1, r.position + 4097))).toBe(true);
       expect(() => reader.read([{ fd, position: bytes.length - 10, data: new Uint8Array(buf, 0, 100), need: 100 }])).toThrow(/reading the model file failed/);
+      reader.post([{ fd, position: bytes.length - 10, data: new Uint8Array(buf, 0, 100), need: 100 }]);
+      expect(() => reader.wait()).toThrow(/reading the model file failed/);
     } finally {
       void reader.dispose();
       closeSync(fd);

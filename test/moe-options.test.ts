@@ -44,6 +44,13 @@ describe("parsing", () => {
     expect(parse(["--moe-mask", "soft"]).moe).toBeUndefined();
   });
 
+  it("--moe-prefetch on|off (absent: the default, on when streaming)", () => {
+    expect(parse([]).moePrefetch).toBeUndefined();
+    expect(parse(["--moe-prefetch", "off"]).moePrefetch).toBe(false);
+    expect(parse(["--moe-prefetch", "on"]).moePrefetch).toBe(true);
+    expect(() => parse(["--moe-prefetch", "maybe"])).toThrow(/argument 'maybe' is invalid\. Allowed choices are on, off/);
+  });
+
   it("parses every option", () => {
     const r = parse([
       "--moe-n-expert", "4",

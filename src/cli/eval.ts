@@ -91,7 +91,7 @@ export function register(program: Command): void {
     let model: Model | undefined;
     let moe: MoeOptions | undefined;
     try {
-      ({ model, moe } = await openModel(o.model, { moe: parsed.moe, overrideKv: parsed.overrideKv, threads, stats: parsed.stats, moeCache: parsed.moeCache }));
+      ({ model, moe } = await openModel(o.model, { moe: parsed.moe, overrideKv: parsed.overrideKv, threads, stats: parsed.stats, moeCache: parsed.moeCache, moePrefetch: parsed.moePrefetch }));
       const nVocab = model.hparams.nVocab;
       const session = model.createSession({ nCtx: Math.max(tokens.length, 1), moe, moeStats: parsed.stats, ...attention });
       const logits = await session.eval(tokens, { allLogits: true });

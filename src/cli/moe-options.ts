@@ -8,6 +8,8 @@
  *   --moe-cum-p-layers SPEC     per-layer P, e.g. `0-1:0.9,2-5:0.6` (layers not named keep --moe-cum-p)
  *   --moe-ser KMIN,T            smart expert reduction: keep KMIN, then experts above T x the top one
  *   --moe-stats                 print per-layer routing statistics after the run
+ *   --moe-cache SIZE            stream the routed experts through a cache of SIZE
+ *   --moe-prefetch on|off       when streaming, read the next layer's likely experts ahead (default on)
  *   --override-kv KEY=TYPE:VALUE  GGUF metadata override like llama.cpp (int, float, bool, str; repeatable)
  *
  * `addMoeOptions(cmd)` declares them; `moeOptionsFrom(cmd.opts())` turns the parsed values into
@@ -32,6 +34,7 @@ export interface MoeCliValues {
   moeSer?: string;
   moeStats?: boolean;
   moeCache?: string;
+  moePrefetch?: string;
   overrideKv?: string[];
 }
 
@@ -42,6 +45,8 @@ export interface ParsedMoeOptions {
   stats: boolean;
   /** --moe-cache SIZE in bytes: stream the routed experts through a cache of this size */
   moeCache?: number;
+  /** --moe-prefetch on|off (undefined: the default, on) */
+  moePrefetch?: boolean;
 }
 
 /** commander argument parser of a repeatable option: gathers its values in order */
@@ -60,6 +65,7 @@ export function addMoeOptions(cmd: Command): Command {
     .option("--moe-ser <KMIN,T>", "dynamic routing: keep KMIN experts, then those above T x the top one")
     .option("--moe-stats", "print per-layer routing statistics after the run")
     .addOption(moeCacheOption())
+    .addOption(new Option("--moe-prefetch <on|off>", "when streaming experts, read the next layer's likely experts while the current one computes").choices(["on", "off"]))
     .option("--override-kv <KEY=TYPE:VALUE>", "override GGUF metadata (int, float, bool, str); repeatable", collect);
 }
 
@@ -206,5 +212,6 @@ export function moeOptionsFrom(values: MoeCliValues): ParsedMoeOptions {
     overrideKv: (values.overrideKv ?? []).map(parseKvOverride),
     stats: values.moeStats === true,
     moeCache: values.moeCache === undefined ? undefined : parseCacheSize(values.moeCache),
+    moePrefetch: values.moePrefetch === undefined ? undefined : values.moePrefetch === "on",
   };
 }

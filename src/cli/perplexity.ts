@@ -65,7 +65,7 @@ export function register(program: Command): void {
     let model: Model | undefined;
     let moe: MoeOptions | undefined;
     try {
-      ({ model, moe } = await openModel(o.model, { moe: parsed.moe, overrideKv: parsed.overrideKv, threads, stats: parsed.stats, moeCache: parsed.moeCache }));
+      ({ model, moe } = await openModel(o.model, { moe: parsed.moe, overrideKv: parsed.overrideKv, threads, stats: parsed.stats, moeCache: parsed.moeCache, moePrefetch: parsed.moePrefetch }));
       const nVocab = model.hparams.nVocab;
       if (base) {
         const session = model.createSession({ nCtx: base.header.nCtx, moe, moeStats: parsed.stats, ...attention });

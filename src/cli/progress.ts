@@ -80,6 +80,8 @@ export interface OpenModelOptions {
   stats?: boolean;
   /** --moe-cache SIZE (bytes) */
   moeCache?: number;
+  /** --moe-prefetch on|off */
+  moePrefetch?: boolean;
   /** -c: the context size sessions will use (sizes the memory plan) */
   nCtx?: number;
 }
@@ -101,6 +103,7 @@ export async function openModel(path: string, opts: OpenModelOptions = {}): Prom
       overrideKv: opts.overrideKv,
       threads: opts.threads,
       moeCache: opts.moeCache,
+      moePrefetch: opts.moePrefetch,
       nCtx: opts.nCtx,
       onProgress: bar.update,
       checkMoe: [opts.moe, ...(opts.checkMoe ?? [])],

@@ -134,7 +134,7 @@ export function register(program: Command): void {
     const promptText = o.file !== undefined ? readTextFile(o.file) : o.prompt;
 
     const tStart = performance.now();
-    const { model, loadMs, moe } = await openModel(o.model, { moe: parsed.moe, overrideKv: parsed.overrideKv, threads, stats: parsed.stats, moeCache: parsed.moeCache, nCtx: nCtxOpt > 0 ? nCtxOpt : undefined });
+    const { model, loadMs, moe } = await openModel(o.model, { moe: parsed.moe, overrideKv: parsed.overrideKv, threads, stats: parsed.stats, moeCache: parsed.moeCache, moePrefetch: parsed.moePrefetch, nCtx: nCtxOpt > 0 ? nCtxOpt : undefined });
     const timings = emptyTimings();
     let session: Session | undefined;
     try {

@@ -53,7 +53,7 @@ export function register(program: Command): void {
     const threads = o.threads === undefined ? undefined : parseIntArg("--threads", o.threads, 1);
     if (o.apiKey === "") throw new UsageError("--api-key: the key is empty");
     const parsed = moeOptionsFrom(o);
-    const { model, moe } = await openModel(o.model, { moe: parsed.moe, overrideKv: parsed.overrideKv, threads, moeCache: parsed.moeCache, nCtx: nCtxOpt > 0 ? nCtxOpt : undefined });
+    const { model, moe } = await openModel(o.model, { moe: parsed.moe, overrideKv: parsed.overrideKv, threads, moeCache: parsed.moeCache, moePrefetch: parsed.moePrefetch, nCtx: nCtxOpt > 0 ? nCtxOpt : undefined });
     const total = nCtxOpt > 0 ? nCtxOpt : Math.min(model.hparams.nCtxTrain || DEFAULT_CTX, DEFAULT_CTX);
     const perSlot = Math.floor(total / parallel);
     if (perSlot < 8) {

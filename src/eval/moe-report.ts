@@ -55,5 +55,6 @@ export function formatCacheStats(c: ExpertCacheStats, tokens: number): string {
   const rate = lookups ? `${((100 * c.hits) / lookups).toFixed(1)}%` : "-";
   const perToken = tokens ? formatBytes(c.bytesRead / tokens) : "-";
   const speed = c.readMs > 0 ? `${formatBytes((c.bytesRead / c.readMs) * 1000)}/s` : "-";
-  return `expert cache: hit rate ${rate} (${c.hits} hits, ${c.misses} misses), ${perToken} read per token, read throughput ${speed}`;
+  const ahead = c.readAhead ? `; read ahead ${c.readAhead} experts: ${c.readAheadUsed} used by the next layer, ${c.readAheadWasted} not` : "";
+  return `expert cache: hit rate ${rate} (${c.hits} hits, ${c.misses} misses), ${perToken} read per token, read throughput ${speed}${ahead}`;
 }

@@ -2,9 +2,11 @@
  * Positional file reads in parallel: a few reader threads and the calling thread take the requests of one
  * batch from a shared counter and read each with `fs.readSync` straight into its destination (shared
  * memory: tensor data while a model loads, an expert cache slot while experts stream), while the caller,
- * whose code is synchronous (the forward pass), waits for the batch. Several readers keep several reads
- * outstanding on the disk and share the cost of first touching fresh memory (page faults). File
- * descriptors belong to the process, so every thread reads through the caller's.
+ * whose code is synchronous (the forward pass), waits for the batch (read), or posts it and waits later
+ * (post, then wait: the expert cache reads the next layer's likely experts while the current one
+ * computes). Several readers keep several reads outstanding on the disk and share the cost of first
+ * touching fresh memory (page faults). File descriptors belong to the process, so every thread reads
+ * through the caller's.
  */
 import { readSync } from "node:fs";
 import { MessageChannel, Worker, type MessagePort } from "node:worker_threads";
@@ -116,8 +118,51 @@ export class ParallelReader {
     return id;
   }
 
+  /** the batch posted by post() and not yet waited for */
+  private pending: { requests: readonly ReadRequest[]; tag: number } | undefined;
+
   /** Reads every request (all of them before it returns); returns the bytes read. */
   read(requests: readonly ReadRequest[]): number {
+    const bytes = this.launch(requests);
+    this.wait();
+    return bytes;
+  }
+
+  /**
+   * Hands a batch to the reader threads and returns at once (the caller computes meanwhile); wait() ends
+   * it. The destinations must not be used before wait() returns. Without reader threads the reads happen
+   * in wait(). Returns the bytes the batch reads.
+   */
+  post(requests: readonly ReadRequest[]): number {
+    return this.launch(requests);
+  }
+
+  /** Waits for the batch in flight (helping with its reads not yet taken); throws when one failed. */
+  wait(): void {
+    const p = this.pending;
+    if (!p) return;
+    this.pending = undefined;
+    const c = this.ctl;
+    const n = p.requests.length;
+    // the calling thread reads too
+    let failed: unknown;
+    for (let i = claim(c, p.tag, n); i >= 0; i = claim(c, p.tag, n)) {
+      try {
+        readFully(p.requests[i]!);
+      } catch (e) {
+        failed = e;
+      }
+      Atomics.add(c, DONE, 1);
+    }
+    for (let d = Atomics.load(c, DONE); d < n; d = Atomics.load(c, DONE)) Atomics.wait(c, DONE, d, 1000);
+    if (failed !== undefined || Atomics.load(c, FAILED)) {
+      throw new TsmoeError(`reading the model file failed${failed instanceof Error ? `: ${failed.message}` : ""} (file changed or unreadable?)`);
+    }
+  }
+
+  /** Ends the batch in flight, then publishes this one to the reader threads. */
+  private launch(requests: readonly ReadRequest[]): number {
+    this.wait();
     if (requests.length > MAX_BATCH) throw new TsmoeError(`expert reader: ${requests.length} reads in one batch (at most ${MAX_BATCH})`);
     this.start();
     if (this.reqBuf.byteLength < 8 * FIELDS * requests.length) {
@@ -148,20 +193,7 @@ export class ParallelReader {
     Atomics.store(c, NEXT, tag);
     Atomics.store(c, GEN, gen);
     Atomics.notify(c, GEN);
-    // the calling thread reads too
-    let failed: unknown;
-    for (let i = claim(c, tag, requests.length); i >= 0; i = claim(c, tag, requests.length)) {
-      try {
-        readFully(requests[i]!);
-      } catch (e) {
-        failed = e;
-      }
-      Atomics.add(c, DONE, 1);
-    }
-    for (let d = Atomics.load(c, DONE); d < requests.length; d = Atomics.load(c, DONE)) Atomics.wait(c, DONE, d, 1000);
-    if (failed !== undefined || Atomics.load(c, FAILED)) {
-      throw new TsmoeError(`reading the model file failed${failed instanceof Error ? `: ${failed.message}` : ""} (file changed or unreadable?)`);
-    }
+    this.pending = { requests, tag };
     return bytes;
   }
 
@@ -181,6 +213,11 @@ export class ParallelReader {
   }
 
   async dispose(): Promise<void> {
+    try {
+      this.wait();
+    } catch {
+      // a failed read of a batch nobody waits for any more
+    }
     this.stopWorkers();
   }
 }

@@ -37,6 +37,11 @@ export interface LoadOptions {
   moeCache?: number;
   /** which expert leaves the cache when it is full: least often used so far (default) or least recently used */
   moeCachePolicy?: "lru" | "lfu";
+  /**
+   * when streaming: while a token's layer computes, read ahead the experts the next layer's router picks
+   * on this layer's FFN input (default true; false reads each layer's missing experts only when it needs them)
+   */
+  moePrefetch?: boolean;
   /** the context size sessions will use (sizes the KV cache in the memory plan; default min(training context, 4096)) */
   nCtx?: number;
   /** called with (bytes read, total bytes) while tensor data loads */
@@ -48,9 +53,14 @@ export interface ExpertCacheStats {
   /** expert lookups that found the expert in the cache / had to read it from the file */
   hits: number;
   misses: number;
+  /** bytes read from the file, read-ahead included */
   bytesRead: number;
-  /** wall time spent waiting for reads, ms */
+  /** wall time spent waiting for reads, ms (read-ahead overlaps computation: not all of its time is waited for) */
   readMs: number;
+  /** experts read ahead for the next layer (LoadOptions.moePrefetch), those of them that layer used (counted in hits too), and the others */
+  readAhead: number;
+  readAheadUsed: number;
+  readAheadWasted: number;
 }
 
 /**

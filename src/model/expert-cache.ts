@@ -7,13 +7,19 @@
  * the layer being computed are never evicted). The bytes are the file's, so logits are bit-identical to the resident model's.
  *
  * The missing experts of one layer are read together: their reads go to a few reader threads in parallel
- * (./expert-reader.ts) while the main thread waits.
+ * (../io/parallel-reader.ts) while the main thread waits. Read-ahead (on by default): once a token's layer
+ * L has its experts, the next MoE layer's router is applied to layer L's FFN input (the residual stream
+ * changes slowly from one layer to the next) and that layer's top-k experts that are not cached are read
+ * by the reader threads while layer L computes, into slots other than layer L's experts; the next layer's
+ * fetch waits for them first, then reads what is still missing. A guess changes which experts are cached,
+ * never the bytes a layer computes with.
  */
 import { closeSync, constants, openSync } from "node:fs";
 import { freemem } from "node:os";
 import { TsmoeError } from "../errors.ts";
 import { formatBytes } from "../gguf/summary.ts";
 import type { TensorEntry } from "../gguf/types.ts";
+import type { MatmulBackend } from "../kernels/backend.ts";
 import type { Weight } from "../kernels/matmul.ts";
 import type { ExpertCacheStats } from "./api.ts";
 import { ParallelReader, type ReadRequest } from "../io/parallel-reader.ts";
@@ -62,17 +68,28 @@ function slotBytesOf(t: LayerExpertTensors, nExpert: number): number {
   return slotBytesFor([t.gate.entry.nBytes / nExpert, t.up.entry.nBytes / nExpert, t.down.entry.nBytes / nExpert]);
 }
 
+const NO_STATS: ExpertCacheStats = { hits: 0, misses: 0, bytesRead: 0, readMs: 0, readAhead: 0, readAheadUsed: 0, readAheadWasted: 0 };
+
 export class ExpertCache {
   private readonly slots: Slot[] = [];
+  /** slots whose expert was dropped (a failed read-ahead) */
+  private readonly free: Slot[] = [];
   /** resident experts by key, least recently used first (Map order) */
   private readonly lru = new Map<number, Slot>();
   private readonly fds = new Map<string, number>();
   private readonly reader: ParallelReader;
   readonly maxSlots: number;
   readonly slotBytes: number;
-  private s: ExpertCacheStats = { hits: 0, misses: 0, bytesRead: 0, readMs: 0 };
+  private s: ExpertCacheStats = { ...NO_STATS };
   /** "lfu": uses of every expert so far (by key), for the frequency policy */
   private readonly uses = new Map<number, number>();
+  /** read-ahead: each MoE layer's weights, the next MoE layer after each, the router's matmul and its output */
+  private readonly moes = new Map<number, MoeWeights>();
+  private readonly nextLayer = new Map<number, number>();
+  private backend: MatmulBackend | undefined;
+  private logits: Float32Array | undefined;
+  /** the read-ahead batch posted to the reader: the layer it guesses for and its experts' keys */
+  private ahead: { il: number; keys: number[] } | undefined;
 
   constructor(
     readonly bytes: number,
@@ -86,18 +103,29 @@ export class ExpertCache {
      */
     readonly policy: "lru" | "lfu" = "lfu",
     readers = 4,
+    /** read the next layer's likely experts ahead (needs useBackend) */
+    readonly prefetch = true,
   ) {
     this.slotBytes = Math.max(...[...layers.values()].map((t) => slotBytesOf(t, nExpert)));
     this.maxSlots = Math.floor(bytes / this.slotBytes);
     if (this.maxSlots < nExpert) throw new TsmoeError(`expert cache of ${formatBytes(bytes)} holds fewer than the ${nExpert} experts of one layer (${formatBytes(nExpert * this.slotBytes)})`);
     this.reader = new ParallelReader(readers);
+    const order = [...layers.keys()].sort((a, b) => a - b);
+    order.forEach((il, i) => i + 1 < order.length && this.nextLayer.set(il, order[i + 1]!));
   }
 
   /** Makes moe.fetch give resident copies of the experts a batch uses (layer il). */
   attach(il: number, moe: MoeWeights): void {
     const t = this.layers.get(il);
     if (!t) return;
-    moe.fetch = (used) => this.fetch(il, moe, t, used);
+    this.moes.set(il, moe);
+    moe.fetch = (used, x) => this.fetch(il, moe, t, used, x);
+  }
+
+  /** The backend that applies the next layer's router for read-ahead (the model's). */
+  useBackend(backend: MatmulBackend): void {
+    this.backend = backend;
+    this.logits = backend.allocF32(this.nExpert);
   }
 
   stats(): ExpertCacheStats {
@@ -105,7 +133,7 @@ export class ExpertCache {
   }
 
   resetStats(): void {
-    this.s = { hits: 0, misses: 0, bytesRead: 0, readMs: 0 };
+    this.s = { ...NO_STATS };
   }
 
   /** one line: the cache's size in slots and bytes */
@@ -127,7 +155,8 @@ export class ExpertCache {
     return fd;
   }
 
-  private fetch(il: number, moe: MoeWeights, t: LayerExpertTensors, used: readonly number[]): Pick<MoeWeights, "gate" | "up" | "down"> {
+  private fetch(il: number, moe: MoeWeights, t: LayerExpertTensors, used: readonly number[], x?: Float32Array): Pick<MoeWeights, "gate" | "up" | "down"> {
+    this.endReadAhead(il, used);
     const out: Pick<MoeWeights, "gate" | "up" | "down"> = { gate: [], up: [], down: [] };
     const keep = new Set<number>();
     const missing: number[] = [];
@@ -146,25 +175,8 @@ export class ExpertCache {
     const requests: ReadRequest[] = [];
     let bytes = 0;
     for (const e of missing) {
-      const key = il * this.nExpert + e;
-      const slot = this.takeSlot(keep);
-      slot.key = key;
-      // each part is read as the aligned file range around it, to an aligned address
-      let at = (IO_ALIGN - ((slot.data.byteOffset) % IO_ALIGN)) % IO_ALIGN;
-      const part = (p: LayerExpertTensors["gate"], w: Weight): Weight => {
-        const per = p.entry.nBytes / this.nExpert;
-        const pos = p.position + e * per;
-        const from = pos - (pos % IO_ALIGN);
-        const skip = pos - from;
-        const len = alignUp(skip + per, IO_ALIGN);
-        requests.push({ fd: this.fd(p.path), position: from, data: slot.data.subarray(at, at + len), need: skip + per });
-        const data = slot.data.subarray(at + skip, at + skip + per);
-        at += partBytes(per);
-        bytes += per;
-        return { type: w.type, ne0: w.ne0, ne1: w.ne1, data };
-      };
-      slot.weights = { gate: part(t.gate, moe.gate[e]!), up: part(t.up, moe.up[e]!), down: part(t.down, moe.down[e]!) };
-      this.lru.set(key, slot);
+      // there is a slot outside keep: maxSlots >= nExpert >= the experts one layer uses
+      bytes += this.place(this.takeSlot(keep)!, il, e, moe, t, requests);
       this.s.misses++;
     }
     if (requests.length > 0) {
@@ -179,11 +191,106 @@ export class ExpertCache {
       out.up[e] = w.up;
       out.down[e] = w.down;
     }
+    if (x && this.prefetch) this.readAhead(il, x, used.length, keep);
     return out;
   }
 
-  /** An empty slot while there is room for one more, else the least recently used one outside `keep`. */
-  private takeSlot(keep: Set<number>): Slot {
+  /** Gives expert e of layer il the slot: its weights there, and the reads that fill it (returns their bytes). */
+  private place(slot: Slot, il: number, e: number, moe: MoeWeights, t: LayerExpertTensors, requests: ReadRequest[]): number {
+    const key = il * this.nExpert + e;
+    slot.key = key;
+    let bytes = 0;
+    // each part is read as the aligned file range around it, to an aligned address
+    let at = (IO_ALIGN - (slot.data.byteOffset % IO_ALIGN)) % IO_ALIGN;
+    const part = (p: LayerExpertTensors["gate"], w: Weight): Weight => {
+      const per = p.entry.nBytes / this.nExpert;
+      const pos = p.position + e * per;
+      const from = pos - (pos % IO_ALIGN);
+      const skip = pos - from;
+      const len = alignUp(skip + per, IO_ALIGN);
+      requests.push({ fd: this.fd(p.path), position: from, data: slot.data.subarray(at, at + len), need: skip + per });
+      const data = slot.data.subarray(at + skip, at + skip + per);
+      at += partBytes(per);
+      bytes += per;
+      return { type: w.type, ne0: w.ne0, ne1: w.ne1, data };
+    };
+    slot.weights = { gate: part(t.gate, moe.gate[e]!), up: part(t.up, moe.up[e]!), down: part(t.down, moe.down[e]!) };
+    this.lru.set(key, slot);
+    return bytes;
+  }
+
+  /**
+   * Guesses the next MoE layer's k experts from this layer's FFN input x (one token) with that layer's
+   * router (top-k of the logits, plus the router bias; with a selection bias, of sigmoid + bias), and posts
+   * the reads of those not cached into slots outside `keep` (this layer's experts) and the guess.
+   */
+  private readAhead(il: number, x: Float32Array, k: number, keep: Set<number>): void {
+    const next = this.nextLayer.get(il);
+    if (next === undefined || !this.backend || !this.logits) return;
+    const moe = this.moes.get(next)!;
+    const scores = this.logits;
+    this.backend.matmul(moe.gateInp, x, 1, scores);
+    const rb = moe.gateInpBias;
+    const sb = moe.selectionBias;
+    for (let e = 0; e < this.nExpert; e++) {
+      const l = scores[e]! + (rb ? rb[e]! : 0);
+      scores[e] = sb ? 1 / (1 + Math.exp(-l)) + sb[e]! : l;
+    }
+    const guess = [...scores.keys()].sort((a, b) => scores[b]! - scores[a]! || a - b).slice(0, k);
+    const protect = new Set(keep);
+    for (const e of guess) protect.add(next * this.nExpert + e);
+    const requests: ReadRequest[] = [];
+    const keys: number[] = [];
+    let bytes = 0;
+    const t = this.layers.get(next)!;
+    for (const e of guess) {
+      const key = next * this.nExpert + e;
+      if (this.lru.has(key)) continue;
+      const slot = this.takeSlot(protect);
+      if (!slot) break;
+      bytes += this.place(slot, next, e, moe, t, requests);
+      keys.push(key);
+    }
+    if (keys.length === 0) return;
+    this.reader.post(requests);
+    this.ahead = { il: next, keys };
+    this.s.bytesRead += bytes;
+    this.s.readAhead += keys.length;
+  }
+
+  /** Waits for the read-ahead batch (before any slot is used or reused) and counts which of its experts layer il uses. */
+  private endReadAhead(il: number, used: readonly number[]): void {
+    const a = this.ahead;
+    if (!a) return;
+    this.ahead = undefined;
+    const t0 = performance.now();
+    try {
+      this.reader.wait();
+    } catch (err) {
+      // their slots hold no expert
+      for (const key of a.keys) {
+        const slot = this.lru.get(key)!;
+        this.lru.delete(key);
+        slot.key = -1;
+        slot.weights = undefined;
+        this.free.push(slot);
+      }
+      throw err;
+    } finally {
+      this.s.readMs += performance.now() - t0;
+    }
+    const hit = a.il === il ? a.keys.filter((key) => used.includes(key - il * this.nExpert)).length : 0;
+    this.s.readAheadUsed += hit;
+    this.s.readAheadWasted += a.keys.length - hit;
+  }
+
+  /**
+   * An empty slot while there is room for one more, else the one the policy evicts outside `keep`
+   * (undefined when every slot is in `keep`).
+   */
+  private takeSlot(keep: Set<number>): Slot | undefined {
+    const free = this.free.pop();
+    if (free) return free;
     if (this.slots.length < this.maxSlots) {
       const slot: Slot = { data: this.alloc(this.slotBytes), key: -1 };
       this.slots.push(slot);
@@ -210,11 +317,11 @@ export class ExpertCache {
       slot.weights = undefined;
       return slot;
     }
-    // unreachable: maxSlots >= nExpert >= the experts one layer can use
-    throw new TsmoeError("expert cache: no slot to evict");
+    return undefined;
   }
 
   async dispose(): Promise<void> {
+    this.ahead = undefined;
     for (const fd of this.fds.values()) closeSync(fd);
     this.fds.clear();
     await this.reader.dispose();

@@ -235,10 +235,11 @@ export async function loadModel(path: string, opts: LoadModelOptions = {}): Prom
     const m = buildModel(file, read);
     let cache: ExpertCache | undefined;
     if (plan) {
-      cache = new ExpertCache(plan.cacheBytes, expertTensors(opened, file), m.hparams.nExpert, alloc, opts.moeCachePolicy);
+      cache = new ExpertCache(plan.cacheBytes, expertTensors(opened, file), m.hparams.nExpert, alloc, opts.moeCachePolicy, 4, opts.moePrefetch ?? true);
       for (const [il, L] of m.weights.layers.entries()) if (L.moe) cache.attach(il, L.moe);
     }
     const backend = opts.backend ?? (await createPoolBackend(opts.threads ?? defaultThreadCount()));
+    cache?.useBackend(backend);
     const line = plan && `routed experts streamed from the file through a cache of ${cache!.describe()}: model ${formatBytes(opened.dataBytes)}, ${plan.why}`;
     return new LoadedGgufModel(path, file, m, backend, opts.backend === undefined, cache, line);
   } catch (err) {

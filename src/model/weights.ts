@@ -28,9 +28,11 @@ export interface MoeWeights {
   activation?: "swiglu" | "swiglu_oai";
   /**
    * when the experts are streamed from the file (./expert-cache.ts): resident copies of the experts `used`
-   * (indexed by expert id, valid until the next fetch of any layer); gate/up/down above then hold no data
+   * (indexed by expert id, valid until the next fetch of any layer); gate/up/down above then hold no data.
+   * x: the layer's FFN input when the batch is one token, from which the next layer's experts are guessed
+   * and read ahead
    */
-  fetch?: (used: readonly number[]) => Pick<MoeWeights, "gate" | "up" | "down">;
+  fetch?: (used: readonly number[], x?: Float32Array) => Pick<MoeWeights, "gate" | "up" | "down">;
 }
 
 /** A dense SwiGLU FFN: ffn_gate / ffn_up / ffn_down. */
