@@ -68,7 +68,7 @@ async function child(file: string, engine: string, nExpert: number, n: number, t
     for (let i = 0; i < n; i++) tok = argmax(await s.eval([tok]));
     const dt = (performance.now() - t1) / 1000;
     const st = model.streaming?.stats();
-    const ahead = st && prefetch ? `, read ahead ${st.readAhead} (${((100 * st.readAheadUsed) / Math.max(1, st.readAhead)).toFixed(1)}% used)` : ", no read-ahead";
+    const ahead = st && prefetch ? `, read ahead ${st.readAhead} (${((100 * st.readAheadUsed) / Math.max(1, st.readAhead)).toFixed(1)}% used, ${st.readAheadSkipped} guesses not read)` : ", no read-ahead";
     const note = st ? `cache ${model.streaming!.describe()}, hit rate ${((100 * st.hits) / Math.max(1, st.hits + st.misses)).toFixed(1)}%${ahead}` : "resident";
     console.log(JSON.stringify({ engine, nExpert, tgTps: n / dt, readPerToken: (readBytes() - r0) / n, loadS, note } satisfies RunResult));
     await model.dispose();

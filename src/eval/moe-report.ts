@@ -56,5 +56,6 @@ export function formatCacheStats(c: ExpertCacheStats, tokens: number): string {
   const perToken = tokens ? formatBytes(c.bytesRead / tokens) : "-";
   const speed = c.readMs > 0 ? `${formatBytes((c.bytesRead / c.readMs) * 1000)}/s` : "-";
   const ahead = c.readAhead ? `; read ahead ${c.readAhead} experts: ${c.readAheadUsed} used by the next layer, ${c.readAheadWasted} not` : "";
-  return `expert cache: hit rate ${rate} (${c.hits} hits, ${c.misses} misses), ${perToken} read per token, read throughput ${speed}${ahead}`;
+  const skipped = c.readAheadSkipped ? `; ${c.readAheadSkipped} guessed experts not read ahead (recent guesses mostly wrong)` : "";
+  return `expert cache: hit rate ${rate} (${c.hits} hits, ${c.misses} misses), ${perToken} read per token, read throughput ${speed}${ahead}${skipped}`;
 }

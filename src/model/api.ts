@@ -61,6 +61,8 @@ export interface ExpertCacheStats {
   readAhead: number;
   readAheadUsed: number;
   readAheadWasted: number;
+  /** guessed experts not read ahead because recent guesses were mostly wrong */
+  readAheadSkipped: number;
 }
 
 /**
