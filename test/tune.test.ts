@@ -11,6 +11,7 @@ import { buildProgram } from "../src/cli/main.ts";
 import { parseCumPLayerSpec, parseLayerSpec } from "../src/cli/moe-options.ts";
 import { TsmoeError } from "../src/errors.ts";
 import type { MoeRun } from "../src/eval/moe-eval.ts";
+import { spreadChunks } from "../src/eval/text.ts";
 import { allocate, layerSpec, type LayerOption } from "../src/eval/tune-alloc.ts";
 import { measureSensitivity, scheduleOf, tuneBudget, type TuneConfig, type TuneEvaluator } from "../src/eval/tune.ts";
 import type { MoeOptions } from "../src/model/api.ts";
@@ -119,6 +120,17 @@ function syntheticEvaluator(): TuneEvaluator & { calls: MoeOptions[] } {
   };
 }
 
+describe("spreadChunks (calibration chunks spread over the text)", () => {
+  const tokens = Array.from({ length: 103 }, (_, i) => i); // 10 whole chunks of 10, and 3 tokens
+  it("takes whole chunks evenly spaced from the first, in order", () => {
+    expect(spreadChunks(tokens, 10, 2)).toEqual([...tokens.slice(0, 10), ...tokens.slice(50, 60)]);
+    expect(spreadChunks(tokens, 10, 3)).toEqual([...tokens.slice(0, 10), ...tokens.slice(30, 40), ...tokens.slice(60, 70)]);
+  });
+  it("leaves the text as it is for one chunk or all of them", () => {
+    for (const n of [-1, 1, 10, 11]) expect(spreadChunks(tokens, 10, n)).toEqual(tokens);
+  });
+});
+
 describe("tune (the search, on a synthetic evaluator)", () => {
   const log = () => {};
   const tune = async (ev: TuneEvaluator, cfg: TuneConfig & { budget: number }) => {
@@ -149,6 +161,30 @@ describe("tune (the search, on a synthetic evaluator)", () => {
     expect(r.tuned.calib.meanExperts).toBeLessThanOrEqual(4 * 1.002);
     expect(r.cumP.schedule.moe.cumP! * 8).toBeCloseTo(r.tuned.calib.meanExperts, 0);
     expect(r.tuned.calib.kld).toBeLessThanOrEqual(r.cumP.calib.kld);
+  });
+
+  it("with dynamic thresholds, fills the budget the options' steps left unspent (thresholds raised in thousandths)", async () => {
+    const ev = syntheticEvaluator();
+    const lines: string[] = [];
+    // 0.3, 0.5, 0.7 cost 2.4, 4, 5.6 experts: no choice of them spends 3.4 of the 4 x 3.4 budget exactly
+    const r = await tune(ev, { k: 8, mask: "soft", budget: 3.4 / 8, dynamic: true, options: [0.3, 0.5, 0.7], refine: 2, log: (l) => lines.push(l) });
+    expect(r.start.calib.meanExperts).toBeLessThan(3.4 - 0.1);
+    expect(r.tuned.calib.meanExperts).toBeLessThanOrEqual(3.4 * 1.002 + 1e-9);
+    expect(r.tuned.calib.meanExperts).toBeGreaterThan(3.4 - 0.01); // 0.001 more in 4 layers costs 0.008 here
+    expect(r.tuned.calib.kld).toBeLessThan(r.start.calib.kld);
+    expect(lines.some((l) => /fill \+0\.\d+: --moe-cum-p-layers .*\(better\)/.test(l))).toBe(true);
+  });
+
+  it("the refinement never leaves the budget and never ends worse on the calibration text than the allocation it started from", async () => {
+    for (const dynamic of [false, true])
+      for (const budget of [0.25, 0.4, 0.5, 0.6, 0.75]) {
+        const ev = syntheticEvaluator();
+        const options = dynamic ? [0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9] : [1, 2, 3, 4, 5, 6, 7];
+        const r = await tune(ev, { k: 8, mask: "soft", budget, dynamic, options, refine: 6, log });
+        expect(r.tuned.calib.meanExperts, `${dynamic} ${budget}`).toBeLessThanOrEqual(8 * budget * 1.002 + 1e-9);
+        expect(r.tuned.calib.kld, `${dynamic} ${budget}`).toBeLessThanOrEqual(r.start.calib.kld);
+        expect(r.start.calib.meanExperts).toBeLessThanOrEqual(8 * budget * 1.002 + 1e-9);
+      }
   });
 
   it("fails with one line when the budget is below the cheapest options", async () => {
@@ -220,5 +256,6 @@ describe("tsmoe tune (CLI, embedded model)", () => {
     await bad(["-f", calib, "--budget", "0.5", "--moe-mask", "firm"], /--moe-mask: expected soft or hard/);
     await bad(["-f", calib, "--budget", "0.5", "-c", "64", "--moe-n-expert", "2,8", "-t", "1"], /below the model's k = 8/);
     await bad(["-f", calib, "--budget", "0.5", "--chunks", "0"], /--chunks must be -1/);
+    await bad(["-f", calib, "--budget", "0.5", "--chunk-sampling", "random"], /--chunk-sampling: expected spread or first/);
   });
 });

@@ -11,7 +11,7 @@ import { UsageError } from "../errors.ts";
 import { modelDescription } from "../eval/model-desc.ts";
 import { MoeEvaluator, type EvalText } from "../eval/moe-eval.ts";
 import { markdownTable } from "../eval/table.ts";
-import { readTextFile, tokenizeForEval } from "../eval/text.ts";
+import { readTextFile, spreadChunks, tokenizeForEval } from "../eval/text.ts";
 import { measureSensitivity, tuneBudget, type TuneResult, type TuneRow } from "../eval/tune.ts";
 import { sensitivityTable, tuneColumns } from "../eval/tune-report.ts";
 import type { Model } from "../model/api.ts";
@@ -34,6 +34,7 @@ interface TuneCliOptions {
   moeNExpert?: string;
   moeCumP: string;
   refine: string;
+  chunkSampling: string;
   overrideKv?: string[];
 }
 
@@ -55,6 +56,7 @@ export function register(program: Command): void {
     .option("-c, --ctx-size <n>", "tokens per perplexity chunk", "512")
     .option("--chunks <n>", "calibration chunks (-1: all the text holds)", "16")
     .option("--eval-chunks <n>", "held-out chunks (-1: all; default: as --chunks)")
+    .option("--chunk-sampling <how>", "which chunks of each text are evaluated: spread (evenly over the text) or first", "spread")
     .option("-b, --batch-size <n>", "tokens per evaluation call", "2048")
     .option("-t, --threads <n>", "worker threads", String(availableParallelism()))
     .option("--override-kv <KEY=TYPE:VALUE>", "override GGUF metadata (int, float, bool, str); repeatable", collect)
@@ -71,6 +73,8 @@ export function register(program: Command): void {
         if (!(v > 0 && v <= 1)) throw new UsageError(`--budget: must be in (0, 1], got ${b.trim()}`);
         return v;
       });
+      const sampling = o.chunkSampling;
+      if (sampling !== "spread" && sampling !== "first") throw new UsageError(`--chunk-sampling: expected spread or first, got '${sampling}'`);
       const mask = o.moeMask;
       if (mask !== "soft" && mask !== "hard") throw new UsageError(`--moe-mask: expected soft or hard, got '${mask}'`);
       const dynamic = o.dynamic === true;
@@ -94,7 +98,7 @@ export function register(program: Command): void {
         const options = dynamic ? thresholds : (counts ?? Array.from({ length: k - 1 }, (_, i) => i + 1));
         const open = async (text: string, n: number, name: string) => {
           const t0 = performance.now();
-          const ev = await MoeEvaluator.create(model, evalText(model, text, nCtx, n), { nBatch, basePath: join(tmp, `${name}.kld`) });
+          const ev = await MoeEvaluator.create(model, evalText(model, text, nCtx, n, sampling === "spread"), { nBatch, basePath: join(tmp, `${name}.kld`) });
           evaluators.push(ev);
           log(`tune: ${name}: the model's own run over ${ev.nChunk} chunks of ${nCtx} tokens: PPL ${ev.base.ppl.toFixed(3)} (${((performance.now() - t0) / 1000).toFixed(1)} s)`);
           return ev;
@@ -123,14 +127,17 @@ export function register(program: Command): void {
         out.push("");
         out.push(
           `${mask} mask, ${dynamic ? "per-layer top-p thresholds" : "per-layer counts"}; calibration ${basename(o.file)} ` +
-            `(${calib.nChunk} chunks of ${nCtx})${held ? `, held-out ${basename(o.evalFile!)} (${held.nChunk} chunks)` : ""}. ` +
+            `(${calib.nChunk} chunks of ${nCtx})${held ? `, held-out ${basename(o.evalFile!)} (${held.nChunk} chunks)` : ""}, ${sampling === "spread" ? "chunks spread over each text" : "each text's first chunks"}. ` +
             `Sensitivity: ${sensitivity.length * (sensitivity[0]?.options.length - 1)} runs in ${sensitivitySeconds.toFixed(0)} s.`,
         );
         for (const { r, seconds } of results) {
           out.push("");
           out.push(`## Budget ${r.budget}: ${(r.budget * k).toFixed(2)} of k = ${k} routed experts per token`);
           out.push("");
-          out.push(`Search: ${r.runs} runs in ${seconds.toFixed(0)} s; the per-layer losses predicted KLD ${r.predicted.toFixed(4)} for the first allocation. Tuned schedule:`);
+          out.push(
+            `Search: ${r.runs} runs in ${seconds.toFixed(0)} s; the first allocation measured KLD ${r.start.calib.kld.toFixed(4)} (the per-layer losses predicted ` +
+              `${r.predicted.toFixed(4)}), the refinement ended at ${r.tuned.calib.kld.toFixed(4)}. Tuned schedule:`,
+          );
           out.push("");
           out.push(`    ${r.tuned.schedule.flags}`);
           out.push("");
@@ -156,6 +163,7 @@ function parseChunks(flag: string, s: string): number {
   return n;
 }
 
-function evalText(model: Model, text: string, nCtx: number, chunks: number): EvalText {
-  return { ...tokenizeForEval(model, text), nCtx, chunks };
+function evalText(model: Model, text: string, nCtx: number, chunks: number, spread: boolean): EvalText {
+  const { tokens, bos } = tokenizeForEval(model, text);
+  return { tokens: spread ? spreadChunks(tokens, nCtx, chunks) : tokens, bos, nCtx, chunks };
 }

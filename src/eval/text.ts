@@ -35,3 +35,20 @@ export function tokenizeForEval(model: Model, text: string): { tokens: number[];
   if (tok.addEos) throw new TsmoeError("perplexity: models that add EOS to every sequence are not supported (as in llama.cpp)");
   return { tokens: tok.tokenize(text, { addSpecial: true, parseSpecial: false }), bos: tok.addBos ? tok.bos : null };
 }
+
+/**
+ * The tokens of `chunks` whole chunks of `nCtx` tokens spread evenly over the text (chunk c of n starts at
+ * whole chunk floor(c x available / n)), concatenated: a sample of the whole text where the first chunks
+ * would be one part of it (a calibration file that is stories, then a poem, is sampled in both). One chunk,
+ * or all the text holds (chunks < 0 or more), is the text unchanged: its first chunks are those.
+ */
+export function spreadChunks(tokens: readonly number[], nCtx: number, chunks: number): number[] {
+  const available = Math.floor(tokens.length / nCtx);
+  if (chunks <= 1 || chunks >= available) return [...tokens];
+  const out: number[] = [];
+  for (let c = 0; c < chunks; c++) {
+    const start = Math.floor((c * available) / chunks) * nCtx;
+    for (let i = start; i < start + nCtx; i++) out.push(tokens[i]);
+  }
+  return out;
+}
