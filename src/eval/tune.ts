@@ -5,8 +5,9 @@
  *  1. Sensitivity: for every MoE layer and every option (an expert count N < k, or with `dynamic` a top-p
  *     threshold P < 1), one run in which only that layer takes the option: its mean KLD against the
  *     model's own routing is the layer's loss, its measured experts per token in that layer the cost.
- *  2. Allocation: assuming the losses add up across layers (on the embedded model the sum of the per-layer
- *     losses predicts uniform N = 4 and N = 2 within 7%), the exact multiple-choice knapsack (tune-alloc.ts)
+ *  2. Allocation: assuming the losses add up across layers (on the embedded model they are sub-additive:
+ *     the sum overestimates an allocation's measured KLD by 14-34%, bench/RESULTS-tune.md, but ranks
+ *     schedules well), the exact multiple-choice knapsack (tune-alloc.ts)
  *     picks one option per layer with the least summed loss within budget x k x layers experts.
  *  3. Verification and refinement with real runs: the allocation runs for real; with `dynamic` the
  *     experts it really uses (layers interact) may exceed the budget, and the budget given to the
@@ -64,7 +65,7 @@ export interface LayerSensitivity {
 export interface TuneResult {
   /** routed-expert work kept: mean experts per token over k */
   budget: number;
-  /** the summed per-layer losses of the first allocation */
+  /** the summed per-layer losses of the allocation the refinement started from */
   predicted: number;
   /** the allocation the refinement started from, measured on the calibration text */
   start: TuneRow;
@@ -137,7 +138,6 @@ export async function tuneBudget(ev: TuneEvaluator, cfg: TuneConfig, sensitivity
   for (let attempt = 0; attempt < 4; ) {
     const a = allocate(table, cap, unit);
     if (!a) break;
-    if (Number.isNaN(predicted)) predicted = a.loss;
     const schedule = scheduleOf(cfg, valuesOf(a.choice));
     if (tried.has(schedule.flags)) {
       cap -= unit; // the shrunk budget gave the same allocation: shrink until it changes
@@ -148,13 +148,13 @@ export async function tuneBudget(ev: TuneEvaluator, cfg: TuneConfig, sensitivity
     const calib = await run(schedule.moe);
     cfg.log(`tune: budget ${budget}: allocation: ${schedule.flags}: predicted KLD ${a.loss.toFixed(4)}, measured ${calib.kld.toFixed(4)} at ${calib.meanExperts.toFixed(2)} experts per token`);
     if (within(calib)) {
+      predicted = a.loss;
       best = { choice: a.choice, row: { schedule, calib } };
       break;
     }
     cap *= target / calib.meanExperts;
   }
   if (!best) throw new TsmoeError(`tune: no schedule within the budget of ${target.toFixed(2)} experts per token (the cheapest options exceed it)`);
-  predicted = Number.isNaN(predicted) ? 0 : predicted;
   const start = best.row;
 
   // refinement: one step of experts from one layer to another, best-rated moves first (each schedule once)
