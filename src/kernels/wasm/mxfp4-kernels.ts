@@ -4,8 +4,8 @@
  * for bit: per block of 32, the integer sum isum of the doubled E2M1 values times the int8 activations,
  * then acc += 2^(e - 128) * da * isum in f64, the blocks of a row in order, rounded once to float32. That
  * product is exact in f64 in any order (isum < 2^16 times da's 24-bit significand times a power of two),
- * so it is computed as (f64(isum) * da) * dw, with dw's f64 bits made from the exponent byte e as
- * (e + 895) << 52 and da staged as an f64.
+ * so it is computed as (f64(isum) * da) * dw, dw = 2^(e - 128) looked up in an f64 table (./layout.ts) and
+ * da staged as an f64.
  *
  * Integer part: the 4-bit indices are looked up with `i8x16.swizzle` in the table of the doubled E2M1
  * values plus 12 (unsigned, 0..24), and isum = sum u * a - 12 * sum a, the second sum staged per block.
@@ -27,6 +27,7 @@
 import { Code, F64, I32, Mem, Op, Simd, V128, type FuncDef } from "./emitter.ts";
 import { KVALUES_MXFP4 } from "../../tensor/decode.ts";
 import { WEIGHT_ROW_PARAMS } from "./kernels.ts";
+import { E8M0_TABLE_ADDR } from "./layout.ts";
 
 /** Kernel parameters (all i32 byte addresses in the shared memory, except the counts). */
 const P = {
@@ -99,10 +100,11 @@ export function emitMxfp4DecodeKernel(): FuncDef {
         mulPairs(ae[2]!, ae[3]!);
         c.simd(Simd.i16x8Add).get(ones).simd(Simd.i32x4DotI16x8S).set(dot[i]!);
       });
-      // dw: f64 lanes 2^(e - 128), bits (e + 895) << 52 in the high i32 of each lane
-      c.get(zero);
-      wb.forEach((w, i) => c.get(w).mem(Mem.i32Load8U, 0).i32(895).op(Op.i32Add).i32(20).op(Op.i32Shl).lane(Simd.i32x4ReplaceLane, 2 * i + 1));
-      c.set(dw);
+      // dw: f64 lanes 2^(e - 128), from the table at E8M0_TABLE_ADDR (v128.load64_lane into lane 1)
+      const [w0, w1] = wb as [number, number];
+      c.get(w1).mem(Mem.i32Load8U, 0).i32(3).op(Op.i32Shl);
+      c.get(w0).mem(Mem.i32Load8U, 0).i32(3).op(Op.i32Shl).simdMem(Simd.load64Splat, E8M0_TABLE_ADDR);
+      c.simdMem(Simd.load64Lane, E8M0_TABLE_ADDR).op(1).set(dw);
       // isum lanes 0, 1: the sums of dot[0], dot[1], plus -12 * sum a
       const [d0, d1] = dot as [number, number];
       c.get(d0).get(d1).shuffle(PAIRS_EVEN).get(d0).get(d1).shuffle(PAIRS_ODD).simd(Simd.i32x4Add).tee(part);
