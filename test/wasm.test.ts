@@ -262,6 +262,30 @@ describe("wasm kernels vs TypeScript kernels (bit-identical)", () => {
     });
   }
 
+  // MXFP4's one-token kernel (./mxfp4-kernels.ts): table values + 12 against staged int16 activations,
+  // the scales' f64 bits made from the exponent byte; rows two at a time from 64 rows on
+  it("MXFP4 one-token kernel: ranges of 1 to 200 rows, every exponent byte, extreme quants", () => {
+    const type = GGMLType.MXFP4;
+    const u = uniformRng(type + 650);
+    let seed = 3900;
+    for (const [K, N, cuts] of [[32, 150, [64, 129]], [2048, 131, [3, 68, 131]], [96, 64, [64]], [2880, 67, []], [160, 200, [63, 127]], [64, 5, []]] as const) {
+      seed++;
+      const w = wasmWeight(type, K, N, randomBlocks(type, K, N, seed));
+      compareKernels(w, activations(K, 1, seed), 1, u, `MXFP4 decode K=${K} N=${N}`, "decode", [...cuts]);
+    }
+    // every exponent byte 0..255 (2^-128 .. 2^127), each block of a row with its own
+    const K = 256 * 32, N = 66;
+    const bytes = randomBlocks(type, K, N, 17);
+    for (let b = 0; b < (K / 32) * N; b++) bytes[17 * b] = (b * 7) % 256;
+    compareKernels(wasmWeight(type, K, N, bytes), activations(K, 1, 18), 1, u, "MXFP4 decode, every exponent", "decode", [N]);
+    for (const [K, N] of [[2048, 67], [64, 128]] as const) {
+      const w = wasmWeight(type, K, N, extremeBlocks(type, K, N));
+      for (const sign of [1, -1]) compareKernels(w, new Float32Array(K).fill(sign * 1e3), 1, u, `MXFP4 decode extreme N=${N}, sign ${sign}`, "decode", [N]);
+    }
+    expect(decodeKernelName(type, 1)).toBe("mxfp4_1tok");
+    expect(decodeKernelName(type, 2)).toBeUndefined();
+  });
+
   // the multi-token decode kernels (2 to MAX_DECODE_TOKENS tokens, one row at a time)
   for (const type of [GGMLType.Q4_K, GGMLType.Q5_K, GGMLType.Q6_K]) {
     it(`${typeName(type)} few-token decode kernels: 2..${MAX_DECODE_TOKENS} tokens, odd row ranges, extreme quants and scales`, () => {

@@ -79,7 +79,7 @@ export const Simd = {
   i8x16Eq: 0x23, i32x4Eq: 0x37, f32x4Eq: 0x41, f32x4Lt: 0x43, f32x4Gt: 0x44, f32x4Ge: 0x46,
   v128And: 0x4e, v128Or: 0x50, v128Xor: 0x51, v128Bitselect: 0x52, v128AnyTrue: 0x53,
   i8x16NarrowI16x8S: 0x65, f32x4Nearest: 0x6a, i16x8ExtaddPairwiseI8x16S: 0x7c, i32x4ExtaddPairwiseI16x8S: 0x7e,
-  load64Zero: 0x5d, f32x4DemoteF64x2Zero: 0x5e, f64x2PromoteLowF32x4: 0x5f,
+  load64Lane: 0x57, load64Zero: 0x5d, f32x4DemoteF64x2Zero: 0x5e, f64x2PromoteLowF32x4: 0x5f,
   i8x16Shl: 0x6b, i8x16ShrU: 0x6d, i8x16Add: 0x6e, i8x16Sub: 0x71,
   i16x8NarrowI32x4S: 0x85, i16x8ExtendLowI8x16S: 0x87, i16x8ExtendHighI8x16S: 0x88, i16x8ExtendLowI8x16U: 0x89, i16x8ExtendHighI8x16U: 0x8a,
   i16x8Shl: 0x8b, i16x8ShrS: 0x8c, i16x8ShrU: 0x8d, i16x8Add: 0x8e, i16x8Sub: 0x91, i16x8Mul: 0x95,

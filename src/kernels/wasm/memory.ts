@@ -13,7 +13,7 @@
  * larger than an arena lands in a SharedArrayBuffer of its own and runs on the TypeScript kernels, which
  * the loader reports (src/model/kernel-report.ts).
  *
- * Layout of every arena: page 0 holds its counters and per-thread probe slots, then the f16 -> f32 table
+ * Layout of every arena: page 0 holds its counters, per-thread probe slots and the E8M0 scale table, then the f16 -> f32 table
  * (./layout.ts), then a bump-allocated heap (64-byte aligned). `freeTensorBytes` gives a tensor's range
  * back (Model.dispose does it for every tensor), so a process that loads models one after another reuses
  * the space. Freed ranges are kept on the thread that allocates tensors (the main thread) and reused
@@ -23,7 +23,8 @@
  * TSMOE_WASM_ARENA_MB to make arenas smaller than 4 GiB (tests and benchmarks of the multi-arena layout).
  */
 import { F16_TO_F32 } from "../../tensor/f16.ts";
-import { F16_TABLE_ADDR } from "./layout.ts";
+import { e8m0Half } from "../../tensor/decode.ts";
+import { E8M0_TABLE_ADDR, F16_TABLE_ADDR } from "./layout.ts";
 import { Wasm, type WasmMemory } from "./webassembly.ts";
 
 const PAGE = 65536;
@@ -37,6 +38,7 @@ const SLOT_LIMIT = 3; // the arena's size limit / 64
 const PROBE_BASE = 1024; // 8 bytes per probe slot
 const N_PROBES = 4096;
 const HEAP_START = F16_TABLE_ADDR + 65536 * 4;
+if (PROBE_BASE + 8 * N_PROBES > E8M0_TABLE_ADDR) throw new Error("memory: the probe slots overlap the E8M0 table");
 const ALIGN = 64;
 /** 64 MiB */
 const GROW_PAGES = 1024;
@@ -109,6 +111,7 @@ function newArena(): Arena | undefined {
     return undefined;
   }
   new Float32Array(memory.buffer, F16_TABLE_ADDR, 65536).set(F16_TO_F32);
+  new Float64Array(memory.buffer, E8M0_TABLE_ADDR, 256).set(Array.from({ length: 256 }, (_, e) => e8m0Half(e)));
   const h = header(memory);
   h[SLOT_BUMP] = HEAP_START / ALIGN;
   h[SLOT_LIMIT] = arenaBytes / ALIGN;

@@ -21,11 +21,13 @@ import { emitTileKernels, relaxedTileName, stagedBytes, tileBytes, type TileKern
 import { relaxedSimd } from "./relaxed.ts";
 import { FLOAT_ROWS, emitFloatKernel } from "./float-kernels.ts";
 import { DECODE_SCRATCH, type DecodeKernelInfo, MAX_DECODE_TOKENS, decodeKernelFor, decodeStagedBytes, emitDecodeKernels, relaxedDecodeName, stageDecodeActivations } from "./decode-kernels.ts";
+import { MXFP4_DECODE_KERNEL, MXFP4_SCRATCH, emitMxfp4DecodeKernel, mxfp4StagedBytes, stageMxfp4Activations } from "./mxfp4-kernels.ts";
 import { MAX_PAGES, arenaCount, arenaMemory, arenaOf, disableWasm, wasmAlloc, wasmDisabled, wasmMemory } from "./memory.ts";
 
 type KernelFn = (w: number, rb: number, nb: number, r0: number, r1: number, aq: number, ad: number, abs: number, T: number, K: number, out: number, tmp: number) => void;
 type TileFn = (w: number, rb: number, nb: number, r0: number, r1: number, act: number, T: number, out: number, tile: number) => void;
 type DecodeFn = (w: number, rb: number, nb: number, r0: number, r1: number, act: number, ad: number, bs: number, out: number, tmp: number) => void;
+type Mxfp4Fn = (w: number, rb: number, nb: number, r0: number, r1: number, act: number, out: number, tmp: number) => void;
 type StageFn = (q: number, d: number, bsums: number, T: number, K: number, nb: number, dst: number) => void;
 type StageTFn = (q: number, d: number, T: number, K: number, nb: number, dst: number) => void;
 
@@ -36,6 +38,7 @@ interface Runtime {
   kernels: Map<string, { fn: KernelFn; info: KernelInfo }>;
   tiles: Map<string, { fn: TileFn; info: TileKernelInfo }>;
   decode: Map<string, { fn: DecodeFn; info: DecodeKernelInfo }>;
+  mxfp4: Mxfp4Fn;
   stage: StageFn;
   stageT: StageTFn;
   /** the staging of the relaxed-SIMD batch kernels, if the module has them */
@@ -50,9 +53,10 @@ interface Runtime {
   copiedAct: Activations | undefined;
   /**
    * How copiedAct was copied: "rows" (as it is), "tile" (staged for the tile kernels as well) or "decode16"
-   * / "decode32" (staged for the decode kernels, activation sums per 16 or 32 values; "r": for the relaxed-SIMD ones)
+   * / "decode32" (staged for the decode kernels, activation sums per 16 or 32 values; "r": for the relaxed-SIMD ones),
+   * "mxfp4" (staged for the MXFP4 one-token kernel)
    */
-  copiedAs: "rows" | "tile" | "tile_r" | "decode16" | "decode32" | "decode16r" | "decode32r";
+  copiedAs: "rows" | "tile" | "tile_r" | "decode16" | "decode32" | "decode16r" | "decode32r" | "mxfp4";
 }
 
 export interface Compiled {
@@ -89,7 +93,7 @@ function allKernels(): ReturnType<typeof emitKernels> & { tileInfo: Map<string, 
   const tiles = emitTileKernels(relaxedSimd().available);
   funcs.push(...tiles.funcs);
   const decode = emitDecodeKernels(relaxedSimd().available);
-  funcs.push(...decode.funcs);
+  funcs.push(...decode.funcs, emitMxfp4DecodeKernel());
   return { funcs, info, tileInfo: tiles.info, decodeInfo: decode.info };
 }
 
@@ -141,6 +145,7 @@ export function wasmRuntime(arena = 0): Runtime | undefined {
       kernels,
       tiles,
       decode,
+      mxfp4: inst.exports[MXFP4_DECODE_KERNEL] as Mxfp4Fn,
       stage: inst.exports.stage as StageFn,
       stageT: inst.exports.stage_t as StageTFn,
       stageR: inst.exports.stage_r as StageFn | undefined,
@@ -246,6 +251,7 @@ const DECODE_OF: Partial<Record<GGMLType, { name: string; maxTokens: number }>> 
  * there is one, used or not).
  */
 export function decodeKernelName(type: GGMLType, nTokens: number, any = false): string | undefined {
+  if (type === GGMLType.MXFP4) return nTokens === 1 ? MXFP4_DECODE_KERNEL : undefined;
   const k = DECODE_OF[type];
   if (!k || nTokens < 1 || nTokens > (any ? MAX_DECODE_TOKENS : k.maxTokens)) return undefined;
   return decodeKernelFor(k.name, nTokens);
@@ -337,6 +343,7 @@ export function wasmMatmulRange(w: Weight, act: Activations, out: Float32Array, 
  * computes the rows.
  */
 function decodeMatmulRange(name: string, w: Weight, act: Activations, out: Float32Array, outStride: number, rowStart: number, rowEnd: number): boolean {
+  if (name === MXFP4_DECODE_KERNEL) return mxfp4MatmulRange(w, act, out, rowStart, rowEnd);
   const rt = runtimeFor(w.data);
   // the relaxed-SIMD variant when relaxed SIMD is on (same results, ./relaxed.ts)
   const k = (relaxedSimd().on ? rt?.decode.get(relaxedDecodeName(name)) : undefined) ?? rt?.decode.get(name);
@@ -364,6 +371,29 @@ function decodeMatmulRange(name: string, w: Weight, act: Activations, out: Float
   }
   k.fn(w.data.byteOffset, nb * typeSize, nb, rowStart, rowEnd, aq, ad, bs, o, tmp);
   copyOut(new Float32Array(buf, o, T * nRows), out, outStride, rowStart, T, nRows);
+  return true;
+}
+
+/** decodeMatmulRange for one token of MXFP4 weights (./mxfp4-kernels.ts). */
+function mxfp4MatmulRange(w: Weight, act: Activations, out: Float32Array, rowStart: number, rowEnd: number): boolean {
+  const rt = runtimeFor(w.data);
+  if (!rt) return false;
+  const K = w.ne0;
+  const nRows = rowEnd - rowStart;
+  if (nRows === 0) return true;
+  const nb = K / 32;
+  const sBytes = align64(mxfp4StagedBytes(K));
+  const base = scratchAddr(rt, sBytes + MXFP4_SCRATCH + nRows * 4);
+  if (base === undefined) return false;
+  const buf = rt.memory.buffer;
+  const tmp = base + sBytes, o = tmp + MXFP4_SCRATCH;
+  if (rt.copiedAct !== act || rt.copiedAs !== "mxfp4") {
+    stageMxfp4Activations(act.qs, act.d, K, buf, base);
+    rt.copiedAct = act;
+    rt.copiedAs = "mxfp4";
+  }
+  rt.mxfp4(w.data.byteOffset, nb * 17, nb, rowStart, rowEnd, base, o, tmp);
+  out.set(new Float32Array(buf, o, nRows), rowStart);
   return true;
 }
 
