@@ -26,6 +26,8 @@ import type { MatmulBackend } from "../kernels/backend.ts";
 import type { Weight } from "../kernels/matmul.ts";
 import type { ExpertCacheStats } from "./api.ts";
 import { ParallelReader, type ReadRequest } from "../io/parallel-reader.ts";
+import { TokenStages } from "./moe.ts";
+import type { RouterConfig } from "./moe-types.ts";
 import type { MoeWeights } from "./weights.ts";
 
 /** The tensors that are streamed: routed experts, one 3-D tensor per projection and layer. */
@@ -99,6 +101,8 @@ export class ExpertCache {
   private readonly nextLayer = new Map<number, number>();
   private backend: MatmulBackend | undefined;
   private logits: Float32Array | undefined;
+  /** the router's stages, applied to the guessed logits */
+  private readonly stages: TokenStages;
   /** the last guess: the layer it is for, its experts that were not cached, and whether they are being read */
   private ahead: { il: number; keys: number[]; read: boolean } | undefined;
   /** recent share of right guesses (see GUESS_RATE_MIN) */
@@ -123,6 +127,7 @@ export class ExpertCache {
     this.maxSlots = Math.floor(bytes / this.slotBytes);
     if (this.maxSlots < nExpert) throw new TsmoeError(`expert cache of ${formatBytes(bytes)} holds fewer than the ${nExpert} experts of one layer (${formatBytes(nExpert * this.slotBytes)})`);
     this.reader = new ParallelReader(readers);
+    this.stages = new TokenStages(nExpert);
     const order = [...layers.keys()].sort((a, b) => a - b);
     order.forEach((il, i) => i + 1 < order.length && this.nextLayer.set(il, order[i + 1]!));
   }
@@ -132,7 +137,7 @@ export class ExpertCache {
     const t = this.layers.get(il);
     if (!t) return;
     this.moes.set(il, moe);
-    moe.fetch = (used, x) => this.fetch(il, moe, t, used, x);
+    moe.fetch = (used, x, cfg) => this.fetch(il, moe, t, used, x, cfg);
   }
 
   /** The backend that applies the next layer's router for read-ahead (the model's). */
@@ -168,7 +173,7 @@ export class ExpertCache {
     return fd;
   }
 
-  private fetch(il: number, moe: MoeWeights, t: LayerExpertTensors, used: readonly number[], x?: Float32Array): Pick<MoeWeights, "gate" | "up" | "down"> {
+  private fetch(il: number, moe: MoeWeights, t: LayerExpertTensors, used: readonly number[], x?: Float32Array, cfg?: RouterConfig): Pick<MoeWeights, "gate" | "up" | "down"> {
     this.endReadAhead(il, used);
     const out: Pick<MoeWeights, "gate" | "up" | "down"> = { gate: [], up: [], down: [] };
     const keep = new Set<number>();
@@ -204,7 +209,7 @@ export class ExpertCache {
       out.up[e] = w.up;
       out.down[e] = w.down;
     }
-    if (x && this.prefetch) this.readAhead(il, x, used.length, keep);
+    if (x && cfg && this.prefetch) this.readAhead(il, x, cfg, used.length, keep);
     return out;
   }
 
@@ -234,23 +239,25 @@ export class ExpertCache {
 
   /**
    * Guesses the next MoE layer's k experts from this layer's FFN input x (one token) with that layer's
-   * router (top-k of the logits, plus the router bias; with a selection bias, of sigmoid + bias), and posts
-   * the reads of those not cached into slots outside `keep` (this layer's experts) and the guess (while
-   * recent guesses were good enough; else they are only checked).
+   * router: its logits (plus the router bias) through the router's own scoring, selection-bias and top-k
+   * stages (./moe.ts TokenStages, with that layer's selection bias); and posts the reads of those not cached
+   * into slots outside `keep` (this layer's experts) and the guess (while recent guesses were good enough;
+   * else they are only checked).
    */
-  private readAhead(il: number, x: Float32Array, k: number, keep: Set<number>): void {
+  private readAhead(il: number, x: Float32Array, cfg: RouterConfig, k: number, keep: Set<number>): void {
     const next = this.nextLayer.get(il);
     if (next === undefined || !this.backend || !this.logits) return;
     const moe = this.moes.get(next)!;
     const scores = this.logits;
     this.backend.matmul(moe.gateInp, x, 1, scores);
     const rb = moe.gateInpBias;
-    const sb = moe.selectionBias;
-    for (let e = 0; e < this.nExpert; e++) {
-      const l = scores[e]! + (rb ? rb[e]! : 0);
-      scores[e] = sb ? 1 / (1 + Math.exp(-l)) + sb[e]! : l;
-    }
-    const guess = [...scores.keys()].sort((a, b) => scores[b]! - scores[a]! || a - b).slice(0, k);
+    if (rb) for (let e = 0; e < this.nExpert; e++) scores[e] = scores[e]! + rb[e]!;
+    const s = this.stages;
+    const nextCfg = { ...cfg, selectionBias: moe.selectionBias };
+    s.scoreProbs(nextCfg, scores, 0);
+    s.biasSelection(nextCfg);
+    s.selectTopK(nextCfg, k);
+    const guess = Array.from(s.topk.subarray(0, k));
     const protect = new Set(keep);
     for (const e of guess) protect.add(next * this.nExpert + e);
     const requests: ReadRequest[] = [];

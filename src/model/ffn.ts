@@ -124,7 +124,7 @@ export function buildMoeFfn(
   const used: number[] = [];
   for (let e = 0; e < nExpert; e++) if (count[e] > 0) used.push(e);
   // streamed experts: read the missing ones into the cache first
-  const ex = w.fetch ? w.fetch(used, n === 1 ? x : undefined) : w;
+  const ex = w.fetch ? w.fetch(used, n === 1 ? x : undefined, cfg) : w;
   const rows = (buf: Float32Array, e: number, width: number) => buf.subarray(start[e] * width, start[e + 1] * width);
   // one token: every expert reads x itself, so the backend prepares (quantizes) it once for all of them
   const input = (e: number) => (n === 1 ? x : rows(b.xe, e, nEmbd));

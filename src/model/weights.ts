@@ -7,6 +7,7 @@
 import { TsmoeError } from "../errors.ts";
 import type { GgufFile, TensorEntry } from "../gguf/types.ts";
 import type { Weight } from "../kernels/matmul.ts";
+import type { RouterConfig } from "./moe-types.ts";
 import { assertSupported, dequantizeRow } from "../tensor/dequantize.ts";
 import { GGMLType } from "../tensor/types.ts";
 
@@ -30,9 +31,9 @@ export interface MoeWeights {
    * when the experts are streamed from the file (./expert-cache.ts): resident copies of the experts `used`
    * (indexed by expert id, valid until the next fetch of any layer); gate/up/down above then hold no data.
    * x: the layer's FFN input when the batch is one token, from which the next layer's experts are guessed
-   * and read ahead
+   * (with cfg, the router's settings) and read ahead
    */
-  fetch?: (used: readonly number[], x?: Float32Array) => Pick<MoeWeights, "gate" | "up" | "down">;
+  fetch?: (used: readonly number[], x?: Float32Array, cfg?: RouterConfig) => Pick<MoeWeights, "gate" | "up" | "down">;
 }
 
 /** A dense SwiGLU FFN: ffn_gate / ffn_up / ffn_down. */
