@@ -123,18 +123,9 @@ export class ParallelReader {
 
   /** Reads every request (all of them before it returns); returns the bytes read. */
   read(requests: readonly ReadRequest[]): number {
-    const bytes = this.launch(requests);
+    const bytes = this.post(requests);
     this.wait();
     return bytes;
-  }
-
-  /**
-   * Hands a batch to the reader threads and returns at once (the caller computes meanwhile); wait() ends
-   * it. The destinations must not be used before wait() returns. Without reader threads the reads happen
-   * in wait(). Returns the bytes the batch reads.
-   */
-  post(requests: readonly ReadRequest[]): number {
-    return this.launch(requests);
   }
 
   /** Waits for the batch in flight (helping with its reads not yet taken); throws when one failed. */
@@ -160,8 +151,12 @@ export class ParallelReader {
     }
   }
 
-  /** Ends the batch in flight, then publishes this one to the reader threads. */
-  private launch(requests: readonly ReadRequest[]): number {
+  /**
+   * Ends the batch in flight, then hands this one to the reader threads and returns at once (the caller
+   * computes meanwhile); wait() ends it. The destinations must not be used before wait() returns. Without
+   * reader threads the reads happen in wait(). Returns the bytes the batch reads.
+   */
+  post(requests: readonly ReadRequest[]): number {
     this.wait();
     if (requests.length > MAX_BATCH) throw new TsmoeError(`expert reader: ${requests.length} reads in one batch (at most ${MAX_BATCH})`);
     this.start();
